@@ -1,0 +1,38 @@
+"""Subscriptions API ``all``: FAIL if any child fails; NO_FILTER when every child is."""
+from __future__ import annotations
+
+from typing import Any
+
+from filters.base import EventView, Explanation, Filter, FilterResult, Materializer
+from filters.errors import FilterSpecError
+
+
+class AllFilter(Filter):
+    dialect = "all"
+
+    def __init__(self, value: Any, path: str, materialize: Materializer) -> None:
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise FilterSpecError(path, f"must be a list of filters, got {type(value).__name__}")
+        self._children = tuple(materialize(child, f"{path}[{i}]") for i, child in enumerate(value))
+
+    def children(self) -> tuple[Filter, ...]:
+        return self._children
+
+    def filter(self, event: EventView) -> FilterResult:
+        result = FilterResult.NO_FILTER
+        for child in self._children:
+            r = child.filter(event)
+            if r is FilterResult.FAIL:
+                return r
+            if r is FilterResult.PASS:
+                result = r
+        return result
+
+    def explain(self, event: EventView) -> Explanation:
+        parts = tuple(child.explain(event) for child in self._children)
+        result = FilterResult.NO_FILTER
+        for part in parts:
+            result = result.and_(part.result)
+        return Explanation(f"{self.dialect} ({len(parts)} filters)", result, "", parts)

@@ -1,0 +1,173 @@
+"""The one interface every filter dialect implements, and the event as filters see it.
+
+Mirrors Knative's ``pkg/eventfilter``: a filter answers PASS, FAIL or NO_FILTER, and only
+FAIL drops an event. Filters are compiled once (at plan time and again on each worker,
+because a compiled filter pickles as its spec) and evaluated many times, so constructors
+validate and precompute, and ``filter()`` does as little as possible.
+"""
+from __future__ import annotations
+
+import base64
+import enum
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, ClassVar, Mapping
+
+
+class FilterResult(enum.Enum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    NO_FILTER = "NoFilter"
+
+    def and_(self, other: "FilterResult") -> "FilterResult":
+        """Knative's ``And``: FAIL wins, NO_FILTER is neutral."""
+        if self is FilterResult.FAIL or other is FilterResult.FAIL:
+            return FilterResult.FAIL
+        if self is FilterResult.NO_FILTER:
+            return other
+        return self
+
+    def or_(self, other: "FilterResult") -> "FilterResult":
+        """Knative's ``Or``: PASS wins, NO_FILTER is neutral."""
+        if self is FilterResult.PASS or other is FilterResult.PASS:
+            return FilterResult.PASS
+        if self is FilterResult.NO_FILTER:
+            return other
+        return self
+
+    @property
+    def delivers(self) -> bool:
+        """Only FAIL drops an event; NO_FILTER delivers like PASS."""
+        return self is not FilterResult.FAIL
+
+
+def format_rfc3339(value: datetime) -> str:
+    """Render a timestamp the way Go's ``time.RFC3339Nano`` does (UTC as ``Z``)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    value = value.astimezone(timezone.utc)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += ("." + f"{value.microsecond:06d}").rstrip("0")
+    return text + "Z"
+
+
+def attribute_string(value: Any) -> str:
+    """The canonical string form of a CloudEvents attribute value.
+
+    Knative compares attributes as strings; non-string values (integers, booleans,
+    timestamps, binary) compare as the string form the CloudEvents type system gives them.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_rfc3339(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+class EventView:
+    """One event as every filter sees it.
+
+    ``attributes`` holds context attributes and extensions by name (``time`` as a
+    datetime); ``data`` is the decoded payload (JSON value, str, or bytes). Derived forms
+    that dialects need (string forms, a CEL activation, ...) are built once per event in
+    ``cache`` and shared by all triggers of a broker.
+    """
+
+    __slots__ = ("attributes", "data", "_strings", "cache")
+
+    def __init__(self, attributes: Mapping[str, Any], data: Any = None) -> None:
+        self.attributes = attributes
+        self.data = data
+        self._strings: dict[str, str | None] = {}
+        self.cache: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, event: Any) -> "EventView":
+        """View of a ``cloudevents.core`` event (anything with get_attributes/get_data)."""
+        return cls(event.get_attributes(), event.get_data())
+
+    def string(self, name: str) -> str | None:
+        """String form of attribute ``name``, or None when the event does not have it."""
+        try:
+            return self._strings[name]
+        except KeyError:
+            value = self.attributes.get(name)
+            text = None if value is None else attribute_string(value)
+            self._strings[name] = text
+            return text
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a filter node gave its result, for ``knflow match``."""
+
+    node: str
+    result: FilterResult
+    detail: str = ""
+    children: tuple["Explanation", ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node": self.node, "result": self.result.value}
+        if self.detail:
+            out["detail"] = self.detail
+        if self.children:
+            out["children"] = [c.to_dict() for c in self.children]
+        return out
+
+    def lines(self, indent: int = 0) -> list[str]:
+        text = f"{'  ' * indent}{self.result.value:<8} {self.node}"
+        if self.detail:
+            text += f"  ({self.detail})"
+        out = [text]
+        for child in self.children:
+            out.extend(child.lines(indent + 1))
+        return out
+
+
+Materializer = Callable[[Any, str], "Filter"]
+
+
+class Filter(ABC):
+    """A compiled filter node.
+
+    Subclasses validate in ``__init__`` (raising ``FilterSpecError`` with the path) and
+    implement ``filter``. A node pickles as the spec it was materialized from, so a Plan
+    can be shipped to engine workers and recompiled there.
+    """
+
+    dialect: ClassVar[str] = ""
+
+    #: set by ``materialize``: the spec and path this node was built from.
+    _origin: tuple[Any, str] | None = None
+
+    @abstractmethod
+    def filter(self, event: EventView) -> FilterResult:
+        """Evaluate on one event. Must not raise: evaluation errors are FAIL."""
+
+    def children(self) -> tuple["Filter", ...]:
+        return ()
+
+    def describe(self) -> str:
+        spec = self._origin[0] if self._origin else {}
+        return json.dumps(spec, sort_keys=True, default=str)
+
+    def explain(self, event: EventView) -> Explanation:
+        return Explanation(self.describe(), self.filter(event))
+
+    def error_count(self) -> int:
+        """Evaluation errors seen so far by this node and its children."""
+        return sum(child.error_count() for child in self.children())
+
+    def __reduce__(self):  # pickle as the spec; recompiled on load
+        if self._origin is None:
+            raise TypeError(f"{type(self).__name__} was not built by materialize()")
+        from filters.materialize import materialize
+
+        return (materialize, self._origin)

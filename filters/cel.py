@@ -1,0 +1,138 @@
+"""Our extension dialect ``cel: "<expression>"``: CEL over attributes and payload.
+
+The expression sees every context attribute and extension by name (``type``,
+``source``, ``myextension``, ``time`` as a timestamp, ...) plus ``data``: the decoded
+JSON payload (integral JSON numbers are ``int``, others ``double``), or the string or
+bytes of a non-JSON payload. ``true`` is PASS; ``false``, any other value, and any
+evaluation error (a missing attribute, a type error) are FAIL, and errors are counted.
+
+celpy parses every expression and stays the reference implementation. The expression is
+compiled once per trigger; events are converted to CEL values once per event and shared
+by all triggers (``EventView.cache``).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import celpy
+from celpy import celtypes
+
+from filters.base import EventView, Explanation, Filter, FilterResult
+from filters.errors import FilterSpecError
+
+log = logging.getLogger(__name__)
+
+_ENV = celpy.Environment()
+_ACTIVATION_KEY = "cel.celpy"
+
+
+def to_cel(value: Any) -> Any:
+    """Convert one attribute or payload value to its celpy value."""
+    if isinstance(value, str):
+        return celtypes.StringType(value)
+    if isinstance(value, bool):
+        return celtypes.BoolType(value)
+    if isinstance(value, int):
+        return celtypes.IntType(value)
+    if isinstance(value, (bytes, bytearray)):
+        return celtypes.BytesType(bytes(value))
+    if isinstance(value, datetime):
+        return celtypes.TimestampType(value)
+    return celpy.json_to_cel(value)
+
+
+def celpy_activation(event: EventView) -> dict[str, Any]:
+    """The celpy activation of ``event``, built once and cached on the view."""
+    activation = event.cache.get(_ACTIVATION_KEY)
+    if activation is None:
+        activation = {name: to_cel(value) for name, value in event.attributes.items()}
+        if event.data is not None:
+            activation["data"] = to_cel(event.data)
+        event.cache[_ACTIVATION_KEY] = activation
+    return activation
+
+
+def parse(expression: str, path: str):
+    """Parse with celpy; a syntax error names line and column of ``expression``."""
+    try:
+        return _ENV.compile(expression)
+    except celpy.CELParseError as exc:
+        line = getattr(exc, "line", None)
+        column = getattr(exc, "column", None)
+        where = f" at line {line}, column {column}" if line is not None else ""
+        detail = str(exc.args[0]).strip() if exc.args else str(exc)
+        raise FilterSpecError(path, f"invalid CEL expression{where}: {detail}") from None
+
+
+class CelFilter(Filter):
+    dialect = "cel"
+
+    def __init__(self, value: Any, path: str) -> None:
+        if not isinstance(value, str):
+            raise FilterSpecError(path, f"must be a CEL expression string, got {type(value).__name__}")
+        self.expression = value.strip()
+        self.errors = 0
+        self.last_error: str | None = None
+        self.engine = "none"
+        self.fallback_reason = ""
+        if not self.expression:
+            self._evaluate = None
+            return
+        ast = parse(self.expression, path)
+        self._evaluate, self.engine, self.fallback_reason = _compile(ast, self.expression)
+
+    def error_count(self) -> int:
+        return self.errors
+
+    def describe(self) -> str:
+        return f"cel: {self.expression}"
+
+    def _result(self, event: EventView) -> tuple[FilterResult, str]:
+        if self._evaluate is None:
+            return FilterResult.NO_FILTER, "empty expression"
+        try:
+            value = self._evaluate(event)
+        except Exception as exc:  # CEL errors (and any bug) mean FAIL, counted
+            self.errors += 1
+            self.last_error = str(exc)
+            return FilterResult.FAIL, f"evaluation error: {exc}"
+        if value is True or (isinstance(value, celtypes.BoolType) and bool(value)):
+            return FilterResult.PASS, "true"
+        if value is False or isinstance(value, celtypes.BoolType):
+            return FilterResult.FAIL, "false"
+        self.errors += 1
+        self.last_error = f"expression returned {type(value).__name__}, not bool"
+        return FilterResult.FAIL, self.last_error
+
+    def filter(self, event: EventView) -> FilterResult:
+        return self._result(event)[0]
+
+    def explain(self, event: EventView) -> Explanation:
+        result, detail = self._result(event)
+        return Explanation(self.describe(), result, f"{detail}; engine={self.engine}")
+
+
+def _compile(ast, expression: str):
+    """Return (evaluate(event) -> value, engine name, why not compiled)."""
+    reason = ""
+    try:
+        from filters import cel_compiler  # the fast path; optional
+    except ImportError:
+        cel_compiler = None
+        reason = "compiler not available"
+    if cel_compiler is not None:
+        try:
+            return cel_compiler.compile_expression(ast, expression), "compiled", ""
+        except cel_compiler.Unsupported as exc:
+            reason = str(exc)
+    program = _ENV.program(ast)
+
+    def evaluate(event: EventView) -> Any:
+        result = program.evaluate(celpy_activation(event))
+        if isinstance(result, celpy.CELEvalError):
+            raise result
+        return result
+
+    return evaluate, "celpy", reason

@@ -1,0 +1,10 @@
+"""Subscriptions API ``exact``: every attribute equals its value."""
+from filters._attribute import AttributeFilter
+
+
+class ExactFilter(AttributeFilter):
+    dialect = "exact"
+
+    @staticmethod
+    def test(actual: str, expected: str) -> bool:
+        return actual == expected
