@@ -38,9 +38,17 @@ class AttributeFilter(Filter):
         self.attributes = validated_attribute_map(value, path, allow_empty_value=self.allow_empty_value)
         self._items = tuple(self.attributes.items())
 
+    #: the index kind this dialect's conditions are (None: not indexable).
+    index_kind: str | None = None
+
     @staticmethod
     def test(actual: str, expected: str) -> bool:
         raise NotImplementedError
+
+    def requirements(self) -> list[tuple[str, str, Any]]:
+        if self.index_kind is None:
+            return []
+        return [(self.index_kind, name, value) for name, value in self._items if value]
 
     def filter(self, event: EventView) -> FilterResult:
         string = event.string

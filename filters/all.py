@@ -20,6 +20,10 @@ class AllFilter(Filter):
     def children(self) -> tuple[Filter, ...]:
         return self._children
 
+    def requirements(self) -> list[tuple[str, str, Any]]:
+        # FAIL if any child fails: every child's requirements hold when we do not fail.
+        return [req for child in self._children for req in child.requirements()]
+
     def filter(self, event: EventView) -> FilterResult:
         result = FilterResult.NO_FILTER
         for child in self._children:

@@ -9,6 +9,7 @@ from filters.base import EventView, FilterResult
 
 class LegacyAttributesFilter(AttributeFilter):
     dialect = "attributes"
+    index_kind = "exact"  # "" (present) values are skipped by requirements()
     allow_empty_value = True
 
     def __init__(self, value: Any, path: str) -> None:

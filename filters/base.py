@@ -161,6 +161,15 @@ class Filter(ABC):
     def explain(self, event: EventView) -> Explanation:
         return Explanation(self.describe(), self.filter(event))
 
+    def requirements(self) -> list[tuple[str, str, Any]]:
+        """Conditions that hold whenever ``filter()`` is not FAIL, for the trigger index.
+
+        Each is ``("exact", attr, value)``, ``("prefix", attr, value)`` or
+        ``("in", attr, (value, ...))`` on the string form of ``attr``. An empty list is
+        always correct (the trigger is then evaluated for every event).
+        """
+        return []
+
     def error_count(self) -> int:
         """Evaluation errors seen so far by this node and its children."""
         return sum(child.error_count() for child in self.children())

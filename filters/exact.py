@@ -4,6 +4,7 @@ from filters._attribute import AttributeFilter
 
 class ExactFilter(AttributeFilter):
     dialect = "exact"
+    index_kind = "exact"
 
     @staticmethod
     def test(actual: str, expected: str) -> bool:

@@ -4,6 +4,7 @@ from filters._attribute import AttributeFilter
 
 class PrefixFilter(AttributeFilter):
     dialect = "prefix"
+    index_kind = "prefix"
 
     @staticmethod
     def test(actual: str, expected: str) -> bool:

@@ -1,0 +1,181 @@
+"""Validate Knative resources and compile them into a ``Plan``.
+
+Every problem is collected (never the first one only) and reported as
+``file: Kind/name: field: message``. A CEL or CESQL syntax error names its position.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from eventing.delivery_spec import parse_delivery
+from eventing.destinations import DestinationError, parse_destination
+from eventing.errors import ManifestError, Problem
+from eventing.manifests import Resource, load_files
+from eventing.plan import (
+    DELIVERY_ORDER_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
+    TriggerPlan, broker_topic,
+)
+from filters.errors import FilterSpecError
+from filters.materialize import materialize, materialize_trigger
+
+EVENTING_V1 = "eventing.knative.dev/v1"
+#: Source kinds that a later issue implements: recognised, but "not supported yet".
+SOURCE_KINDS = {"KafkaSource", "PingSource", "RocketMQSource"}
+TRIGGER_FIELDS = ("broker", "filter", "filters", "subscriber", "delivery")
+BROKER_FIELDS = ("config", "delivery")
+
+
+def load_plan(paths: Iterable[str | Path]) -> Plan:
+    """Load manifest files and compile them; raises ``ManifestError`` listing all problems."""
+    resources, problems = load_files(paths)
+    return compile_plan(resources, problems)
+
+
+def compile_plan(resources: list[Resource], problems: list[Problem] | None = None) -> Plan:
+    problems = list(problems or [])
+    brokers: dict[str, Resource] = {}
+    triggers: list[Resource] = []
+    seen: dict[tuple[str, str], Resource] = {}
+    for res in resources:
+        ident = (res.kind, res.key)
+        if ident in seen:
+            first = seen[ident]
+            problems.append(res.problem("metadata.name", f"duplicate {res.kind} {res.key!r} (first defined in {first.file})"))
+            continue
+        seen[ident] = res
+        if res.kind == "Broker" and res.api_version.startswith("eventing.knative.dev/"):
+            if _check_version(res, problems):
+                brokers[res.key] = res
+        elif res.kind == "Trigger" and res.api_version.startswith("eventing.knative.dev/"):
+            if _check_version(res, problems):
+                triggers.append(res)
+        elif res.kind in SOURCE_KINDS:
+            problems.append(res.problem("kind", f"{res.kind} is not supported yet (sources come in a later knflow release); remove it or feed the broker through `knflow ingress`"))
+        else:
+            problems.append(res.problem("kind", f"unsupported kind {res.api_version}/{res.kind}; knflow reads {EVENTING_V1} Broker and Trigger"))
+
+    broker_delivery: dict[str, DeliveryPolicy] = {}
+    for key, res in brokers.items():
+        _unknown_fields(res, BROKER_FIELDS, problems)
+        policy = parse_delivery(res.spec.get("delivery"), "spec.delivery", res.namespace, _reporter(res, problems))
+        if policy is not None:
+            broker_delivery[key] = policy
+
+    compiled: dict[str, list[TriggerPlan]] = defaultdict(list)
+    for res in triggers:
+        trigger = _compile_trigger(res, brokers, broker_delivery, problems)
+        if trigger is not None:
+            compiled[f"{trigger.namespace}/{trigger.broker}"].append(trigger)
+
+    if problems:
+        raise ManifestError(problems)
+    plans = tuple(
+        BrokerPlan(
+            namespace=res.namespace, name=res.name, topic=broker_topic(res.namespace, res.name),
+            delivery=broker_delivery[key], triggers=tuple(compiled.get(key, ())), source_file=res.file,
+        )
+        for key, res in brokers.items()
+    )
+    return Plan(brokers=plans)
+
+
+def _check_version(res: Resource, problems: list[Problem]) -> bool:
+    if res.api_version != EVENTING_V1:
+        problems.append(res.problem("apiVersion", f"{res.api_version} is not supported; use {EVENTING_V1}"))
+        return False
+    return True
+
+
+def _reporter(res: Resource, problems: list[Problem]):
+    return lambda field, message: problems.append(res.problem(field, message))
+
+
+def _unknown_fields(res: Resource, known: tuple[str, ...], problems: list[Problem]) -> None:
+    for key in res.spec:
+        if key not in known:
+            problems.append(res.problem(f"spec.{key}", f"unknown field (known: {', '.join(known)})"))
+
+
+def _compile_trigger(res: Resource, brokers: Mapping[str, Resource],
+                     broker_delivery: Mapping[str, DeliveryPolicy], problems: list[Problem]) -> TriggerPlan | None:
+    start = len(problems)
+    report = _reporter(res, problems)
+    _unknown_fields(res, TRIGGER_FIELDS, problems)
+    spec = res.spec
+
+    broker = spec.get("broker")
+    if not isinstance(broker, str) or not broker:
+        report("spec.broker", "is required (the name of a Broker in the same namespace)")
+    elif f"{res.namespace}/{broker}" not in brokers:
+        known = sorted(k.split("/", 1)[1] for k in brokers if k.startswith(res.namespace + "/"))
+        report("spec.broker", f"broker {broker!r} not found in namespace {res.namespace!r} (known: {', '.join(known) or 'none'})")
+
+    subscriber = None
+    if spec.get("subscriber") is None:
+        report("spec.subscriber", "is required (uri or ref)")
+    else:
+        try:
+            subscriber = parse_destination(spec["subscriber"], "spec.subscriber", res.namespace)
+        except DestinationError as exc:
+            report(exc.field, str(exc))
+
+    filter_spec, root = _trigger_filter(res, report)
+
+    delivery = None
+    if spec.get("delivery") is not None:
+        delivery = parse_delivery(spec["delivery"], "spec.delivery", res.namespace, report)
+    elif isinstance(broker, str):
+        delivery = broker_delivery.get(f"{res.namespace}/{broker}", DeliveryPolicy())
+
+    ordering = res.annotations.get(DELIVERY_ORDER_ANNOTATION, UNORDERED)
+    if ordering not in (ORDERED, UNORDERED):
+        report(f"metadata.annotations[{DELIVERY_ORDER_ANNOTATION}]", f"must be {ORDERED} or {UNORDERED}, got {ordering!r}")
+
+    if len(problems) > start:
+        return None
+    return TriggerPlan(
+        namespace=res.namespace, name=res.name, broker=broker, filter=root, filter_spec=filter_spec,
+        subscriber=subscriber, delivery=delivery, ordering=ordering, source_file=res.file,
+    )
+
+
+def _trigger_filter(res: Resource, report) -> tuple[dict[str, Any], Any]:
+    """Knative precedence: non-empty ``spec.filters`` wins over ``spec.filter.attributes``."""
+    legacy = res.spec.get("filter")
+    attributes: Any = None
+    if legacy is not None:
+        if not isinstance(legacy, Mapping):
+            report("spec.filter", f"must be a mapping with attributes, got {type(legacy).__name__}")
+            return {}, None
+        for key in legacy:
+            if key != "attributes":
+                report(f"spec.filter.{key}", "unknown field (spec.filter holds only attributes; use spec.filters for dialects)")
+        attributes = legacy.get("attributes")
+        if attributes is not None and not isinstance(attributes, Mapping):
+            report("spec.filter.attributes", f"must be a map of attribute to value, got {type(attributes).__name__}")
+            return {}, None
+    filters = res.spec.get("filters")
+    if filters is not None and not isinstance(filters, list):
+        report("spec.filters", f"must be a list of filters, got {type(filters).__name__}")
+        return {}, None
+    if filters:
+        # Compile each top-level filter on its own first, so every bad one is reported.
+        failed = False
+        for position, entry in enumerate(filters):
+            try:
+                materialize(entry, f"spec.filters[{position}]")
+            except FilterSpecError as exc:
+                report(exc.path, exc.message)
+                failed = True
+        if failed:
+            return {}, None
+    try:
+        root = materialize_trigger(attributes, filters)
+    except FilterSpecError as exc:
+        report(exc.path, exc.message)
+        return {}, None
+    if filters:
+        return {"filters": list(filters)}, root
+    return ({"filter": {"attributes": dict(attributes)}} if attributes else {}), root

@@ -1,0 +1,181 @@
+"""The ``knflow`` command line: validate, plan, match, run (and the broker's tools).
+
+Errors in the user's input exit 1 with every problem listed (``file: Kind/name: field:
+message``); a usage error exits 2, as argparse does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from eventing.compiler import load_plan
+from eventing.plan import Plan
+from filters.errors import KnflowError
+
+
+def _manifests(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifests", nargs="+", metavar="MANIFEST",
+                        help="Knative YAML files (or directories of them): Broker, Trigger, sources")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="knflow",
+        description="Knative Eventing's Broker/Trigger model compiled into one streaming job (Flink or Beam).",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check manifests; exit 1 listing every problem",
+                       description="Load and validate manifests. Every problem is listed as file: Kind/name: field: message.")
+    _manifests(p)
+
+    p = sub.add_parser("plan", help="show the compiled plan (brokers, triggers, filters, delivery)",
+                       description="Compile manifests and print the plan the engines run.")
+    _manifests(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    p = sub.add_parser("match", help="which triggers an event matches, and why",
+                       description="Dry-run one structured-mode CloudEvent (a JSON file) against every trigger.")
+    _manifests(p)
+    p.add_argument("--event", required=True, metavar="FILE", help="a file holding one structured-mode CloudEvent (JSON); - for stdin")
+    p.add_argument("--broker", help="only this broker's triggers (namespace/name or name)")
+    p.add_argument("--json", action="store_true", help="print one JSON object; its 'matched' field lists the matching trigger names")
+
+    p = sub.add_parser("run", help="run the job over events (Beam DirectRunner today)",
+                       description="Run the compiled job. With --runner beam-direct it reads a JSON-lines file of "
+                                   "structured CloudEvents and delivers them over HTTP on Beam's DirectRunner.")
+    _manifests(p)
+    from pipelines.options import add_job_arguments
+    add_job_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except KnflowError as exc:
+        print(f"knflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plan = load_plan(args.manifests)
+    triggers = len(plan.triggers())
+    print(f"ok: {len(plan.brokers)} broker(s), {triggers} trigger(s)")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = load_plan(args.manifests)
+    if args.json:
+        data = plan.to_dict()
+        for broker_dict, broker in zip(data["brokers"], plan.brokers):
+            for trig_dict, trig in zip(broker_dict["triggers"], broker.triggers):
+                trig_dict["engines"] = filter_engines(trig.filter)
+        print(json.dumps(data, indent=2, sort_keys=False))
+        return 0
+    print(render_plan(plan))
+    return 0
+
+
+def filter_engines(root: Any) -> list[dict[str, str]]:
+    """Which CEL filters run compiled and which fall back to celpy (and why)."""
+    out = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "dialect", "") == "cel" and getattr(node, "expression", ""):
+            entry = {"expression": node.expression, "engine": node.engine}
+            if node.fallback_reason:
+                entry["fallbackReason"] = node.fallback_reason
+            out.append(entry)
+        stack.extend(reversed(node.children()))
+    return out
+
+
+def render_plan(plan: Plan) -> str:
+    lines = []
+    for broker in plan.brokers:
+        lines.append(f"Broker {broker.key}  topic={broker.topic}  ingress=POST {broker.ingress_path}")
+        lines.append(f"  delivery: {json.dumps(broker.delivery.to_dict())}")
+        for trig in broker.triggers:
+            lines.append(f"  Trigger {trig.key}  -> {trig.subscriber.describe()}  ordering={trig.ordering}")
+            lines.append(f"    filter:   {json.dumps(trig.filter_spec) if trig.filter_spec else '(none: every event)'}")
+            for engine in filter_engines(trig.filter):
+                why = f" ({engine['fallbackReason']})" if engine.get("fallbackReason") else ""
+                lines.append(f"    cel:      {engine['engine']}{why}: {engine['expression']}")
+            lines.append(f"    delivery: {json.dumps(trig.delivery.to_dict())}")
+        if not broker.triggers:
+            lines.append("  (no triggers)")
+    return "\n".join(lines)
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    from filters.base import EventView
+    from transforms.codec import decode_structured
+
+    plan = load_plan(args.manifests)
+    raw = sys.stdin.buffer.read() if args.event == "-" else _read_event_file(args.event)
+    try:
+        event = decode_structured(raw)
+    except KnflowError as exc:
+        raise type(exc)(f"{args.event}: {exc}") from None
+    brokers = [plan.broker(args.broker)] if args.broker else list(plan.brokers)
+    view = EventView.of(event)
+    results = []
+    for broker in brokers:
+        for trig in broker.triggers:
+            explanation = trig.filter.explain(view)
+            results.append((broker, trig, explanation))
+    matched = [t.name for _, t, e in results if e.result.delivers]
+    if args.json:
+        print(json.dumps({
+            "event": {"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
+            "matched": matched,
+            "triggers": [
+                {"broker": b.key, "name": t.name, "namespace": t.namespace, "matched": e.result.delivers,
+                 "result": e.result.value, "explanation": e.to_dict()}
+                for b, t, e in results
+            ],
+        }, indent=2))
+        return 0
+    print(f"event id={event.get_id()} type={event.get_type()} source={event.get_source()}")
+    for broker, trig, explanation in results:
+        verdict = "MATCH   " if explanation.result.delivers else "no match"
+        print(f"{verdict} {broker.key} Trigger/{trig.name} -> {trig.subscriber.describe()}")
+        for line in explanation.lines(2):
+            print(line)
+    print(f"{len(matched)} of {len(results)} trigger(s) match")
+    return 0
+
+
+def _read_event_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KnflowError(f"{path}: cannot read event file: {exc.strerror or exc}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.runners import run_job
+
+    return run_job(args)
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "match": cmd_match, "run": cmd_run}
+
+if __name__ == "__main__":
+    sys.exit(main())

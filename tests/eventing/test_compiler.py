@@ -1,0 +1,157 @@
+"""The manifest compiler: every error kind names file, resource, field; valid input compiles."""
+from __future__ import annotations
+
+import pickle
+import textwrap
+
+import pytest
+
+from eventing.compiler import compile_plan, load_plan
+from eventing.errors import ManifestError
+from eventing.manifests import load_documents
+from eventing.plan import ORDERED, UNORDERED
+from filters.base import EventView
+
+BROKER = """
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: live, namespace: streaming}
+spec:
+  delivery: {retry: 2, backoffPolicy: linear, backoffDelay: PT0.5S, deadLetterSink: {uri: "http://dls.local/x"}}
+"""
+
+
+def trigger(name: str = "t", **spec_fields) -> str:
+    import yaml
+
+    spec = {"broker": "live", "subscriber": {"uri": "http://sub.local/"}}
+    spec.update(spec_fields)
+    return yaml.safe_dump({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+                           "metadata": {"name": name, "namespace": "streaming"}, "spec": spec})
+
+
+def compile_text(*docs: str, file: str = "m.yaml"):
+    resources, problems = load_documents("\n---\n".join(textwrap.dedent(d) for d in docs), file)
+    return compile_plan(resources, problems)
+
+
+def problems_of(*docs: str) -> list[str]:
+    with pytest.raises(ManifestError) as info:
+        compile_text(*docs)
+    return [str(p) for p in info.value.problems]
+
+
+def test_valid_manifests_compile_to_plan():
+    plan = compile_text(BROKER, trigger("a", filters=[{"exact": {"type": "x"}}]),
+                        trigger("b", delivery={"retry": 7, "timeout": "PT3S"}))
+    broker = plan.broker("streaming/live")
+    assert broker.topic == "knative-broker-streaming-live"
+    assert broker.ingress_path == "/streaming/live"
+    a, b = broker.triggers
+    assert a.delivery.retry == 2 and a.delivery.backoff_policy == "linear" and a.delivery.backoff_delay == 0.5
+    assert a.delivery.dead_letter_sink.url() == "http://dls.local/x"
+    # A trigger's delivery spec replaces the broker's entirely (no dead-letter sink inherited).
+    assert b.delivery.retry == 7 and b.delivery.timeout == 3.0 and b.delivery.dead_letter_sink is None
+    assert a.ordering == UNORDERED
+    assert a.filter.filter(EventView({"type": "x"})).delivers
+    assert not a.filter.filter(EventView({"type": "y"})).delivers
+    assert plan.broker("live") is broker
+
+
+def test_plan_pickles_with_compiled_filters():
+    plan = compile_text(BROKER, trigger("a", filters=[{"cel": 'data.n > 2'}]))
+    again = pickle.loads(pickle.dumps(plan))
+    flt = again.brokers[0].triggers[0].filter
+    assert flt.filter(EventView({"type": "x"}, {"n": 3})).delivers
+    assert not flt.filter(EventView({"type": "x"}, {"n": 1})).delivers
+
+
+def test_ordered_annotation():
+    import yaml
+
+    doc = yaml.safe_load(trigger("o"))
+    doc["metadata"]["annotations"] = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
+    plan = compile_text(BROKER, yaml.safe_dump(doc))
+    assert plan.brokers[0].triggers[0].ordering == ORDERED
+    doc["metadata"]["annotations"] = {"kafka.eventing.knative.dev/delivery.order": "sorted"}
+    [msg] = problems_of(BROKER, yaml.safe_dump(doc))
+    assert "Trigger/o: metadata.annotations[kafka.eventing.knative.dev/delivery.order]: must be ordered or unordered" in msg
+
+
+def test_ref_subscriber_resolves_like_knative_and_is_overridable():
+    plan = compile_text(BROKER, trigger("r", subscriber={"ref": {"kind": "Service", "name": "svc"}, "uri": "/hook"}))
+    dest = plan.brokers[0].triggers[0].subscriber
+    assert dest.url() == "http://svc.streaming.svc.cluster.local/hook"
+    assert dest.url({"svc": "http://127.0.0.1:9000"}) == "http://127.0.0.1:9000/hook"
+    assert dest.url({"streaming/svc": "http://127.0.0.1:9001/"}) == "http://127.0.0.1:9001/hook"
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ({"broker": "missing"}, "m.yaml: Trigger/t: spec.broker: broker 'missing' not found in namespace 'streaming' (known: live)"),
+    ({"subscriber": {"uri": "/relative"}}, "m.yaml: Trigger/t: spec.subscriber.uri: must be an absolute http(s) URI, got '/relative'"),
+    ({"subscriber": {}}, "m.yaml: Trigger/t: spec.subscriber: needs a uri or a ref"),
+    ({"subscriber": {"ref": {"name": "x"}}}, "m.yaml: Trigger/t: spec.subscriber.ref.kind: is required"),
+    ({"delivery": {"retry": -1}}, "m.yaml: Trigger/t: spec.delivery.retry: must not be negative, got -1"),
+    ({"delivery": {"retry": "3"}}, "m.yaml: Trigger/t: spec.delivery.retry: must be an integer, got '3'"),
+    ({"delivery": {"backoffDelay": "2s"}}, "m.yaml: Trigger/t: spec.delivery.backoffDelay: invalid ISO-8601 duration '2s'"),
+    ({"delivery": {"timeout": "PT0S"}}, "m.yaml: Trigger/t: spec.delivery.timeout: must be greater than zero"),
+    ({"delivery": {"backoffPolicy": "random"}}, "m.yaml: Trigger/t: spec.delivery.backoffPolicy: must be linear or exponential"),
+    ({"delivery": {"retrys": 3}}, "m.yaml: Trigger/t: spec.delivery.retrys: unknown field"),
+    ({"delivery": {"deadLetterSink": {"uri": "ftp://x"}}}, "m.yaml: Trigger/t: spec.delivery.deadLetterSink.uri: must be an absolute http(s) URI"),
+    ({"filters": [{"cel": "data.x >"}]}, "m.yaml: Trigger/t: spec.filters[0].cel: invalid CEL expression at line 1, column"),
+    ({"filters": [{"exact": {"type": "a"}, "prefix": {"type": "b"}}]}, "m.yaml: Trigger/t: spec.filters[0]: multiple dialects found"),
+    ({"filters": [{"any": [{"exact": {"Type": "a"}}]}]}, "m.yaml: Trigger/t: spec.filters[0].any[0].exact: invalid attribute name 'Type'"),
+    ({"filters": {"exact": {}}}, "m.yaml: Trigger/t: spec.filters: must be a list of filters"),
+    ({"filter": {"attributes": {"type": 1}}}, "m.yaml: Trigger/t: spec.filter.attributes.type: value must be a string"),
+    ({"filter": {"cesql": "x"}}, "m.yaml: Trigger/t: spec.filter.cesql: unknown field"),
+    ({"filers": []}, "m.yaml: Trigger/t: spec.filers: unknown field"),
+])
+def test_each_error_kind_names_file_resource_and_field(spec, expected):
+    messages = problems_of(BROKER, trigger("t", **spec))
+    assert any(m.startswith(expected) for m in messages), messages
+
+
+def test_all_problems_are_reported_at_once():
+    messages = problems_of(BROKER, trigger("a", broker="nope"), trigger("b", delivery={"retry": -2}),
+                           trigger("c", filters=[{"cel": "1 +"}, {"cel": "2 +"}]))
+    assert len(messages) == 4, messages
+    assert sum("spec.filters[" in m for m in messages) == 2
+
+
+def test_duplicate_names_and_missing_metadata():
+    messages = problems_of(BROKER, BROKER, trigger("a"), trigger("a"))
+    assert any("Broker/live: metadata.name: duplicate Broker 'streaming/live'" in m for m in messages)
+    assert any("Trigger/a: metadata.name: duplicate Trigger 'streaming/a'" in m for m in messages)
+    messages = problems_of("apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {}\n")
+    assert messages == ["m.yaml: Trigger/<document 1>: metadata.name: is required"]
+
+
+def test_unknown_kinds_and_versions():
+    msgs = problems_of(BROKER, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    assert msgs == ["m.yaml: ConfigMap/c: kind: unsupported kind v1/ConfigMap; knflow reads eventing.knative.dev/v1 Broker and Trigger"]
+    msgs = problems_of("apiVersion: eventing.knative.dev/v1beta1\nkind: Broker\nmetadata: {name: b}\n")
+    assert msgs == ["m.yaml: Broker/b: apiVersion: eventing.knative.dev/v1beta1 is not supported; use eventing.knative.dev/v1"]
+    msgs = problems_of(BROKER, "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\n")
+    assert "PingSource/p: kind: PingSource is not supported yet" in msgs[0]
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: x\nkind: [unclosed\n")
+    with pytest.raises(ManifestError) as info:
+        load_plan([bad])
+    assert str(info.value.problems[0]).startswith(f"{bad}: invalid YAML: line 3, column 1")
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(ManifestError) as info:
+        load_plan([tmp_path / "nope.yaml"])
+    assert "nope.yaml: cannot read: No such file or directory" in str(info.value)
+
+
+def test_example_manifests_are_valid():
+    from pathlib import Path
+
+    plan = load_plan([Path(__file__).resolve().parents[2] / "examples" / "live-stream"])
+    assert [t.name for t in plan.triggers()] == [
+        "moderation", "gift-leaderboard", "analytics", "presence", "vip-alerts", "notify-moderators"]

@@ -1,0 +1,37 @@
+"""The router: evaluate every trigger of a broker once per event, return the matches.
+
+One job reads the broker topic once for all triggers (Knative reads it once per trigger);
+the event is turned into an ``EventView`` once and the trigger index narrows which filters
+run at all.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from eventing.plan import BrokerPlan, TriggerPlan
+from filters.base import EventView
+from filters.index import TriggerIndex
+
+
+class Router:
+    def __init__(self, broker: BrokerPlan) -> None:
+        self.broker = broker
+        self.index: TriggerIndex[TriggerPlan] = TriggerIndex([(t.filter, t) for t in broker.triggers])
+        self.matched: Counter[str] = Counter()
+        self.routed = 0
+
+    def route(self, event: Any) -> list[TriggerPlan]:
+        """Triggers that deliver ``event`` (a cloudevents.core event), in manifest order."""
+        return self.route_view(EventView.of(event))
+
+    def route_view(self, view: EventView) -> list[TriggerPlan]:
+        matches = self.index.match(view)
+        self.routed += 1
+        for trigger in matches:
+            self.matched[trigger.key] += 1
+        return matches
+
+    def filter_errors(self) -> dict[str, int]:
+        """Evaluation errors per trigger so far (each one made that trigger FAIL)."""
+        return {t.key: t.filter.error_count() for t in self.broker.triggers}
