@@ -3,7 +3,7 @@
 Installs the four packages and the ``knflow`` console script. Beam ships this code to
 workers with ``--setup_file ./setup.py``.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 RUNTIME = [
     line.split("#")[0].strip()
@@ -16,7 +16,7 @@ setup(
     version="0.1.0",
     description="Knative Broker/Trigger manifests compiled into a Flink or Beam streaming job",
     python_requires=">=3.11",
-    packages=["eventing", "filters", "filters.cesql", "filters.cel_compiler", "transforms", "pipelines"],
+    packages=find_packages(include=["eventing*", "filters*", "transforms*", "pipelines*"]),
     install_requires=RUNTIME,
     entry_points={"console_scripts": ["knflow = pipelines.cli:main"]},
 )

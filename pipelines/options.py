@@ -19,9 +19,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def add_job_arguments(parser: Any) -> None:
-    """Add knflow's job options to an argparse parser (the CLI's or Beam's)."""
-    parser.add_argument("--runner", dest="knflow_runner", choices=RUNNERS, default=DEFAULTS["runner"],
+def add_job_arguments(parser: Any, runner_flag: str = "--runner") -> None:
+    """Add knflow's job options to an argparse parser (the CLI's or Beam's).
+
+    Beam owns ``--runner`` in its own options, so there the flag is ``--knflow-runner``.
+    """
+    parser.add_argument(runner_flag, dest="knflow_runner", choices=RUNNERS, default=DEFAULTS["runner"],
                         help="where the job runs (default: %(default)s)")
     parser.add_argument("--broker", default=None,
                         help="broker (namespace/name or name) whose triggers run; required when the manifests define several")
@@ -36,7 +39,7 @@ def add_job_arguments(parser: Any) -> None:
     parser.add_argument("--http-client", default=DEFAULTS["http_client"],
                         help="HTTP client implementation for deliveries (default: %(default)s)")
     parser.add_argument("--dead-letter-file", default=None,
-                        help="append events dead-lettered without a deadLetterSink (and undecodable records) "
+                        help="write events dead-lettered without a deadLetterSink (and undecodable records) "
                              "to this JSON-lines file; they are always counted and logged")
 
 
@@ -58,7 +61,7 @@ class KnflowOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         parser.add_argument("--manifest", dest="manifests", action="append", default=[],
                             help="Knative manifest file or directory; repeatable")
-        add_job_arguments(parser)
+        add_job_arguments(parser, runner_flag="--knflow-runner")
 
     @classmethod
     def from_namespace(cls, values: Mapping[str, Any], beam_flags: Sequence[str] = ()) -> "KnflowOptions":

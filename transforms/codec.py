@@ -1,0 +1,735 @@
+"""CloudEvents 1.0 codec: JSON event format, HTTP and Kafka protocol bindings.
+
+Events are ``cloudevents.core.v1.event.CloudEvent`` objects. Everything that enters here
+from the wire is validated exactly once, and every failure is a :class:`CodecError` whose
+message says what is wrong and where (header name, attribute, batch index): the pipeline
+turns it into a dead letter reason, it never crashes on a bad record.
+
+Decoded attribute values:
+
+- ``time`` is a timezone-aware ``datetime`` (RFC 3339 in, RFC 3339 with ``Z`` for UTC out).
+- In structured mode extension values keep their JSON types (str, int, bool). In binary
+  mode (HTTP ``ce-`` headers, Kafka ``ce_`` headers) every extension value is a string:
+  headers carry the canonical string form and the binding has no type information, so an
+  int extension ``5`` comes back as ``"5"`` (CloudEvents spec, "Type System").
+- Other core attributes are strings.
+
+Data:
+
+- Structured mode: ``data`` is the JSON value as is; ``data_base64`` becomes ``bytes``.
+- Binary mode: a JSON content type (``*/json``, ``*/*+json``) is parsed to a Python value,
+  ``text/*`` becomes ``str`` (``charset`` parameter honoured, default UTF-8), anything
+  else (or no content type) stays ``bytes``. An empty payload is ``None``.
+- Writing: for a JSON content type the data is a JSON *value* (a ``str`` is written as a
+  JSON string, quoted), as in the JSON format spec; with no ``datacontenttype`` non-binary
+  data is written as ``application/json`` (the type the JSON format implies), so binary
+  mode then sets that content type on the wire. ``bytes`` data is always written as is.
+
+Choices where the specs leave room:
+
+- HTTP header values: double-quoted strings are unquoted, then one round of percent
+  decoding; invalid UTF-8 (``%C0%A0``) is rejected, a ``%`` not followed by two hex digits
+  is kept literally (older senders do not encode ``%``). Kafka header values are raw UTF-8.
+- Binary mode: the Content-Type header is the datacontenttype; a ``ce-datacontenttype``
+  header is used only when there is no Content-Type. An empty Content-Type is none.
+- Extension integers must fit the 32-bit CloudEvents Integer (in and out); floats,
+  arrays and objects are not attribute values. Leap seconds (``:60``) are rejected.
+- Only the JSON event format: ``application/cloudevents+<other>`` is a CodecError, so is
+  a JSON-format datacontenttype in binary mode on write. The charset parameter of
+  ``application/cloudevents+json`` is ignored (JSON is UTF-8).
+- String attribute values are not scanned for control characters or surrogates on
+  decode (lean); writers percent-encode or fail with a CodecError.
+
+``CloudEvent.__init__`` invents ``id`` and ``time`` when absent and re-validates every
+attribute; decoded events are built with :func:`_new_event` instead, which sets the two
+fields the class reads (``_attributes``, ``_data``) after our own, single validation.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from cloudevents.core.v1.event import CloudEvent
+
+from filters.errors import KnflowError
+
+__all__ = [
+    "CodecError",
+    "CE_JSON_CONTENT_TYPE",
+    "CE_BATCH_CONTENT_TYPE",
+    "event_from_dict",
+    "event_to_dict",
+    "decode_structured",
+    "encode_structured",
+    "decode_http",
+    "encode_http",
+    "is_http_cloudevent",
+    "decode_kafka",
+    "encode_kafka",
+]
+
+CE_JSON_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+CE_BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
+_CE_JSON_CONTENT_TYPE_BYTES = CE_JSON_CONTENT_TYPE.encode("ascii")
+_SPECVERSION = "1.0"
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+class CodecError(KnflowError, ValueError):
+    """A message is not a valid CloudEvent (or an event cannot be written).
+
+    ``where`` names the place at fault (``header 'ce-time'``, ``attribute 'id'``,
+    ``batch event [2], attribute 'type'``, ...) and may be empty; ``message`` says what
+    is wrong. ``str(error)`` is ``"<where>: <message>"``.
+    """
+
+    def __init__(self, message: str, where: str = "") -> None:
+        self.message = message
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def within(self, outer: str) -> CodecError:
+        """The same error, located inside ``outer`` (e.g. a batch index)."""
+        return CodecError(self.message, f"{outer}, {self.where}" if self.where else outer)
+
+
+# ---------------------------------------------------------------------------------------
+# attributes
+# ---------------------------------------------------------------------------------------
+
+# Core attributes other than specversion and time: string valued, never empty.
+_CORE_STRINGS = frozenset(("id", "source", "type", "datacontenttype", "dataschema", "subject"))
+_REQUIRED = ("id", "source", "type")  # specversion is checked first, on its own
+_valid_name = re.compile(r"[a-z0-9]+\Z").match
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
+).match
+
+
+def _new_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
+    """A CloudEvent from attributes we validated ourselves (see the module docstring)."""
+    event = CloudEvent.__new__(CloudEvent)
+    event._attributes = attributes
+    event._data = data
+    return event
+
+
+def _parse_time(value: Any, where: str) -> datetime:
+    if isinstance(value, str):
+        if _RFC3339(value):
+            try:
+                return datetime.fromisoformat(value.upper())
+            except ValueError as exc:  # e.g. month 13, second 60
+                raise CodecError(f"invalid RFC 3339 timestamp {value!r}: {exc}", where) from None
+        raise CodecError(f"invalid RFC 3339 timestamp {value!r}", where)
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        return value
+    raise CodecError(f"time must be an RFC 3339 string, got {type(value).__name__}", where)
+
+
+def _format_time(value: datetime, where: str) -> str:
+    text = value.isoformat()
+    if text.endswith("+00:00"):
+        return text[:-6] + "Z"
+    offset = value.utcoffset()
+    if offset is None:
+        raise CodecError("time must be timezone-aware", where)
+    if offset.seconds % 60 or offset.microseconds:  # RFC 3339 offsets are whole minutes: use UTC
+        try:
+            return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+        except OverflowError:
+            raise CodecError(f"time {text} cannot be written in UTC (out of range)", where) from None
+    return text
+
+
+def _check_specversion(value: Any, where: str) -> None:
+    if value != _SPECVERSION:
+        if value is None:
+            raise CodecError("missing required attribute 'specversion'", where)
+        raise CodecError(f"unsupported specversion {value!r} (only '1.0' is supported)", where)
+
+
+def _check_extension_name(name: str, where: str) -> None:
+    if not _valid_name(name):
+        raise CodecError(
+            f"invalid attribute name {name!r} (attribute names are lowercase letters a-z and digits 0-9)",
+            where,
+        )
+    if name == "data":
+        raise CodecError("'data' is reserved and cannot be an attribute name", where)
+
+
+def _check_required(attributes: dict[str, Any], label: str) -> None:
+    for name in _REQUIRED:
+        if name not in attributes:
+            raise CodecError(f"missing required attribute {name!r}{label.format(name)}")
+
+
+def _canonical(name: str, value: Any) -> str:
+    """The canonical string form of an attribute value (CloudEvents type system)."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        if _INT32_MIN <= value <= _INT32_MAX:
+            return str(value)
+        raise CodecError(f"integer {value} is outside the 32-bit range of CloudEvents Integer", f"attribute {name!r}")
+    if isinstance(value, datetime):
+        return _format_time(value, f"attribute {name!r}")
+    if isinstance(value, int):  # int subclasses (IntEnum); bool was handled above
+        return _canonical(name, int(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, str):
+        return str(value)
+    raise CodecError(
+        f"unsupported attribute value type {kind.__name__} (expected str, int, bool, bytes or datetime)",
+        f"attribute {name!r}",
+    )
+
+
+def _attributes_of(event: CloudEvent) -> dict[str, Any]:
+    try:
+        attributes = event.get_attributes()
+    except AttributeError:
+        raise CodecError(f"expected a CloudEvent, got {type(event).__name__}") from None
+    _check_specversion(attributes.get("specversion"), "attribute 'specversion'")
+    return attributes
+
+
+# ---------------------------------------------------------------------------------------
+# content types and data
+# ---------------------------------------------------------------------------------------
+
+_OTHER, _TEXT, _JSON, _CE_JSON, _CE_BATCH, _CE_OTHER = range(6)
+_JSON_KINDS = (_JSON, _CE_JSON, _CE_BATCH)
+
+
+@lru_cache(maxsize=512)
+def _media(content_type: str) -> tuple[int, str]:
+    """(kind, charset) of a content type; cached, content types repeat per stream."""
+    media_type, _, params = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    top, slash, sub = media_type.partition("/")
+    if media_type.startswith("application/cloudevents"):
+        if media_type == "application/cloudevents+json":
+            kind = _CE_JSON
+        elif media_type == "application/cloudevents-batch+json":
+            kind = _CE_BATCH
+        else:
+            kind = _CE_OTHER
+    elif slash and (sub == "json" or sub.endswith("+json")):
+        kind = _JSON
+    elif slash and top == "text":
+        kind = _TEXT
+    else:
+        kind = _OTHER
+    charset = "utf-8"
+    if params:
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "charset" and value.strip():
+                charset = value.strip().strip('"').lower()
+    return kind, charset
+
+
+def _decode_text(body: bytes, charset: str, where: str) -> str:
+    try:
+        return body.decode(charset)
+    except LookupError:
+        raise CodecError(f"unknown charset {charset!r}", where) from None
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"data is not valid {charset}: {exc.reason} at byte {exc.start}", where) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_json_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _loads(text: str, what: str, where: str) -> Any:
+    """``what`` starts the message: "<what> is not valid JSON: ..."."""
+    try:
+        return _json_decode(text)
+    except ValueError as exc:  # JSONDecodeError included
+        raise CodecError(f"{what} is not valid JSON: {exc}", where) from None
+    except RecursionError:
+        raise CodecError(f"{what} is nested too deeply", where) from None
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return _json_encode(value)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"{what} is not JSON-serializable: {exc}") from None
+    except RecursionError:
+        raise CodecError(f"{what} is nested too deeply") from None
+
+
+def _as_bytes(payload: Any, what: str) -> bytes:
+    if type(payload) is bytes:
+        return payload
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "surrogatepass")
+    raise CodecError(f"{what} must be bytes, got {type(payload).__name__}")
+
+
+def _decode_data(body: bytes, content_type: str | None, where: str) -> Any:
+    """Binary-mode payload -> data, per the content type (see the module docstring)."""
+    if not body:
+        return None
+    if content_type is None:
+        return body
+    kind, charset = _media(content_type)
+    if kind in _JSON_KINDS:
+        return _loads(_decode_text(body, charset, where), f"payload with content type {content_type!r}", where)
+    if kind == _TEXT:
+        return _decode_text(body, charset, where)
+    return body
+
+
+def _encode_data(data: Any, content_type: str | None) -> tuple[bytes | None, str | None]:
+    """data -> (binary-mode payload, content type to put on the wire)."""
+    if data is None:
+        return None, content_type
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data), content_type
+    if content_type is None:
+        content_type = "application/json"  # what the JSON format implies for non-binary data
+    kind, charset = _media(content_type)
+    if kind == _CE_JSON or kind == _CE_BATCH or kind == _CE_OTHER:
+        raise CodecError(
+            f"datacontenttype {content_type!r} is a CloudEvents format; binary mode cannot carry it "
+            "(the receiver would read the payload as a structured event)"
+        )
+    if kind == _JSON:
+        text = _dumps(data, "data")
+    elif isinstance(data, str):
+        text = data
+    else:
+        raise CodecError(
+            f"data of type {type(data).__name__} cannot be written as {content_type!r} "
+            "(expected str or bytes for a non-JSON content type)"
+        )
+    try:
+        return text.encode(charset), content_type
+    except LookupError:
+        raise CodecError(f"unknown charset {charset!r} in datacontenttype {content_type!r}") from None
+    except UnicodeEncodeError as exc:
+        raise CodecError(f"data cannot be encoded as {charset}: {exc.reason} at index {exc.start}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# JSON event format (structured mode)
+# ---------------------------------------------------------------------------------------
+
+
+def event_from_dict(obj: Mapping[str, Any]) -> CloudEvent:
+    """A structured-mode JSON object (already parsed) -> event."""
+    if not isinstance(obj, Mapping):
+        raise CodecError(f"a structured event must be a JSON object, got {_json_type(obj)}")
+    _check_specversion(obj.get("specversion"), "attribute 'specversion'")
+    attributes: dict[str, Any] = {}
+    data: Any = None
+    has_data = False
+    data_base64: Any = None
+    for name, value in obj.items():
+        if name == "data":
+            data = value
+            has_data = True
+            continue
+        if name == "data_base64":
+            data_base64 = value
+            continue
+        if value is None:  # JSON format: null means unset
+            continue
+        if name in _CORE_STRINGS:
+            if type(value) is not str:
+                raise CodecError(f"must be a string, got {_json_type(value)}", f"attribute {name!r}")
+            if not value:
+                raise CodecError("must not be empty", f"attribute {name!r}")
+        elif name == "time":
+            value = _parse_time(value, "attribute 'time'")
+        elif name != "specversion":
+            if not isinstance(name, str):
+                raise CodecError(f"attribute names must be strings, got {type(name).__name__}")
+            _check_extension_name(name, f"attribute {name!r}")
+            kind = type(value)
+            if kind is int:
+                if not _INT32_MIN <= value <= _INT32_MAX:
+                    raise CodecError(
+                        f"integer {value} is outside the 32-bit range of CloudEvents Integer", f"attribute {name!r}"
+                    )
+            elif kind is not str and kind is not bool:
+                raise CodecError(
+                    f"extension values must be a string, integer or boolean, got {_json_type(value)}",
+                    f"attribute {name!r}",
+                )
+        attributes[name] = value
+    _check_required(attributes, "")
+    if data_base64 is not None:
+        if has_data:
+            raise CodecError("both 'data' and 'data_base64' are present (they are mutually exclusive)")
+        if type(data_base64) is not str:
+            raise CodecError(f"must be a base64 string, got {_json_type(data_base64)}", "'data_base64'")
+        try:
+            data = base64.b64decode(data_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise CodecError(f"invalid base64: {exc}", "'data_base64'") from None
+    return _new_event(attributes, data)
+
+
+def event_to_dict(event: CloudEvent) -> dict[str, Any]:
+    """Event -> JSON-serializable structured form (``data`` or ``data_base64``)."""
+    attributes = _attributes_of(event)
+    out: dict[str, Any] = {}
+    for name, value in attributes.items():
+        kind = type(value)
+        if kind is str or kind is bool:
+            out[name] = value
+        elif value is None:
+            continue
+        elif isinstance(value, datetime):
+            out[name] = _format_time(value, f"attribute {name!r}")
+        elif kind is int:
+            out[name] = value if _INT32_MIN <= value <= _INT32_MAX else _canonical(name, value)
+        else:
+            out[name] = _canonical(name, value)
+    data = event.get_data()
+    if data is not None:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            out["data_base64"] = base64.b64encode(data).decode("ascii")
+        else:
+            content_type = attributes.get("datacontenttype")
+            if content_type is not None and not isinstance(data, str) and _media(content_type)[0] not in _JSON_KINDS:
+                raise CodecError(
+                    f"data of type {type(data).__name__} cannot be written as {content_type!r} "
+                    "(expected str or bytes for a non-JSON content type)"
+                )
+            out["data"] = data
+    return out
+
+
+def decode_structured(body: bytes | str) -> CloudEvent:
+    """An ``application/cloudevents+json`` document -> event."""
+    return event_from_dict(_parse_document(body, "structured event"))
+
+
+def encode_structured(event: CloudEvent) -> bytes:
+    """Event -> ``application/cloudevents+json`` document (compact, UTF-8)."""
+    try:
+        return _dumps(event_to_dict(event), "event").encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CodecError(f"event contains text that is not valid Unicode: {exc.reason} at index {exc.start}") from None
+
+
+def _parse_document(body: bytes | str, what: str) -> Any:
+    if isinstance(body, str):
+        text = body
+    else:
+        try:
+            text = _as_bytes(body, what).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    return _loads(text, what, "")
+
+
+def _decode_batch(body: bytes | str) -> list[CloudEvent]:
+    document = _parse_document(body, "batch")
+    if not isinstance(document, list):
+        raise CodecError(f"a batch must be a JSON array, got {_json_type(document)}")
+    events = []
+    for index, item in enumerate(document):
+        try:
+            events.append(event_from_dict(item))
+        except CodecError as exc:
+            raise exc.within(f"batch event [{index}]") from None
+    return events
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# binary mode, shared by HTTP and Kafka
+# ---------------------------------------------------------------------------------------
+
+
+def _binary_event(
+    raw: list[tuple[str, str, str]], content_type: str | None, body: bytes, missing: str
+) -> CloudEvent:
+    """raw: (attribute name, decoded value, header name); specversion already checked."""
+    attributes: dict[str, Any] = {}
+    for name, value, header in raw:
+        if name in attributes:
+            raise CodecError(f"duplicate header for attribute {name!r}", f"header {header!r}")
+        if name in _CORE_STRINGS:
+            if not value:
+                raise CodecError(f"attribute {name!r} must not be empty", f"header {header!r}")
+            if name == "datacontenttype":
+                if content_type is not None:
+                    continue  # the content-type header is the binding's place for it
+                content_type = value
+        elif name == "time":
+            attributes[name] = _parse_time(value, f"header {header!r}")
+            continue
+        elif name != "specversion":
+            _check_extension_name(name, f"header {header!r}")
+        attributes[name] = value
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
+    _check_required(attributes, missing)
+    return _new_event(attributes, _decode_data(body, content_type, "data"))
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP binding
+# ---------------------------------------------------------------------------------------
+
+_needs_percent = re.compile(r'[^\x21\x23\x24\x26-\x7e]').search
+# Everything printable in ASCII except space, '"' and '%' (quote() keeps A-Za-z0-9_.-~).
+_PERCENT_SAFE = "!#$&'()*+,/:;<=>?@[\\]^`{|}"
+
+
+def _percent_encode(value: str, name: str) -> str:
+    if not _needs_percent(value):
+        return value
+    try:
+        return quote(value, safe=_PERCENT_SAFE, encoding="utf-8", errors="strict")
+    except UnicodeEncodeError:
+        raise CodecError("value is not valid Unicode (lone surrogate)", f"attribute {name!r}") from None
+
+
+def _header_value(value: str, header: str) -> str:
+    """HTTP header value -> attribute string: unquote double-quoted parts, percent-decode."""
+    value = value.strip(" \t")
+    if '"' in value:
+        value = _unquote_double_quotes(value, header)
+    if "%" in value:
+        try:
+            return unquote_to_bytes(value).decode("utf-8")
+        except UnicodeError:  # invalid UTF-8 after decoding, or lone surrogates in the header
+            raise CodecError(
+                f"percent-encoded value {value!r} is not valid UTF-8", f"header {header!r}"
+            ) from None
+    return value
+
+
+def _unquote_double_quotes(value: str, header: str) -> str:
+    out = []
+    quoted = False
+    chars = iter(value)
+    for char in chars:
+        if quoted:
+            if char == "\\":
+                char = next(chars, None)
+                if char is None:
+                    break
+            elif char == '"':
+                quoted = False
+                continue
+        elif char == '"':
+            quoted = True
+            continue
+        out.append(char)
+    if quoted:
+        raise CodecError(f"unterminated quoted string in {value!r}", f"header {header!r}")
+    return "".join(out)
+
+
+def is_http_cloudevent(headers: Mapping[str, str]) -> bool:
+    """Cheap check: a ``ce-specversion`` header or a CloudEvents content type."""
+    try:
+        for key, value in headers.items():
+            lower = key.lower()
+            if lower == "ce-specversion":
+                return True
+            if lower == "content-type" and value.lstrip().lower().startswith("application/cloudevents"):
+                return True
+    except (AttributeError, TypeError):
+        return False
+    return False
+
+
+def decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
+    """An HTTP message (binary, structured or batched) -> its events."""
+    content_type: str | None = None
+    specversion: str | None = None
+    raw: list[tuple[str, str]] = []
+    try:
+        items = headers.items()
+    except AttributeError:
+        raise CodecError(f"headers must be a mapping, got {type(headers).__name__}") from None
+    for key, value in items:
+        if not isinstance(key, str) or not isinstance(value, str):  # aiohttp gives istr keys
+            raise CodecError(
+                f"header names and values must be strings, got {type(key).__name__}: {type(value).__name__}",
+                f"header {key!r}",
+            )
+        lower = key.lower()
+        if lower.startswith("ce-"):
+            raw.append((key, value))
+            if lower == "ce-specversion":
+                specversion = value
+        elif lower == "content-type":
+            if content_type is not None:
+                raise CodecError("duplicate header", f"header {key!r}")
+            content_type = value.strip() or None
+    payload = _as_bytes(body, "HTTP body")
+    if content_type is not None:
+        kind = _media(content_type)[0]
+        if kind == _CE_JSON:
+            return [decode_structured(payload)]
+        if kind == _CE_BATCH:
+            return _decode_batch(payload)
+        if kind == _CE_OTHER:
+            raise CodecError(f"unsupported event format {content_type!r} (only JSON is supported)", "header 'content-type'")
+    if specversion is None:
+        raise CodecError(
+            "not a CloudEvent: no ce-specversion header and "
+            + (f"content type {content_type!r} is not a CloudEvents format" if content_type else "no content type")
+        )
+    _check_specversion(_header_value(specversion, "ce-specversion"), "header 'ce-specversion'")
+    decoded = [(key[3:].lower(), _header_value(value, key), key) for key, value in raw]
+    return [_binary_event(decoded, content_type, payload, " (no 'ce-{}' header)")]
+
+
+def encode_http(event: CloudEvent, mode: str = "binary") -> tuple[dict[str, str], bytes]:
+    """Event -> (HTTP headers, body) in ``binary`` or ``structured`` content mode."""
+    if mode == "structured":
+        return {"Content-Type": CE_JSON_CONTENT_TYPE}, encode_structured(event)
+    if mode != "binary":
+        raise CodecError(f"unknown content mode {mode!r} (expected 'binary' or 'structured')")
+    attributes = _attributes_of(event)
+    headers: dict[str, str] = {}
+    for name, value in attributes.items():
+        if value is not None and name != "datacontenttype":
+            headers["ce-" + name] = _percent_encode(_canonical(name, value), name)
+    body, content_type = _encode_data(event.get_data(), attributes.get("datacontenttype"))
+    if content_type is not None:
+        if not (content_type.isascii() and content_type.isprintable()):
+            raise CodecError(
+                f"datacontenttype {content_type!r} cannot be an HTTP header (non-ASCII or control characters)"
+            )
+        headers["Content-Type"] = content_type
+    return headers, body or b""
+
+
+# ---------------------------------------------------------------------------------------
+# Kafka binding
+# ---------------------------------------------------------------------------------------
+
+
+def _kafka_text(value: Any, key: str) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"value is not valid UTF-8: {exc.reason} at byte {exc.start}", f"header {key!r}") from None
+    if isinstance(value, str):
+        return value
+    raise CodecError(f"value must be bytes, got {type(value).__name__}", f"header {key!r}")
+
+
+def decode_kafka(
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes], value: bytes | None
+) -> CloudEvent:
+    """A Kafka record (headers, value) in binary or structured mode -> event."""
+    content_type: str | None = None
+    raw: list[tuple[str, Any]] = []
+    specversion: Any = None
+    try:
+        items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        for key, header_value in items:
+            if not isinstance(key, str):
+                raise CodecError(f"header names must be strings, got {type(key).__name__}", f"header {key!r}")
+            if key.startswith("ce_"):
+                raw.append((key, header_value))
+                if key == "ce_specversion":
+                    specversion = header_value
+            elif key == "content-type" or (len(key) == 12 and key.lower() == "content-type"):
+                if content_type is not None:
+                    raise CodecError("duplicate header", f"header {key!r}")
+                content_type = _kafka_text(header_value, key).strip() or None
+    except CodecError:
+        raise
+    except (TypeError, ValueError):
+        raise CodecError("headers must be (name, value) pairs or a mapping of names to values") from None
+    if content_type is not None:
+        kind = _media(content_type)[0]
+        if kind == _CE_JSON:
+            if value is None:
+                raise CodecError("structured record has no value")
+            return decode_structured(_as_bytes(value, "record value"))
+        if kind == _CE_BATCH or kind == _CE_OTHER:
+            raise CodecError(
+                f"unsupported event format {content_type!r} (only application/cloudevents+json)",
+                "header 'content-type'",
+            )
+    if specversion is None:
+        raise CodecError(
+            "not a CloudEvent: no ce_specversion header and "
+            + (f"content-type {content_type!r} is not application/cloudevents+json" if content_type else "no content-type header")
+        )
+    _check_specversion(_kafka_text(specversion, "ce_specversion"), "header 'ce_specversion'")
+    try:  # fast path: bytes values; _kafka_text gives the error message otherwise
+        decoded = [(key[3:], header_value.decode("utf-8"), key) for key, header_value in raw]
+    except (AttributeError, UnicodeDecodeError):
+        decoded = [(key[3:], _kafka_text(header_value, key), key) for key, header_value in raw]
+    body = b"" if value is None else _as_bytes(value, "record value")
+    return _binary_event(decoded, content_type, body, " (no 'ce_{}' header)")
+
+
+def encode_kafka(
+    event: CloudEvent, mode: str = "binary"
+) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None]:
+    """Event -> (key, headers, value). The key is the ``partitionkey`` extension, if any."""
+    attributes = _attributes_of(event)
+    partition_key = attributes.get("partitionkey")
+    try:
+        key = None if partition_key is None else _canonical("partitionkey", partition_key).encode("utf-8")
+        if mode == "structured":
+            return key, [("content-type", _CE_JSON_CONTENT_TYPE_BYTES)], encode_structured(event)
+        if mode != "binary":
+            raise CodecError(f"unknown content mode {mode!r} (expected 'binary' or 'structured')")
+        headers = [
+            ("ce_" + name, _canonical(name, value).encode("utf-8"))
+            for name, value in attributes.items()
+            if value is not None and name != "datacontenttype"
+        ]
+    except UnicodeEncodeError as exc:
+        raise CodecError(f"attribute value is not valid Unicode: {exc.reason} at index {exc.start}") from None
+    value, content_type = _encode_data(event.get_data(), attributes.get("datacontenttype"))
+    if content_type is not None:
+        try:
+            headers.append(("content-type", content_type.encode("utf-8")))
+        except UnicodeEncodeError:
+            raise CodecError(f"datacontenttype {content_type!r} is not valid Unicode") from None
+    return key, headers, value
