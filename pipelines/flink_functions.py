@@ -1,0 +1,196 @@
+"""The Python functions of the Flink job: thin adapters over ``transforms``.
+
+Everything between operators is a pickled Python object (``WorkItem``, ``Scheduled``,
+``OutRecord``); only the Kafka sink sees a typed Row. No side outputs (PyFlink leaks an
+unconsumed side output into the main stream, and a union of one with a chained Python
+operator can run the downstream function twice): one stream carries every kind, and
+plain ``filter``s split it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from pyflink.common import Row
+from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, MapFunction, RuntimeContext
+from pyflink.datastream.functions import AsyncFunction
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
+from pyflink.common.typeinfo import Types
+
+from eventing.plan import Plan
+from transforms.delivery import DeliveryEngine, DeliveryTask, decide
+from transforms.kafka_plane import Intake, OutRecord, Outbox, Topics, parse_retry_record
+from transforms.records import DeadLetter, raw_text
+from transforms.scheduler import Scheduled, WorkItem, on_scheduled, on_timer
+
+log = logging.getLogger(__name__)
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+class IntakeFunction(FlatMapFunction):
+    """Broker-topic Row -> WorkItem | Scheduled | OutRecord (decode, route; bad -> dead letter)."""
+
+    def __init__(self, plan: Plan, topics: Topics) -> None:
+        self.plan = plan
+        self.topics = topics
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.intake = Intake(self.plan, self.topics)
+        group = runtime_context.get_metrics_group()
+        self.records_in = group.counter("knflow_records_in")
+
+    def flat_map(self, row: Row):
+        self.records_in.inc()
+        headers = {k: bytes(v) for k, v in (row["headers"] or {}).items() if v is not None}
+        origin = f"{row['topic']}/{row['partition']}@{row['offset']}"
+        yield from self.intake.ingest(row["topic"], _bytes(row["key"]), headers, _bytes(row["value"]), origin, time.time())
+
+
+class RetryRecordFunction(FlatMapFunction):
+    """Retry-topic Row -> Scheduled; a foreign record is dead-lettered, never a crash."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+
+    def flat_map(self, row: Row):
+        headers = {k: bytes(v) for k, v in (row["headers"] or {}).items() if v is not None}
+        try:
+            yield parse_retry_record(_bytes(row["key"]), headers, _bytes(row["value"]))
+        except (ValueError, UnicodeDecodeError) as exc:
+            record = DeadLetter(reason=f"unreadable retry record: {exc}",
+                                origin=f"{row['topic']}/{row['partition']}@{row['offset']}", raw=raw_text(_bytes(row["value"])))
+            yield OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {})
+
+
+class SchedulerFunction(KeyedProcessFunction):
+    """Keyed by scheduling key: holds retries until due (timers) and gates ordered keys.
+
+    State and timers are checkpointed with the Kafka offsets, so a retry waiting for its
+    due time survives a crash; nothing waits inside a delivery attempt.
+    """
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.busy = runtime_context.get_state(ValueStateDescriptor("busy", Types.BOOLEAN()))
+        self.queue = runtime_context.get_list_state(ListStateDescriptor("queue", Types.PICKLED_BYTE_ARRAY()))
+        self.held = runtime_context.get_map_state(MapStateDescriptor("held", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+
+    def _state(self):
+        function = self
+
+        class FlinkKeyState:
+            def is_busy(self) -> bool:
+                return bool(function.busy.value())
+
+            def set_busy(self, busy: bool) -> None:
+                function.busy.update(busy)
+
+            def push(self, task: bytes) -> None:
+                function.queue.add(task)
+
+            def pop(self):
+                items = list(function.queue.get() or [])
+                if not items:
+                    return None
+                function.queue.update(items[1:])
+                return items[0]
+
+            def hold(self, due_ms: int, task: bytes) -> None:
+                tasks = function.held.get(due_ms) or []
+                function.held.put(due_ms, tasks + [task])
+
+            def take_due(self, due_ms: int) -> list[bytes]:
+                tasks = function.held.get(due_ms) or []
+                if tasks:
+                    function.held.remove(due_ms)
+                return tasks
+
+        return FlinkKeyState()
+
+    def process_element(self, item: Scheduled, ctx: KeyedProcessFunction.Context):
+        now_ms = ctx.timer_service().current_processing_time()
+        ready, timers = on_scheduled(self._state(), item, now_ms)
+        for due in timers:
+            ctx.timer_service().register_processing_time_timer(due)
+        yield from ready
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        yield from on_timer(self._state(), ctx.get_current_key(), timestamp)
+
+
+class DeliverFunction(AsyncFunction):
+    """One delivery attempt per WorkItem (bounded by the delivery timeout); returns the
+    Kafka records its outcome causes. Many attempts are in flight; per-trigger concurrency
+    is bounded by a semaphore."""
+
+    def __init__(self, plan: Plan, topics: Topics, ref_urls: dict[str, str], concurrency: int,
+                 delivery_timeout: float, http_client: str) -> None:
+        self.plan = plan
+        self.topics = topics
+        self.ref_urls = ref_urls
+        self.concurrency = concurrency
+        self.delivery_timeout = delivery_timeout
+        self.http_client = http_client
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.triggers = {t.key: t for t in self.plan.triggers()}
+        self.outbox = Outbox(self.plan, self.topics)
+        self.engine: DeliveryEngine | None = None
+        self.limits: dict[str, asyncio.Semaphore] = {}
+        group = runtime_context.get_metrics_group()
+        self.attempts = group.counter("knflow_attempts")
+
+    async def _engine(self) -> DeliveryEngine:
+        if self.engine is None:  # created on the operator's own event loop
+            from transforms.sender import make_sender
+
+            sender = make_sender(self.http_client, limit=max(100, self.concurrency * 4))
+            engine = DeliveryEngine(self.triggers, sender, ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
+            await engine.open()
+            self.limits = {key: asyncio.Semaphore(max(1, self.concurrency)) for key in self.triggers}
+            self.engine = engine
+        return self.engine
+
+    async def async_invoke(self, item: WorkItem):
+        engine = await self._engine()
+        task = DeliveryTask.from_bytes(item.task)
+        self.attempts.inc()
+        async with self.limits[task.trigger]:
+            outcome = await engine.attempt(task)
+        return self.outbox.records(item, outcome)
+
+    def timeout(self, item: WorkItem):
+        """The attempt overran the operator's timeout: a retryable failure, never a crash."""
+        task = DeliveryTask.from_bytes(item.task)
+        trigger = self.triggers[task.trigger]
+        outcome = decide(task, trigger.delivery, time.time(), None, None, b"",
+                         "delivery attempt timed out in the async operator",
+                         url=trigger.subscriber.url(self.ref_urls))
+        return self.outbox.records(item, outcome)
+
+
+class ToSinkRow(MapFunction):
+    """OutRecord -> the Kafka sink's Row(topic, key, value, headers)."""
+
+    def map(self, record: OutRecord) -> Row:
+        return Row(topic=record.topic, key=record.key, value=record.value, headers=dict(record.headers))
+
+
+def is_work(value: Any) -> bool:
+    return isinstance(value, WorkItem)
+
+
+def is_scheduled(value: Any) -> bool:
+    return isinstance(value, Scheduled)
+
+
+def is_out(value: Any) -> bool:
+    return isinstance(value, OutRecord)
+
+
+def flatten_outs(records: list) -> list:
+    return records

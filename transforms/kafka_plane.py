@@ -1,0 +1,157 @@
+"""The Kafka data plane, engine-neutral: what goes in and out of Kafka around delivery.
+
+A streaming engine (the Flink job) only moves bytes between these functions:
+
+- ``Intake.ingest``: a broker-topic record -> decoded, routed work (``WorkItem`` for an
+  unordered trigger, ``Scheduled(NEW)`` for an ordered one) or a dead letter.
+- ``parse_retry_record``: a retry-topic record -> ``Scheduled`` (retry or release).
+- ``Outbox.records``: the outcome of one attempt -> Kafka records: the next retry (with its
+  due time) or a release to the retry topic, a reply to the broker topic, a dead letter
+  to the dead-letter topic, and an outcome record for observability.
+
+Everything here is pure (no I/O) and unit-tested without an engine.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from eventing.plan import ORDERED, Plan
+from transforms.codec import CodecError, decode_kafka, encode_kafka, event_to_dict
+from transforms.delivery import (
+    DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying,
+)
+from transforms.records import DeadLetter, raw_text
+from transforms.router import Router
+from transforms.scheduler import NEW, RELEASE, RETRY, Scheduled, WorkItem, ordered_key, unordered_key
+
+KIND_HEADER = "knflow_kind"
+DUE_HEADER = "knflow_due"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The job's own topics besides the broker topics."""
+
+    retry: str
+    dead_letters: str
+    outcomes: str | None = None
+
+    @classmethod
+    def for_job(cls, job_name: str, outcomes: bool = True) -> "Topics":
+        return cls(f"knflow-{job_name}-retry", f"knflow-{job_name}-dead-letters",
+                   f"knflow-{job_name}-outcomes" if outcomes else None)
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Mapping[str, bytes]
+
+
+def _outcome(topics: Topics, kind: str, trigger: str | None, event_id: str | None, **extra) -> list[OutRecord]:
+    if topics.outcomes is None:
+        return []
+    doc = {"k": kind, "t": trigger, "id": event_id, **extra}
+    return [OutRecord(topics.outcomes, None, json.dumps(doc, separators=(",", ":")).encode(), {})]
+
+
+class Intake:
+    """Decode and route records of the broker topics of ``plan``."""
+
+    def __init__(self, plan: Plan, topics: Topics) -> None:
+        self.topics = topics
+        self.routers = {b.topic: Router(b) for b in plan.brokers}
+        self.ordered = {t.key for t in plan.triggers() if t.ordering == ORDERED}
+
+    def ingest(self, topic: str, key: bytes | None, headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]],
+               value: bytes | None, origin: str, now: float) -> list[WorkItem | Scheduled | OutRecord]:
+        router = self.routers.get(topic)
+        if router is None:
+            return self._dead_letter(f"record from unexpected topic {topic!r}", origin, headers, value)
+        try:
+            event = decode_kafka(headers, value)
+        except CodecError as exc:
+            return self._dead_letter(f"not a valid CloudEvent: {exc}", origin, headers, value)
+        matches = router.route(event)
+        out: list[WorkItem | Scheduled | OutRecord] = []
+        event_id = event.get_id()
+        for trigger in matches:
+            task = DeliveryTask(trigger.key, event, due_at=now).to_bytes()
+            if trigger.key in self.ordered:
+                partition_key = event.get_attributes().get("partitionkey")
+                if partition_key is None:
+                    partition_key = raw_text(key) if key is not None else origin.rsplit("@", 1)[0]
+                out.append(Scheduled(NEW, ordered_key(trigger.key, str(partition_key)), True, 0, task))
+            else:
+                out.append(WorkItem(unordered_key(trigger.key, event_id), False, task))
+        out.extend(_outcome(self.topics, "routed", None, event_id, triggers=[t.key for t in matches]))
+        return out
+
+    def _dead_letter(self, reason: str, origin: str, headers, value: bytes | None) -> list[OutRecord]:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        record = DeadLetter(reason=reason, origin=origin, raw=raw_text(value),
+                            headers={k: raw_text(v) or "" for k, v in pairs})
+        return ([OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {KIND_HEADER: b"undecodable"})]
+                + _outcome(self.topics, "undecodable", None, None, origin=origin))
+
+
+def retry_record(topics: Topics, item: Scheduled) -> OutRecord:
+    headers = {KIND_HEADER: item.kind.encode(), DUE_HEADER: str(item.due_ms).encode()}
+    return OutRecord(topics.retry, item.key.encode(), item.task, headers)
+
+
+def parse_retry_record(key: bytes | None, headers: Mapping[str, bytes], value: bytes | None) -> Scheduled:
+    """A retry-topic record back into a ``Scheduled`` item (raises ValueError if foreign)."""
+    kind = (headers.get(KIND_HEADER) or b"").decode()
+    if kind not in (RETRY, RELEASE) or key is None:
+        raise ValueError(f"not a knflow retry record (kind {kind!r})")
+    text_key = key.decode()
+    due = int((headers.get(DUE_HEADER) or b"0").decode() or 0)
+    return Scheduled(kind, text_key, text_key.startswith("o|"), due, value)
+
+
+class Outbox:
+    """Turn one attempt's outcome into the Kafka records that carry it forward."""
+
+    def __init__(self, plan: Plan, topics: Topics) -> None:
+        self.topics = topics
+        self.broker_topics = {t.key: b.topic for b in plan.brokers for t in b.triggers}
+
+    def records(self, item: WorkItem, outcome: Outcome) -> list[OutRecord]:
+        topics = self.topics
+        task = outcome.task
+        trigger, event_id = task.trigger, task.event.get_id()
+        out: list[OutRecord] = []
+        settled = True
+        if isinstance(outcome, Retrying):
+            settled = False
+            out.append(retry_record(topics, Scheduled(RETRY, item.key, item.ordered, int(outcome.task.due_at * 1000), outcome.task.to_bytes())))
+            out += _outcome(topics, "stuck" if outcome.stuck else "retried", trigger, event_id,
+                            n=outcome.task.attempt, error=outcome.error)
+        elif isinstance(outcome, Delivered):
+            out += _outcome(topics, "delivered", trigger, event_id, s=outcome.status, n=task.attempt + 1)
+        elif isinstance(outcome, Replied):
+            key, headers, value = encode_kafka(outcome.reply, "binary")
+            out.append(OutRecord(self.broker_topics[trigger], key, value, dict(headers)))
+            out += _outcome(topics, "delivered", trigger, event_id, s=outcome.status, n=task.attempt + 1)
+            out += _outcome(topics, "replied", trigger, event_id, reply=outcome.reply.get_id())
+        elif isinstance(outcome, DeadLetterStored):
+            out += _outcome(topics, "dead_letter_stored", trigger, event_id, s=outcome.status)
+        elif isinstance(outcome, DeadLettered):
+            if outcome.delivered:
+                out += _outcome(topics, "delivered", trigger, event_id, n=task.attempt + 1)
+            out += _outcome(topics, "dead_lettered", trigger, event_id, reason=outcome.reason)
+            if outcome.next_task is not None:  # to the deadLetterSink: one more (retried) delivery
+                settled = False
+                out.append(retry_record(topics, Scheduled(RETRY, item.key, item.ordered, int(outcome.next_task.due_at * 1000), outcome.next_task.to_bytes())))
+            else:
+                record = DeadLetter(reason=outcome.reason, trigger=trigger, event_id=outcome.event.get_id(),
+                                    event=event_to_dict(outcome.event))
+                out.append(OutRecord(topics.dead_letters, event_id.encode(), record.to_json().encode(), {KIND_HEADER: b"dead_letter"}))
+        if settled and item.ordered:
+            out.append(retry_record(topics, Scheduled(RELEASE, item.key, True)))
+        return out
