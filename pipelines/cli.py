@@ -46,12 +46,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="only this broker's triggers (namespace/name or name)")
     p.add_argument("--json", action="store_true", help="print one JSON object; its 'matched' field lists the matching trigger names")
 
-    p = sub.add_parser("run", help="run the job over events (Beam DirectRunner today)",
-                       description="Run the compiled job. With --runner beam-direct it reads a JSON-lines file of "
-                                   "structured CloudEvents and delivers them over HTTP on Beam's DirectRunner.")
-    _manifests(p)
     from pipelines.options import add_job_arguments
+
+    p = sub.add_parser("run", help="run the job (Flink mini-cluster by default, or Beam's DirectRunner)",
+                       description="Run the compiled job. The default runner, flink, runs it on Flink's embedded "
+                                   "mini-cluster, reading the broker topics in Kafka until interrupted (or --duration), "
+                                   "then prints the per-trigger summary. --runner beam-direct reads a JSON-lines file of "
+                                   "structured CloudEvents (--events-file) on Beam's DirectRunner instead.")
+    _manifests(p)
     add_job_arguments(p)
+
+    p = sub.add_parser("submit", help="submit the job to a Flink cluster; prints the job id",
+                       description="Submit the same job to a running Flink cluster (detached, via flink run -py). "
+                                   "All job options of `knflow run` pass through.")
+    _manifests(p)
+    p.add_argument("--jobmanager", required=True, metavar="HOST:PORT", help="the cluster's REST address, e.g. 127.0.0.1:8081")
+    add_job_arguments(p)
+
+    p = sub.add_parser("jobs", help="list the jobs of a Flink cluster")
+    p.add_argument("--jobmanager", required=True, metavar="HOST:PORT")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("cancel", help="cancel a job on a Flink cluster")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--jobmanager", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("ingress", help="serve the brokers' HTTP ingress, storing events in Kafka",
+                       description="Knative broker ingress: POST CloudEvents (binary, structured or batched) to "
+                                   "/<namespace>/<broker>; 202 only after Kafka acknowledged the record.")
+    _manifests(p)
+    p.add_argument("--port", type=int, default=8080, help="listen port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    p.add_argument("--max-body", type=int, default=1024 * 1024, help="largest accepted request body in bytes (default: 1 MiB)")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of broker topics it creates (default: %(default)s)")
     return parser
 
 
@@ -175,7 +203,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_job(args)
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "match": cmd_match, "run": cmd_run}
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines.flink_runner import submit
+    from pipelines.options import flink_options
+
+    plan = load_plan(args.manifests)
+    job_id = submit(args.manifests, args.jobmanager, plan, flink_options(args, plan), args.partitions)
+    print(job_id)
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from pipelines.flink_runner import list_jobs
+
+    jobs = list_jobs(args.jobmanager)
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    for job in jobs:
+        print(f"{job['jid']}  {job['state']:<10} {job['name']}")
+    if not jobs:
+        print("no jobs")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from pipelines.flink_runner import cancel
+
+    cancel(args.jobmanager, args.job_id)
+    print(f"cancelling {args.job_id}")
+    return 0
+
+
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from eventing.ingress import serve
+
+    serve(load_plan(args.manifests), args.bootstrap_servers, host=args.host, port=args.port,
+          max_body=args.max_body, partitions=args.partitions)
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "match": cmd_match, "run": cmd_run, "submit": cmd_submit,
+            "jobs": cmd_jobs, "cancel": cmd_cancel, "ingress": cmd_ingress}
 
 if __name__ == "__main__":
     sys.exit(main())

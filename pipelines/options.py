@@ -10,9 +10,9 @@ from typing import Any, Mapping, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-RUNNERS = ("beam-direct",)
+RUNNERS = ("flink", "beam-direct")
 DEFAULTS: dict[str, Any] = {
-    "runner": "beam-direct",
+    "runner": "flink",
     "concurrency": 64,
     "delivery_timeout": 30.0,
     "http_client": "aiohttp",
@@ -38,6 +38,24 @@ def add_job_arguments(parser: Any, runner_flag: str = "--runner") -> None:
                         help="seconds per delivery attempt when spec.delivery.timeout is not set (default: %(default)s)")
     parser.add_argument("--http-client", default=DEFAULTS["http_client"],
                         help="HTTP client implementation for deliveries (default: %(default)s)")
+    flink = parser.add_argument_group("Flink and Kafka (runner flink, knflow submit)") if hasattr(parser, "add_argument_group") else parser
+    flink.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    flink.add_argument("--job-name", default="knflow",
+                       help="names the consumer group and the job's topics knflow-<name>-retry/-dead-letters/-outcomes (default: %(default)s)")
+    flink.add_argument("--parallelism", type=int, default=1, help="Flink parallelism (default: %(default)s)")
+    flink.add_argument("--checkpoint-interval", type=float, default=10.0,
+                       help="seconds between checkpoints; 0 disables checkpointing (default: %(default)s)")
+    flink.add_argument("--checkpoint-dir", default=None, help="checkpoint storage directory (default: .run/checkpoints)")
+    flink.add_argument("--start-from", choices=("group", "earliest", "latest"), default="group",
+                       help="where a new job starts reading: the group's committed offsets (else earliest), earliest, latest")
+    flink.add_argument("--async-capacity", type=int, default=1000,
+                       help="delivery attempts in flight per parallel subtask (default: %(default)s)")
+    flink.add_argument("--partitions", type=int, default=4, help="partitions of topics knflow creates (default: %(default)s)")
+    flink.add_argument("--no-outcomes", dest="outcomes", action="store_false",
+                       help="do not write one outcome record per delivery to knflow-<job>-outcomes (no run summary then)")
+    flink.add_argument("--duration", type=float, default=0.0,
+                       help="runner flink: stop after this many seconds (default: run until interrupted)")
+    flink.add_argument("--restore-from", default=None, help="checkpoint or savepoint path to restore the job from")
     parser.add_argument("--dead-letter-file", default=None,
                         help="write events dead-lettered without a deadLetterSink (and undecodable records) "
                              "to this JSON-lines file; they are always counted and logged")
@@ -52,6 +70,22 @@ def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
             raise argparse.ArgumentTypeError(f"--ref-url {pair!r}: expected NAME=http(s)://host[:port][/path]")
         out[name] = url
     return out
+
+
+def flink_options(args: Any, plan: Any = None) -> "FlinkJobOptions":
+    """The Flink job's options from parsed CLI arguments."""
+    from pipelines.flink_job import FlinkJobOptions
+
+    options = FlinkJobOptions(
+        bootstrap_servers=args.bootstrap_servers, job_name=args.job_name, parallelism=args.parallelism,
+        checkpoint_interval=args.checkpoint_interval, concurrency=args.concurrency,
+        async_capacity=args.async_capacity, delivery_timeout=args.delivery_timeout,
+        http_client=args.http_client, ref_urls=parse_ref_urls(args.ref_url), start_from=args.start_from,
+        outcomes=args.outcomes, restore_from=args.restore_from,
+    )
+    if args.checkpoint_dir:
+        options.checkpoint_dir = args.checkpoint_dir
+    return options
 
 
 class KnflowOptions(PipelineOptions):

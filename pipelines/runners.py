@@ -39,11 +39,28 @@ def read_events_file(path: str) -> list[RawRecord]:
 
 def run_job(args: argparse.Namespace) -> int:
     plan = load_plan(args.manifests)
-    broker = select_broker(plan, args.broker)
+    if args.knflow_runner == "flink" and not args.broker:
+        broker = plan.brokers[0] if len(plan.brokers) == 1 else None
+    else:
+        broker = select_broker(plan, args.broker)
+    if broker is not None and args.broker and args.knflow_runner == "flink":
+        plan = Plan(brokers=(broker,), sources=plan.sources)
     try:
         ref_urls = parse_ref_urls(args.ref_url)
     except argparse.ArgumentTypeError as exc:
         raise KnflowError(str(exc)) from None
+    if args.knflow_runner == "flink":
+        from pipelines.flink_runner import run_local
+        from pipelines.options import flink_options
+
+        if args.events_file:
+            raise KnflowError("--events-file is for --runner beam-direct; the Flink job reads the broker topics "
+                              "(post events to `knflow ingress`)")
+        summary = run_local(plan, flink_options(args, plan), duration=args.duration, partitions=args.partitions)
+        if summary is None:
+            return 0
+        print(render_summary(broker, summary) if len(plan.brokers) == 1 else summary_json(summary))
+        return 0
     if args.knflow_runner == "beam-direct":
         if not args.events_file:
             raise KnflowError("--runner beam-direct reads its events from --events-file FILE (JSON lines)")

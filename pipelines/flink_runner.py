@@ -1,0 +1,181 @@
+"""Run the Flink job: on the embedded mini-cluster (``knflow run``), or submitted to a
+Flink cluster (``knflow submit``), and manage cluster jobs (``knflow jobs`` / ``cancel``)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from eventing.plan import Plan
+from filters.errors import KnflowError
+from pipelines.flink_job import REPO, FlinkJobOptions, build_job, prepare_topics, set_log_dir
+
+SUMMARY_KINDS = {"delivered": "delivered", "retried": "retried", "dead_lettered": "dead_lettered", "replied": "replies"}
+
+
+def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: off for tp, off in consumer.end_offsets(partitions).items()} if partitions else {}
+    finally:
+        consumer.close()
+
+
+def read_outcomes(bootstrap: str, topic: str, start: Mapping[int, int]) -> list[dict[str, Any]]:
+    """Outcome records written since ``start`` offsets (partition -> offset)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    end = _end_offsets(bootstrap, topic)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+    out: list[dict[str, Any]] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in end]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, start.get(tp.partition, 0))
+        remaining = {p for p in end if end[p] > start.get(p, 0)}
+        deadline = time.time() + 30
+        while remaining and time.time() < deadline:
+            for message in consumer:
+                out.append(json.loads(message.value))
+                if message.offset + 1 >= end[message.partition]:
+                    remaining.discard(message.partition)
+                if not remaining:
+                    break
+    finally:
+        consumer.close()
+    return out
+
+
+def summarize(plan: Plan, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    records = undecodable = 0
+    for doc in outcomes:
+        kind = doc.get("k")
+        if kind == "routed":
+            records += 1
+            for trigger in doc.get("triggers", []):
+                counts[trigger]["matched"] += 1
+        elif kind == "undecodable":
+            records += 1
+            undecodable += 1
+        elif kind in SUMMARY_KINDS:
+            counts[doc["t"]][SUMMARY_KINDS[kind]] += 1
+    columns = ("matched", "delivered", "retried", "dead_lettered", "replies")
+    return {"records": records, "undecodable": undecodable,
+            "triggers": {t.key: {c: counts[t.key][c] for c in columns} for t in plan.triggers()}}
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, partitions: int = 4,
+              on_started=None) -> dict[str, Any] | None:
+    """Run on the embedded mini-cluster until ``duration`` seconds pass (0: until SIGINT/SIGTERM).
+
+    Returns the summary of what this run did (from the outcomes topic), or None if
+    outcome records are disabled.
+    """
+    set_log_dir()
+    prepare_topics(plan, options, partitions)
+    topics = options.topics
+    start = _end_offsets(options.bootstrap_servers, topics.outcomes) if topics.outcomes else {}
+    _env, _t_env, table = build_job(plan, options)
+    result = table.execute_insert("knflow_out")
+    client = result.get_job_client()
+    print(f"knflow: job {client.get_job_id()} running on the embedded Flink mini-cluster "
+          f"(brokers: {', '.join(b.topic for b in plan.brokers)})", flush=True)
+    if on_started:
+        on_started(str(client.get_job_id()))
+
+    def stop(signum, frame):
+        raise _Stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        deadline = time.time() + duration if duration > 0 else None
+        while deadline is None or time.time() < deadline:
+            time.sleep(0.5)
+            status = str(client.get_job_status().result())
+            if status in ("FAILED", "CANCELED", "FINISHED"):
+                raise KnflowError(f"the Flink job ended unexpectedly: {status}")
+    except _Stop:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        try:
+            client.cancel().result()
+        except Exception:  # already gone
+            pass
+    if not topics.outcomes:
+        return None
+    return summarize(plan, read_outcomes(options.bootstrap_servers, topics.outcomes, start))
+
+
+# --- a Flink cluster -------------------------------------------------------------------
+
+def pyflink_bin() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent / "bin"
+
+
+def submit(manifests: Sequence[str], jobmanager: str, plan: Plan, options: FlinkJobOptions,
+           partitions: int = 4) -> str:
+    """Submit the job detached with ``flink run -py``; returns the Flink job id.
+
+    The entry point gets the manifests and the job options as JSON, so the cluster runs
+    exactly what ``knflow run`` would.
+    """
+    import dataclasses
+
+    prepare_topics(plan, options, partitions)
+    entry = REPO / "pipelines" / "flink_entry.py"
+    command = [str(pyflink_bin() / "flink"), "run", "-d", "-m", jobmanager,
+               "-pyclientexec", sys.executable, "-pyexec", sys.executable,
+               "-py", str(entry), "--options-json", json.dumps(dataclasses.asdict(options)),
+               *[str(Path(m).resolve()) for m in manifests]]
+    env = dict(os.environ)
+    env.setdefault("FLINK_LOG_DIR", str(REPO / ".run" / "flink-logs"))
+    Path(env["FLINK_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    match = re.search(r"JobID ([0-9a-f]{32})", proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not match:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise KnflowError(f"flink run failed (exit {proc.returncode}):\n{tail}")
+    return match.group(1)
+
+
+def _rest(jobmanager: str, path: str, method: str = "GET") -> Any:
+    url = f"http://{jobmanager}{path}"
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise KnflowError(f"{method} {url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:300]}") from None
+    except urllib.error.URLError as exc:
+        raise KnflowError(f"cannot reach the Flink JobManager at {jobmanager}: {exc.reason}") from None
+    return json.loads(body) if body else None
+
+
+def list_jobs(jobmanager: str) -> list[dict[str, Any]]:
+    return _rest(jobmanager, "/jobs/overview")["jobs"]
+
+
+def cancel(jobmanager: str, job_id: str) -> None:
+    _rest(jobmanager, f"/jobs/{job_id}?mode=cancel", method="PATCH")
