@@ -8,6 +8,8 @@
 #   deploy/flink-cluster.sh flink ARGS...    run pyflink's `flink` CLI against this cluster,
 #                                            e.g. flink run -py job.py   (-m is added)
 #   deploy/flink-cluster.sh logs             tails of the JM and TM logs
+#   deploy/flink-cluster.sh taskmanager start  start one more TaskManager on the running
+#                                            cluster's config (e.g. to replace a dead one)
 #
 # Environment:
 #   KNFLOW_FLINK_REST_PORT    REST/web port                 (default 8081)
@@ -36,7 +38,7 @@ STATE_DIR="${KNFLOW_FLINK_DIR:-$REPO_ROOT/.run/flink}"
 TIMEOUT="${KNFLOW_FLINK_START_TIMEOUT:-90}"
 
 log() { echo "flink-cluster.sh: $*" >&2; }
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 
 STATE_DIR="$(realpath -m "$STATE_DIR")"   # absolute; created by start only
 CONF_DIR="$STATE_DIR/conf"
@@ -86,6 +88,22 @@ descendants() {
   done
 }
 
+# Python workers of this cluster's TaskManagers, also those whose TaskManager is gone (a
+# kill -9 leaves them running, re-parented): the udf runner, its python and tee, recognised
+# by their command line and by FLINK_CONF_DIR=<our conf dir> in their environment.
+orphan_workers() {
+  local d p
+  for d in /proc/[0-9]*; do
+    p="${d#/proc/}"
+    [[ "$p" == "$$" ]] && continue
+    tr '\0' ' ' 2>/dev/null < "$d/cmdline" \
+      | grep -qE 'pyflink-udf-runner|pyflink\.fn_execution|flink-python-udf-boot' || continue
+    tr '\0' '\n' 2>/dev/null < "$d/environ" | grep -qxF "FLINK_CONF_DIR=$CONF_DIR" || continue
+    echo "$p"
+  done
+  return 0
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_config() {
@@ -127,9 +145,11 @@ EOF
   cp "$PYFLINK_HOME"/conf/log4j*.properties "$PYFLINK_HOME"/conf/logback*.xml "$CONF_DIR/"
   echo 127.0.0.1:"$REST_PORT" > "$CONF_DIR/masters"
   echo 127.0.0.1 > "$CONF_DIR/workers"
-  # lib/ = pyflink's lib + the Kafka connector, as symlinks (pyflink's own dir stays untouched).
+  # lib/ = pyflink's lib + flink-python (shipped in opt/; the JobManager needs its Python
+  # operators to deserialize a -py job) + the Kafka connector, as symlinks (pyflink's own
+  # dir stays untouched).
   rm -f "$LIB_DIR"/*.jar
-  ln -s "$PYFLINK_HOME"/lib/*.jar "${connector_jars[@]}" "$LIB_DIR/"
+  ln -s "$PYFLINK_HOME"/lib/*.jar "$PYFLINK_HOME"/opt/flink-python-*.jar "${connector_jars[@]}" "$LIB_DIR/"
   echo "$REST_PORT" > "$STATE_DIR/rest-port"
 }
 
@@ -178,13 +198,36 @@ do_start() {
   echo "flink running: rest http://127.0.0.1:$REST_PORT, jobmanager pid $jm, taskmanager pid $tm, $SLOTS slots, conf $CONF_DIR (ready in $((SECONDS - started))s)"
 }
 
+# One more TaskManager for the running JobManager, with the config `start` wrote (a crashed
+# TaskManager's replacement: the JobManager reschedules the job on its slots).
+do_taskmanager_start() {
+  local jm before after p started=$SECONDS
+  jm="$(daemon_pids standalonesession)"
+  if [[ -z "$jm" || ! -f "$CONF_DIR/config.yaml" ]]; then log "no running JobManager in $STATE_DIR (run start first)"; exit 1; fi
+  before=" $(daemon_pids taskexecutor | tr '\n' ' ') "
+  setsid "$PYFLINK_HOME/bin/taskmanager.sh" start >>"$LOG_DIR/start-taskmanager.out" 2>&1 < /dev/null
+  while :; do
+    after=""
+    for p in $(daemon_pids taskexecutor); do [[ "$before" == *" $p "* ]] || after="$p"; done
+    [[ -n "$after" ]] && break
+    if (( SECONDS - started > 10 )); then log "the new TaskManager did not start"; tail_logs >&2; exit 1; fi
+    sleep 0.5
+  done
+  echo "taskmanager started: pid $after"
+}
+
 do_stop() {
   local pids kids
   pids="$(daemon_pids taskexecutor) $(daemon_pids standalonesession)"
   pids="$(echo $pids)"
-  if [[ -z "$pids" ]]; then rm -f "$PID_DIR"/*.pid; echo "flink not running"; return 0; fi
-  # Python workers (beam harness) are TaskManager children: collect them before the parent goes.
-  kids="$(descendants $pids | tr '\n' ' ')"
+  if [[ -z "$pids" ]]; then
+    kids="$(orphan_workers | tr '\n' ' ')"
+    [[ -n "${kids// /}" ]] && { log "killing orphaned Python workers: $kids"; kill -KILL $kids 2>/dev/null || true; }
+    rm -f "$PID_DIR"/*.pid; echo "flink not running"; return 0
+  fi
+  # Python workers (beam harness) are TaskManager children: collect them before the parent goes,
+  # plus the orphans of a TaskManager that died before (kill -9 does not take its workers along).
+  kids="$(descendants $pids | tr '\n' ' ') $(orphan_workers | tr '\n' ' ')"
   kill -TERM $pids 2>/dev/null || true
   local i alive
   for ((i = 0; i < 60; i++)); do
@@ -229,6 +272,11 @@ case "$cmd" in
   stop) do_stop ;;
   status) do_status ;;
   logs) tail_logs ;;
+  taskmanager)
+    case "${1:-}" in
+      start) do_taskmanager_start ;;
+      *) usage >&2; exit 2 ;;
+    esac ;;
   flink)
     port="$(cat "$STATE_DIR/rest-port" 2>/dev/null || echo "$REST_PORT")"
     sub="${1:-}"; [[ $# -gt 0 ]] && shift

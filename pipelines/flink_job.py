@@ -36,7 +36,7 @@ class FlinkJobOptions:
     job_name: str = "knflow"
     parallelism: int = 1
     checkpoint_interval: float = 10.0  # seconds; 0 disables checkpointing
-    checkpoint_dir: str = str(REPO / ".run" / "checkpoints")
+    checkpoint_dir: str | None = None  # None: .run/checkpoints locally; the cluster's own setting on submit
     concurrency: int = 64
     async_capacity: int = 1000
     delivery_timeout: float = 30.0
@@ -138,9 +138,15 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
         config.set_string("pipeline.name", f"knflow-{options.job_name}")
         config.set_string("python.fn-execution.bundle.size", str(options.bundle_size))
         config.set_string("python.fn-execution.bundle.time", str(options.bundle_time_ms))
+        checkpoint_dir = options.checkpoint_dir
+        if checkpoint_dir is None and not options.ship_code:
+            checkpoint_dir = str(REPO / ".run" / "checkpoints")
         if options.checkpoint_interval > 0:
-            Path(options.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-            config.set_string("execution.checkpointing.dir", "file://" + str(Path(options.checkpoint_dir).resolve()))
+            if checkpoint_dir is not None:
+                if "://" not in checkpoint_dir:
+                    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+                    checkpoint_dir = "file://" + str(Path(checkpoint_dir).resolve())
+                config.set_string("execution.checkpointing.dir", checkpoint_dir)
             config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
         if options.restore_from:
             config.set_string("execution.state-recovery.path", options.restore_from)

@@ -1,0 +1,158 @@
+"""End to end on Flink's embedded mini-cluster: ingress -> Kafka -> the knflow job -> real
+HTTP consumers, with retries, dead letters, replies and ordered delivery.
+
+One job serves every assertion of the main test (a job start costs ~30 s here).
+"""
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import Counter, defaultdict
+
+import pytest
+
+from eventing.ingress import Ingress, KafkaWriter
+from eventing.kafka_topics import ensure_topics
+from tests.consumers import ConsumerServer, Received, Reply, accept, always, reply_event
+from tests.pipelines.flink_harness import AppThread, KnflowJob, post_all, summary_rows, wait_until
+from tests.plans import plan_from_yaml
+
+pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
+
+ROOMS = [f"room-{n}" for n in range(5)]
+TYPES = ["com.live.gift.sent", "com.live.like", "com.live.comment.posted", "com.live.viewer.joined"]
+
+
+def fail_first_per_event(status: int = 503):
+    seen: Counter[str] = Counter()
+
+    def behaviour(req: Received) -> Reply:
+        seen[req.headers.get("ce-id", "")] += 1
+        return Reply(status) if seen[req.headers.get("ce-id", "")] == 1 else Reply(200)
+
+    return behaviour
+
+
+def manifests(namespace: str, urls: dict[str, str]) -> str:
+    def trigger(name, filters, url, delivery="", annotations=""):
+        out = (f"---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+               + (f"  annotations: {annotations}\n" if annotations else "")
+               + f"spec:\n  broker: live\n  filters: {filters}\n  subscriber: {{uri: '{url}'}}\n")
+        return out + (f"  delivery: {delivery}\n" if delivery else "")
+
+    return (f"apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: live, namespace: {namespace}}}\n"
+            + trigger("gifts", "[{exact: {type: com.live.gift.sent}}]", urls["gifts"])
+            + trigger("vip", "[{cel: 'data.level >= 30'}]", urls["vip"])
+            + trigger("likes", "[{exact: {type: com.live.like}}]", urls["flaky"],
+                      "{retry: 3, backoffDelay: PT0.2S}")
+            + trigger("broken", "[{exact: {type: com.live.viewer.joined}}]", urls["bad"],
+                      f"{{retry: 2, backoffDelay: PT0.1S, deadLetterSink: {{uri: '{urls['dls']}'}}}}")
+            + trigger("moderation", "[{exact: {type: com.live.comment.posted}}]", urls["moderation"])
+            + trigger("notify", "[{exact: {type: com.live.comment.flagged}}]", urls["notify"])
+            + trigger("leaderboard", "[{exact: {type: com.live.gift.sent}}]", urls["ordered"],
+                      "{retry: 3, backoffDelay: PT0.3S}", "{kafka.eventing.knative.dev/delivery.order: ordered}"))
+
+
+def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
+    rng = random.Random(5)
+    namespace = f"e2e{uuid.uuid4().hex[:6]}"
+    servers = {
+        "gifts": ConsumerServer(accept(202)), "vip": ConsumerServer(accept()), "flaky": ConsumerServer(fail_first_per_event()),
+        "bad": ConsumerServer(always(400, b"viewer service rejects")), "dls": ConsumerServer(accept(202)),
+        "moderation": ConsumerServer(lambda req: reply_event(
+            {"id": "flag-" + req.headers["ce-id"], "source": "/moderation", "type": "com.live.comment.flagged"}, b"{}")(req)),
+        "notify": ConsumerServer(accept()), "ordered": ConsumerServer(fail_first_per_event(500)),
+    }
+    for server in servers.values():
+        server.start()
+    try:
+        manifest_dir = tmp_path / "manifests"
+        manifest_dir.mkdir()
+        (manifest_dir / "live.yaml").write_text(manifests(namespace, {k: s.url for k, s in servers.items()}))
+        plan = plan_from_yaml((manifest_dir / "live.yaml").read_text())
+        ensure_topics(kafka.bootstrap, [plan.brokers[0].topic], partitions=4)
+        job = KnflowJob(manifest_dir, ["--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
+                                       "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
+                        tmp_path / "job.log")
+        writer = KafkaWriter(kafka.bootstrap)
+        try:
+            job.wait_running()
+            events, expected = [], defaultdict(set)
+            room_order: dict[str, list[str]] = defaultdict(list)
+            for n in range(1000):
+                type_ = TYPES[n % len(TYPES)]
+                room = rng.choice(ROOMS)
+                level = rng.choice([1, 10, 30, 50])
+                event_id = f"ev-{n:04d}"
+                headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": f"/rooms/{room}", "ce-type": type_,
+                           "ce-partitionkey": room, "content-type": "application/json"}
+                events.append((event_id, headers, json.dumps({"room": room, "level": level}).encode()))
+                if type_ == "com.live.gift.sent":
+                    expected["gifts"].add(event_id)
+                    expected["ordered"].add(event_id)
+                    room_order[room].append(event_id)
+                if level >= 30:
+                    expected["vip"].add(event_id)
+                if type_ == "com.live.like":
+                    expected["flaky"].add(event_id)
+                if type_ == "com.live.viewer.joined":
+                    expected["bad"].add(event_id)
+                    expected["dls"].add(event_id)
+                if type_ == "com.live.comment.posted":
+                    expected["moderation"].add(event_id)
+                    expected["notify"].add("flag-" + event_id)
+            with AppThread(Ingress(plan, writer).app()) as base:
+                room_of = {event_id: json.loads(body)["room"] for event_id, _, body in events}
+                statuses = post_all(f"{base}/{namespace}/live", events, lanes=room_of.__getitem__)
+            assert Counter(statuses.values()) == Counter({202: 1000})
+
+            def ids(name):
+                return Counter(r.headers.get("ce-id") for r in servers[name].requests)
+
+            wait_until(lambda: all(expected[name] <= set(ids(name)) for name in expected), 240,
+                       "every consumer to receive its events")
+        finally:
+            output = job.stop()
+            writer.close()
+
+        duplicates = {}
+        for name in ("gifts", "vip", "moderation", "notify", "dls"):
+            got = ids(name)
+            assert set(got) == expected[name], name  # exactly the matching ids, none missing, none extra
+            duplicates[name] = sum(got.values()) - len(got)
+        assert duplicates == dict.fromkeys(duplicates, 0), duplicates  # healthy run: each POSTed once
+        assert set(ids("flaky")) == expected["flaky"] and set(ids("flaky").values()) == {2}  # 503 then 200
+        assert set(ids("bad")) == expected["bad"] and set(ids("bad").values()) == {1}  # 400 is not retried
+        for request in servers["dls"].requests:
+            assert request.headers["ce-knativeerrorcode"] == "400"
+            assert request.headers["ce-knativeerrordest"] == servers["bad"].url
+        # Ordered trigger: per room, successful deliveries follow the room's order, and the
+        # next event of a room is only sent after the previous one's outcome.
+        seen: Counter[str] = Counter()
+        delivered_order: dict[str, list[str]] = defaultdict(list)
+        attempts_order: dict[str, list[str]] = defaultdict(list)
+        for request in servers["ordered"].requests:
+            event_id = request.headers["ce-id"]
+            seen[event_id] += 1
+            attempts_order[request.headers["ce-partitionkey"]].append(event_id)
+            if seen[event_id] == 2:
+                delivered_order[request.headers["ce-partitionkey"]].append(event_id)
+        for room in room_order:
+            if delivered_order[room] != room_order[room]:
+                at = next(i for i, (a, b) in enumerate(zip(delivered_order[room], room_order[room])) if a != b)
+                print("ROOM", room, "first diff at", at, "delivered", delivered_order[room][max(0, at - 3):at + 4],
+                      "expected", room_order[room][max(0, at - 3):at + 4], "attempts", attempts_order[room][max(0, 2 * at - 6):2 * at + 8],
+                      "counts", {e: seen[e] for e in room_order[room][max(0, at - 3):at + 4]})
+        assert dict(delivered_order) == dict(room_order)
+        for room, attempts in attempts_order.items():
+            assert attempts == [e for e in room_order[room] for _ in range(2)], room
+
+        summary = summary_rows(output)
+        assert summary[f"{namespace}/gifts"]["delivered"] == len(expected["gifts"])
+        assert summary[f"{namespace}/likes"]["retried"] == len(expected["flaky"])
+        assert summary[f"{namespace}/broken"]["dead_lettered"] == len(expected["bad"])
+        assert summary[f"{namespace}/moderation"]["replies"] == len(expected["moderation"])
+    finally:
+        for server in servers.values():
+            server.stop()
