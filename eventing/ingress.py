@@ -161,7 +161,9 @@ class Ingress:
             attrs[TTL_EXTENSION] = ttl
             attrs[ARRIVAL_EXTENSION] = arrival
             try:
-                records.append(encode_kafka(event, "binary"))
+                key, headers, value = encode_kafka(event, "binary")
+                # An event without data is a record with an empty value (Kafka needs a key or a value).
+                records.append((key, headers, b"" if value is None else value))
             except CodecError as exc:
                 return self._error(400, f"{where}: cannot be stored: {exc}")
         try:

@@ -65,11 +65,14 @@ def kafka() -> KafkaService:
     if shutil.which("java") is None:
         pytest.skip("Kafka tests need Java 17+ on PATH")
     port = free_port_pair()
-    state = Path(tempfile.mkdtemp(prefix="knflow-kafka-"))
+    keep = os.environ.get("KNFLOW_TEST_KAFKA_DIR")  # keep the broker's state and log for debugging
+    state = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="knflow-kafka-"))
+    state.mkdir(parents=True, exist_ok=True)
     service = KafkaService(f"127.0.0.1:{port}", port, state)
     service.start()
     try:
         yield service
     finally:
         service.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(state, ignore_errors=True)

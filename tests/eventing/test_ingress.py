@@ -95,6 +95,15 @@ def test_binary_event_is_stored_and_round_trips(ingress, kafka):
     assert (event.get_id(), event.get_type(), event.get_source(), event.get_data()) == ("b-1", "com.live.like", "/rooms/7", {"count": 3})
 
 
+def test_event_without_data_or_key_is_stored(ingress, kafka):
+    url, topic, _ = ingress
+    headers = {k: v for k, v in BINARY.items() if k not in ("ce-partitionkey", "content-type")}
+    response = requests.post(url, headers=dict(headers, **{"ce-id": "empty-1"}), data=b"", timeout=10)
+    assert response.status_code == 202, response.text
+    [record] = [r for r in consume(kafka.bootstrap, topic, 2) if dict(r.headers).get("ce_id") == b"empty-1"]
+    assert record.key is None and decode_kafka(record.headers, record.value).get_data() is None
+
+
 def test_structured_and_batched_events_are_stored(ingress, kafka):
     url, topic, server = ingress
     before = server.accepted

@@ -86,9 +86,11 @@ def post_all(url: str, events: Iterable[tuple[str, dict[str, str], bytes]], lane
     def send(items):
         with requests.Session() as session:
             for event_id, headers, body in items:
-                status = session.post(url, headers=headers, data=body, timeout=30).status_code
+                response = session.post(url, headers=headers, data=body, timeout=30)
+                if response.status_code != 202:
+                    print(f"POST {event_id}: {response.status_code} {response.text.strip()}")
                 with lock:
-                    statuses[event_id] = status
+                    statuses[event_id] = response.status_code
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(send, by_lane.values()))

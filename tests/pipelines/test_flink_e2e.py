@@ -110,8 +110,13 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
             def ids(name):
                 return Counter(r.headers.get("ce-id") for r in servers[name].requests)
 
-            wait_until(lambda: all(expected[name] <= set(ids(name)) for name in expected), 240,
-                       "every consumer to receive its events")
+            def settled():
+                # Consumers that fail each event's first attempt must also have seen its retry.
+                twice = {"flaky", "ordered"}
+                return all(expected[name] <= {i for i, n in ids(name).items() if n >= (2 if name in twice else 1)}
+                           for name in expected)
+
+            wait_until(settled, 240, "every consumer to receive its events")
         finally:
             output = job.stop()
             writer.close()
@@ -138,12 +143,6 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
             attempts_order[request.headers["ce-partitionkey"]].append(event_id)
             if seen[event_id] == 2:
                 delivered_order[request.headers["ce-partitionkey"]].append(event_id)
-        for room in room_order:
-            if delivered_order[room] != room_order[room]:
-                at = next(i for i, (a, b) in enumerate(zip(delivered_order[room], room_order[room])) if a != b)
-                print("ROOM", room, "first diff at", at, "delivered", delivered_order[room][max(0, at - 3):at + 4],
-                      "expected", room_order[room][max(0, at - 3):at + 4], "attempts", attempts_order[room][max(0, 2 * at - 6):2 * at + 8],
-                      "counts", {e: seen[e] for e in room_order[room][max(0, at - 3):at + 4]})
         assert dict(delivered_order) == dict(room_order)
         for room, attempts in attempts_order.items():
             assert attempts == [e for e in room_order[room] for _ in range(2)], room
