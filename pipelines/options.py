@@ -19,10 +19,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def add_job_arguments(parser: Any, runner_flag: str = "--runner") -> None:
+def add_job_arguments(parser: Any, runner_flag: str = "--runner", include_flink: bool = True) -> None:
     """Add knflow's job options to an argparse parser (the CLI's or Beam's).
 
-    Beam owns ``--runner`` in its own options, so there the flag is ``--knflow-runner``.
+    Beam owns ``--runner`` (and ``--parallelism``, for its Flink runner) in its own
+    options, so there the runner flag is ``--knflow-runner`` and the Flink group is left out.
     """
     parser.add_argument(runner_flag, dest="knflow_runner", choices=RUNNERS, default=DEFAULTS["runner"],
                         help="where the job runs (default: %(default)s)")
@@ -38,7 +39,15 @@ def add_job_arguments(parser: Any, runner_flag: str = "--runner") -> None:
                         help="seconds per delivery attempt when spec.delivery.timeout is not set (default: %(default)s)")
     parser.add_argument("--http-client", default=DEFAULTS["http_client"],
                         help="HTTP client implementation for deliveries (default: %(default)s)")
-    flink = parser.add_argument_group("Flink and Kafka (runner flink, knflow submit)") if hasattr(parser, "add_argument_group") else parser
+    if include_flink:
+        _add_flink_arguments(parser)
+    parser.add_argument("--dead-letter-file", default=None,
+                        help="write events dead-lettered without a deadLetterSink (and undecodable records) "
+                             "to this JSON-lines file; they are always counted and logged")
+
+
+def _add_flink_arguments(parser: Any) -> None:
+    flink = parser.add_argument_group("Flink and Kafka (runner flink, knflow submit)")
     flink.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
     flink.add_argument("--job-name", default="knflow",
                        help="names the consumer group and the job's topics knflow-<name>-retry/-dead-letters/-outcomes (default: %(default)s)")
@@ -56,9 +65,6 @@ def add_job_arguments(parser: Any, runner_flag: str = "--runner") -> None:
     flink.add_argument("--duration", type=float, default=0.0,
                        help="runner flink: stop after this many seconds (default: run until interrupted)")
     flink.add_argument("--restore-from", default=None, help="checkpoint or savepoint path to restore the job from")
-    parser.add_argument("--dead-letter-file", default=None,
-                        help="write events dead-lettered without a deadLetterSink (and undecodable records) "
-                             "to this JSON-lines file; they are always counted and logged")
 
 
 def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
@@ -95,7 +101,7 @@ class KnflowOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: Any) -> None:
         parser.add_argument("--manifest", dest="manifests", action="append", default=[],
                             help="Knative manifest file or directory; repeatable")
-        add_job_arguments(parser, runner_flag="--knflow-runner")
+        add_job_arguments(parser, runner_flag="--knflow-runner", include_flink=False)
 
     @classmethod
     def from_namespace(cls, values: Mapping[str, Any], beam_flags: Sequence[str] = ()) -> "KnflowOptions":

@@ -1,0 +1,98 @@
+"""The knflow command line, run as users run it (a subprocess of the installed module)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.consumers import ConsumerServer, accept
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "live-stream"
+
+
+def knflow(*args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, input=stdin, timeout=timeout)
+
+
+def test_validate_ok_and_errors(tmp_path):
+    ok = knflow("validate", str(EXAMPLE))
+    assert ok.returncode == 0 and "1 broker(s), 6 trigger(s)" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((EXAMPLE / "broker.yaml").read_text() + """
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: t, namespace: streaming}
+spec:
+  broker: lve
+  filters: [{cel: 'data.x >'}]
+  subscriber: {uri: 'http://x.local/'}
+  delivery: {backoffDelay: 2s}
+""")
+    result = knflow("validate", str(bad))
+    assert result.returncode == 1
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert f"{bad}: Trigger/t: spec.broker: broker 'lve' not found in namespace 'streaming' (known: live)" in lines
+    assert any(line.startswith(f"{bad}: Trigger/t: spec.filters[0].cel: invalid CEL expression at line 1") for line in lines)
+    assert any(line.startswith(f"{bad}: Trigger/t: spec.delivery.backoffDelay: invalid ISO-8601 duration '2s'") for line in lines)
+
+
+def test_plan_text_and_json():
+    text = knflow("plan", str(EXAMPLE))
+    assert text.returncode == 0 and "Broker streaming/live  topic=knative-broker-streaming-live" in text.stdout
+    data = json.loads(knflow("plan", str(EXAMPLE), "--json").stdout)
+    [broker] = data["brokers"]
+    assert broker["topic"] == "knative-broker-streaming-live"
+    triggers = {t["name"]: t for t in broker["triggers"]}
+    assert triggers["gift-leaderboard"]["ordering"] == "ordered"
+    assert triggers["gift-leaderboard"]["delivery"]["retry"] == 5
+    assert triggers["moderation"]["engines"][0]["engine"] in ("compiled", "celpy")
+
+
+def test_match_explains_and_json_lists_matches(tmp_path):
+    event = tmp_path / "gift.json"
+    event.write_text(json.dumps({"specversion": "1.0", "id": "g1", "source": "/rooms/1", "type": "com.live.gift.sent",
+                                 "datacontenttype": "application/json",
+                                 "data": {"coins": 500, "room": "room-1", "user": {"level": 40, "badges": ["vip"]}}}))
+    data = json.loads(knflow("match", str(EXAMPLE), "--event", str(event), "--json").stdout)
+    assert sorted(data["matched"]) == ["analytics", "gift-leaderboard", "vip-alerts"]
+    text = knflow("match", str(EXAMPLE), "--event", str(event))
+    assert "MATCH    streaming/live Trigger/gift-leaderboard" in text.stdout
+    assert "cel: data.coins >= 100" in text.stdout and "3 of 6 trigger(s) match" in text.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"specversion": "1.0", "id": "x"}')
+    result = knflow("match", str(EXAMPLE), "--event", str(bad))
+    assert result.returncode == 1 and f"{bad}:" in result.stderr and "source" in result.stderr
+
+
+def test_run_beam_direct_prints_the_summary(tmp_path):
+    consumer = ConsumerServer(accept(202)).start()
+    try:
+        refs = []
+        for name in ("moderation", "leaderboard", "analytics", "presence", "vip", "notify", "dead-letters"):
+            refs += ["--ref-url", f"{name}={consumer.url}{name}"]
+        result = knflow("run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", str(EXAMPLE / "events.jsonl"),
+                        "--dead-letter-file", str(tmp_path / "dl.jsonl"), *refs)
+    finally:
+        consumer.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Broker streaming/live: 302 record(s) read, 2 undecodable (dead-lettered)" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("streaming/analytics"))
+    assert row.split()[1:3] == ["300", "300"]
+    assert len((tmp_path / "dl.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "nope.yaml", "--runner", "beam-direct", "--events-file", "x"], "nope.yaml: cannot read"),
+    (["run", str(EXAMPLE), "--runner", "beam-direct"], "--events-file"),
+    (["run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", "/no/such/file"], "--events-file /no/such/file"),
+    (["run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", "x", "--ref-url", "oops"], "--ref-url 'oops'"),
+])
+def test_usage_errors_exit_1_with_a_reason(args, needle):
+    result = knflow(*args)
+    assert result.returncode == 1 and needle in result.stderr, result.stderr
