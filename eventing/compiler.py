@@ -6,6 +6,7 @@ Every problem is collected (never the first one only) and reported as
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -21,6 +22,7 @@ from filters.errors import FilterSpecError
 from filters.materialize import materialize, materialize_trigger
 
 EVENTING_V1 = "eventing.knative.dev/v1"
+KAFKA_SINK_VERSION = "eventing.knative.dev/v1alpha1"
 #: Source kinds that a later issue implements: recognised, but "not supported yet".
 SOURCE_KINDS = {"KafkaSource", "PingSource", "RocketMQSource"}
 TRIGGER_FIELDS = ("broker", "filter", "filters", "subscriber", "delivery")
@@ -37,6 +39,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     problems = list(problems or [])
     brokers: dict[str, Resource] = {}
     triggers: list[Resource] = []
+    kafka_sinks: dict[str, tuple[str, str]] = {}
     seen: dict[tuple[str, str], Resource] = {}
     for res in resources:
         ident = (res.kind, res.key)
@@ -51,21 +54,26 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         elif res.kind == "Trigger" and res.api_version.startswith("eventing.knative.dev/"):
             if _check_version(res, problems):
                 triggers.append(res)
+        elif res.kind == "KafkaSink" and res.api_version.startswith("eventing.knative.dev/"):
+            sink = _kafka_sink(res, problems)
+            if sink is not None:
+                kafka_sinks[res.key] = sink
         elif res.kind in SOURCE_KINDS:
             problems.append(res.problem("kind", f"{res.kind} is not supported yet (sources come in a later knflow release); remove it or feed the broker through `knflow ingress`"))
         else:
-            problems.append(res.problem("kind", f"unsupported kind {res.api_version}/{res.kind}; knflow reads {EVENTING_V1} Broker and Trigger"))
+            problems.append(res.problem("kind", f"unsupported kind {res.api_version}/{res.kind}; knflow reads {EVENTING_V1} Broker and Trigger (and {KAFKA_SINK_VERSION} KafkaSink as a dead-letter sink)"))
 
     broker_delivery: dict[str, DeliveryPolicy] = {}
     for key, res in brokers.items():
         _unknown_fields(res, BROKER_FIELDS, problems)
         policy = parse_delivery(res.spec.get("delivery"), "spec.delivery", res.namespace, _reporter(res, problems))
+        policy = _resolve_kafka_sink(policy, kafka_sinks, _reporter(res, problems))
         if policy is not None:
             broker_delivery[key] = policy
 
     compiled: dict[str, list[TriggerPlan]] = defaultdict(list)
     for res in triggers:
-        trigger = _compile_trigger(res, brokers, broker_delivery, problems)
+        trigger = _compile_trigger(res, brokers, broker_delivery, kafka_sinks, problems)
         if trigger is not None:
             compiled[f"{trigger.namespace}/{trigger.broker}"].append(trigger)
 
@@ -98,8 +106,44 @@ def _unknown_fields(res: Resource, known: tuple[str, ...], problems: list[Proble
             problems.append(res.problem(f"spec.{key}", f"unknown field (known: {', '.join(known)})"))
 
 
-def _compile_trigger(res: Resource, brokers: Mapping[str, Resource],
-                     broker_delivery: Mapping[str, DeliveryPolicy], problems: list[Problem]) -> TriggerPlan | None:
+def _kafka_sink(res: Resource, problems: list[Problem]) -> tuple[str, str] | None:
+    """A KafkaSink (usable as a deadLetterSink): (topic, content mode)."""
+    if res.api_version != KAFKA_SINK_VERSION:
+        problems.append(res.problem("apiVersion", f"{res.api_version} is not supported; use {KAFKA_SINK_VERSION}"))
+        return None
+    ok = True
+    for key in res.spec:
+        if key not in ("topic", "bootstrapServers", "contentMode", "numPartitions", "replicationFactor", "auth"):
+            problems.append(res.problem(f"spec.{key}", "unknown field (known: topic, bootstrapServers, contentMode, numPartitions, replicationFactor)"))
+            ok = False
+    topic = res.spec.get("topic")
+    if not isinstance(topic, str) or not topic:
+        problems.append(res.problem("spec.topic", "is required (the Kafka topic dead letters are written to)"))
+        ok = False
+    mode = res.spec.get("contentMode", "binary")
+    if mode not in ("binary", "structured"):
+        problems.append(res.problem("spec.contentMode", f"must be binary or structured, got {mode!r}"))
+        ok = False
+    return (topic, mode) if ok else None
+
+
+def _resolve_kafka_sink(policy: DeliveryPolicy | None, kafka_sinks: Mapping[str, tuple[str, str]], report) -> DeliveryPolicy | None:
+    """A deadLetterSink ref to a KafkaSink becomes that sink's topic."""
+    if policy is None or policy.dead_letter_sink is None or policy.dead_letter_sink.ref is None:
+        return policy
+    ref = policy.dead_letter_sink.ref
+    if ref.kind != "KafkaSink":
+        return policy
+    sink = kafka_sinks.get(ref.key)
+    if sink is None:
+        known = ", ".join(sorted(kafka_sinks)) or "none"
+        report("spec.delivery.deadLetterSink.ref.name", f"KafkaSink {ref.key!r} not found in the manifests (known: {known})")
+        return None
+    return replace(policy, dead_letter_sink=replace(policy.dead_letter_sink, kafka_topic=sink[0], kafka_content_mode=sink[1]))
+
+
+def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_delivery: Mapping[str, DeliveryPolicy],
+                     kafka_sinks: Mapping[str, tuple[str, str]], problems: list[Problem]) -> TriggerPlan | None:
     start = len(problems)
     report = _reporter(res, problems)
     _unknown_fields(res, TRIGGER_FIELDS, problems)
@@ -120,12 +164,16 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource],
             subscriber = parse_destination(spec["subscriber"], "spec.subscriber", res.namespace)
         except DestinationError as exc:
             report(exc.field, str(exc))
+        else:
+            if subscriber.ref is not None and subscriber.ref.kind == "KafkaSink":
+                report("spec.subscriber.ref", "a KafkaSink can only be a deadLetterSink in knflow (subscribers are HTTP)")
 
     filter_spec, root = _trigger_filter(res, report)
 
     delivery = None
     if spec.get("delivery") is not None:
-        delivery = parse_delivery(spec["delivery"], "spec.delivery", res.namespace, report)
+        delivery = _resolve_kafka_sink(parse_delivery(spec["delivery"], "spec.delivery", res.namespace, report),
+                                       kafka_sinks, report)
     elif isinstance(broker, str):
         delivery = broker_delivery.get(f"{res.namespace}/{broker}", DeliveryPolicy())
 

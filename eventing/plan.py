@@ -40,9 +40,14 @@ class Destination:
 
     uri: str | None = None
     ref: Ref | None = None
+    #: set when the ref is a KafkaSink: events go to this Kafka topic instead of HTTP.
+    kafka_topic: str | None = None
+    kafka_content_mode: str = "binary"
 
     def url(self, ref_urls: Mapping[str, str] | None = None) -> str:
         """The URL to POST to; ``ref_urls`` maps ``name`` or ``namespace/name`` to a URL."""
+        if self.kafka_topic is not None:
+            raise ValueError(f"{self.describe()} is a Kafka topic, not an HTTP address")
         if self.ref is None:
             assert self.uri is not None
             return self.uri
@@ -58,6 +63,8 @@ class Destination:
         if self.ref is None:
             return self.uri or ""
         text = f"{self.ref.kind}/{self.ref.key}"
+        if self.kafka_topic is not None:
+            return f"{text} (Kafka topic {self.kafka_topic})"
         return text + (f" + {self.uri}" if self.uri else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +75,9 @@ class Destination:
             out["ref"] = {"kind": self.ref.kind, "name": self.ref.name, "namespace": self.ref.namespace}
             if self.ref.api_version:
                 out["ref"]["apiVersion"] = self.ref.api_version
+        if self.kafka_topic is not None:
+            out["kafkaTopic"] = self.kafka_topic
+            out["contentMode"] = self.kafka_content_mode
         return out
 
 
@@ -200,6 +210,12 @@ class Plan:
 
     def triggers(self) -> tuple[TriggerPlan, ...]:
         return tuple(t for b in self.brokers for t in b.triggers)
+
+    def kafka_sink_topics(self) -> tuple[str, ...]:
+        """Topics of the KafkaSinks that triggers dead-letter into."""
+        topics = {t.delivery.dead_letter_sink.kafka_topic for t in self.triggers()
+                  if t.delivery.dead_letter_sink is not None and t.delivery.dead_letter_sink.kafka_topic}
+        return tuple(sorted(topics))
 
     def to_dict(self) -> dict[str, Any]:
         return {"brokers": [b.to_dict() for b in self.brokers],

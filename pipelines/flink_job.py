@@ -199,7 +199,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
 def output_topics(plan: Plan, options: FlinkJobOptions) -> list[str]:
     """Every topic the job writes: broker topics (replies) and the job's own topics."""
     topics = options.topics
-    names = [b.topic for b in plan.brokers] + [topics.retry, topics.dead_letters]
+    names = [b.topic for b in plan.brokers] + [topics.retry, topics.dead_letters] + list(plan.kafka_sink_topics())
     if topics.outcomes:
         names.append(topics.outcomes)
     return names

@@ -43,6 +43,24 @@ Choices where the specs leave room:
 ``CloudEvent.__init__`` invents ``id`` and ``time`` when absent and re-validates every
 attribute; decoded events are built with :func:`_new_event` instead, which sets the two
 fields the class reads (``_attributes``, ``_data``) after our own, single validation.
+
+Speed (the codec runs once per record and once per (event, trigger) delivery): each public
+function first tries a fast path for the common case (``bytes`` payloads, ``str``/``int``/
+``bool``/UTC ``datetime`` attributes, UTF-8 JSON or text data, nothing to percent-encode or
+unquote). The fast path gives up (returns ``None``) on anything else, including every
+error, and the general path, which defines the behaviour and every error message, runs
+from the start; so both paths always agree. Three bounded caches keep repeated work out:
+
+- extension names already validated, and the ``ce-``/``ce_`` header name of each attribute;
+- the RFC 3339 text of a ``time`` value (by object identity): a decoded time keeps the text
+  it came with when that text is already in our output form, so re-encoding it is free;
+- ``encode_http`` results (by object identity, per content mode) of the last few hundred
+  events, because one event is delivered to many triggers. A hit requires the same event
+  object with the same attributes dict holding the same value objects (an attribute set or
+  removed in place, even to an equal value, is a miss) and the same data object. Events
+  are immutable in knflow (a changed event is a new event, see ``delivery._with_attributes``);
+  the one thing the memo cannot see is data changed *in place* (``event.get_data()["k"] = v``),
+  so the body of JSON-container data (dict, list) is not memoized, only re-encoded.
 """
 from __future__ import annotations
 
@@ -53,6 +71,9 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
+from json.encoder import c_make_encoder as _c_make_encoder
+from json.encoder import encode_basestring as _encode_basestring
+from operator import is_
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -80,6 +101,7 @@ CE_BATCH_CONTENT_TYPE = "application/cloudevents-batch+json; charset=utf-8"
 _CE_JSON_CONTENT_TYPE_BYTES = CE_JSON_CONTENT_TYPE.encode("ascii")
 _SPECVERSION = "1.0"
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_UTC = timezone.utc
 
 
 class CodecError(KnflowError, ValueError):
@@ -121,13 +143,51 @@ def _new_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
     return event
 
 
+# Bounded caches: when full they are emptied, not evicted one by one (cheap, thread-safe;
+# they serve a stream whose recent items are the ones that repeat).
+_CACHE_MAX = 1024
+# id(time value) -> (the value, its RFC 3339 text as _format_time writes it). The entry
+# holds the value, so the id cannot be reused while the entry exists.
+_time_texts: dict[int, tuple[datetime, str]] = {}
+
+
+def _remember_time(value: datetime, text: str) -> None:
+    if len(_time_texts) >= _CACHE_MAX:
+        _time_texts.clear()
+    _time_texts[id(value)] = (value, text)
+
+
+def _utc_text(value: datetime) -> str | None:
+    """``_format_time(value)`` for a cached or UTC ``datetime``; None for anything else."""
+    entry = _time_texts.get(id(value))
+    if entry is not None and entry[0] is value:
+        return entry[1]
+    text = value.isoformat()
+    if text.endswith("+00:00"):
+        text = text[:-6] + "Z"
+        _remember_time(value, text)
+        return text
+    return None
+
+
 def _parse_time(value: Any, where: str) -> datetime:
     if isinstance(value, str):
         if _RFC3339(value):
             try:
-                return datetime.fromisoformat(value.upper())
+                # the only letters the pattern allows are [Tt] and [Zz]: upper() them if needed
+                parsed = datetime.fromisoformat(value if value[10] == "T" and value[-1] != "z" else value.upper())
             except ValueError as exc:  # e.g. month 13, second 60
                 raise CodecError(f"invalid RFC 3339 timestamp {value!r}: {exc}", where) from None
+            # Already in the form _format_time writes (``T``, ``Z``, no or 6 fraction digits,
+            # not all zero)? Then that is its text: remember it for encoding.
+            size = len(value)
+            if (
+                (size == 20 or (size == 27 and parsed.microsecond))
+                and value[-1] == "Z" and value[10] == "T" and value[11:13] != "24"
+                and parsed.tzinfo is _UTC
+            ):
+                _remember_time(parsed, value)
+            return parsed
         raise CodecError(f"invalid RFC 3339 timestamp {value!r}", where)
     if isinstance(value, datetime) and value.utcoffset() is not None:
         return value
@@ -135,6 +195,10 @@ def _parse_time(value: Any, where: str) -> datetime:
 
 
 def _format_time(value: datetime, where: str) -> str:
+    if type(value) is datetime:
+        entry = _time_texts.get(id(value))
+        if entry is not None and entry[0] is value:
+            return entry[1]
     text = value.isoformat()
     if text.endswith("+00:00"):
         return text[:-6] + "Z"
@@ -164,6 +228,16 @@ def _check_extension_name(name: str, where: str) -> None:
         )
     if name == "data":
         raise CodecError("'data' is reserved and cannot be an attribute name", where)
+
+
+# Extension names that passed _check_extension_name (a stream repeats a few names).
+_known_extensions: set[str] = set()
+
+
+def _learn_extension(name: str) -> None:
+    if len(_known_extensions) >= _CACHE_MAX:
+        _known_extensions.clear()
+    _known_extensions.add(name)
 
 
 def _check_required(attributes: dict[str, Any], label: str) -> None:
@@ -255,12 +329,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_json_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
-_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_json_decode = _json_decoder.decode
+_json_scan = _json_decoder.scan_once  # what _json_decode runs after skipping whitespace
+_json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_json_encode = _json_encoder.encode
+# The C encoder _json_encode builds on every call, built once. Without cycle markers (the
+# only difference): a cycle ends in RecursionError, and _dumps then lets _json_encode
+# report it as usual.
+_c_encode = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _json_encoder.default, _encode_basestring, None, ":", ",", False, False, False)
+)
 
 
 def _loads(text: str, what: str, where: str) -> Any:
     """``what`` starts the message: "<what> is not valid JSON: ..."."""
+    try:  # fast path: a value filling the whole text (no surrounding whitespace)
+        value, end = _json_scan(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError, RecursionError):
+        pass  # the full decoder below says what is wrong
     try:
         return _json_decode(text)
     except ValueError as exc:  # JSONDecodeError included
@@ -270,6 +361,11 @@ def _loads(text: str, what: str, where: str) -> Any:
 
 
 def _dumps(value: Any, what: str) -> str:
+    if _c_encode is not None:
+        try:
+            return "".join(_c_encode(value, 0))
+        except (TypeError, ValueError, RecursionError):
+            pass  # _json_encode below gives the usual error
     try:
         return _json_encode(value)
     except (TypeError, ValueError) as exc:
@@ -333,6 +429,34 @@ def _encode_data(data: Any, content_type: str | None) -> tuple[bytes | None, str
         raise CodecError(f"data cannot be encoded as {charset}: {exc.reason} at index {exc.start}") from None
 
 
+def _encode_data_fast(data: Any, content_type: Any) -> tuple[bytes | None, Any] | None:
+    """_encode_data for None, bytes, and UTF-8 JSON or text data; None: use _encode_data."""
+    if data is None:
+        return None, content_type
+    if type(data) is bytes:
+        return data, content_type
+    if content_type is None:
+        content_type = "application/json"
+    elif type(content_type) is not str:
+        return None
+    kind, charset = _media(content_type)
+    if charset != "utf-8" or _c_encode is None:
+        return None
+    if kind == _JSON:
+        try:
+            text = "".join(_c_encode(data, 0))
+        except (TypeError, ValueError, RecursionError):
+            return None
+    elif kind == _TEXT and type(data) is str:
+        text = data
+    else:
+        return None
+    try:
+        return text.encode("utf-8"), content_type
+    except UnicodeEncodeError:
+        return None
+
+
 # ---------------------------------------------------------------------------------------
 # JSON event format (structured mode)
 # ---------------------------------------------------------------------------------------
@@ -340,7 +464,7 @@ def _encode_data(data: Any, content_type: str | None) -> tuple[bytes | None, str
 
 def event_from_dict(obj: Mapping[str, Any]) -> CloudEvent:
     """A structured-mode JSON object (already parsed) -> event."""
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise CodecError(f"a structured event must be a JSON object, got {_json_type(obj)}")
     _check_specversion(obj.get("specversion"), "attribute 'specversion'")
     attributes: dict[str, Any] = {}
@@ -365,9 +489,12 @@ def event_from_dict(obj: Mapping[str, Any]) -> CloudEvent:
         elif name == "time":
             value = _parse_time(value, "attribute 'time'")
         elif name != "specversion":
-            if not isinstance(name, str):
-                raise CodecError(f"attribute names must be strings, got {type(name).__name__}")
-            _check_extension_name(name, f"attribute {name!r}")
+            if type(name) is not str or name not in _known_extensions:
+                if not isinstance(name, str):
+                    raise CodecError(f"attribute names must be strings, got {type(name).__name__}")
+                _check_extension_name(name, f"attribute {name!r}")
+                if type(name) is str:
+                    _learn_extension(name)
             kind = type(value)
             if kind is int:
                 if not _INT32_MIN <= value <= _INT32_MAX:
@@ -429,8 +556,60 @@ def decode_structured(body: bytes | str) -> CloudEvent:
     return event_from_dict(_parse_document(body, "structured event"))
 
 
+def _fast_attributes(event: Any) -> dict[str, Any] | None:
+    """The attributes of a specversion 1.0 event; None for anything else (fast paths)."""
+    attributes = event.get_attributes()
+    if type(attributes) is dict and attributes.get("specversion") == _SPECVERSION:
+        return attributes
+    return None
+
+
+def _encode_structured_fast(event: CloudEvent) -> bytes | None:
+    """encode_structured for the common case (module docstring); None: use the general path."""
+    attributes = _fast_attributes(event)
+    if attributes is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, value in attributes.items():
+        kind = type(value)
+        if kind is str or kind is bool:
+            out[name] = value
+        elif value is None:
+            continue
+        elif kind is datetime:
+            out[name] = _utc_text(value) or _format_time(value, f"attribute {name!r}")
+        elif kind is int and _INT32_MIN <= value <= _INT32_MAX:
+            out[name] = value
+        else:
+            return None
+    data = event.get_data()
+    if data is not None:
+        if type(data) is bytes:
+            out["data_base64"] = base64.b64encode(data).decode("ascii")
+        elif isinstance(data, (bytearray, memoryview)):
+            return None
+        else:
+            content_type = attributes.get("datacontenttype")
+            if content_type is not None and type(data) is not str and _media(content_type)[0] not in _JSON_KINDS:
+                return None
+            out["data"] = data
+    if _c_encode is None:
+        return None
+    try:
+        text = "".join(_c_encode(out, 0))
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return text.encode("utf-8")
+
+
 def encode_structured(event: CloudEvent) -> bytes:
     """Event -> ``application/cloudevents+json`` document (compact, UTF-8)."""
+    try:
+        body = _encode_structured_fast(event)
+    except Exception:  # the general path below raises the right error
+        body = None
+    if body is not None:
+        return body
     try:
         return _dumps(event_to_dict(event), "event").encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -578,8 +757,97 @@ def is_http_cloudevent(headers: Mapping[str, str]) -> bool:
     return False
 
 
+# The fast decoders check each attribute as _binary_event does, inline (one call less per
+# header): duplicate; core string empty; time; specversion other than 1.0; extension name.
+
+
+def _fast_binary_event(attributes: dict[str, Any], content_type: str | None, body: bytes) -> CloudEvent | None:
+    """_binary_event's ending for attributes collected by a fast decoder; None: give up."""
+    if "specversion" not in attributes or "id" not in attributes or "source" not in attributes \
+            or "type" not in attributes:
+        return None
+    if content_type is not None:  # the content-type header wins, and comes last
+        attributes.pop("datacontenttype", None)
+        attributes["datacontenttype"] = content_type
+    else:
+        content_type = attributes.get("datacontenttype")
+    return _new_event(attributes, _decode_data(body, content_type, "data"))
+
+
+# "ce-id" -> "id" ...: header names as received, lower-cased and without the prefix.
+_http_attribute_names: dict[str, str] = {}
+
+
+def _decode_http_fast(headers: Mapping[str, str], body: bytes) -> list[CloudEvent] | None:
+    """decode_http for the common case (module docstring); None: use the general path."""
+    if type(body) is not bytes:
+        return None
+    attributes: dict[str, Any] = {}
+    content_type = None
+    content_type_seen = False
+    names = _http_attribute_names
+    for key, value in headers.items():
+        if type(value) is not str:
+            return None
+        if not isinstance(key, str):
+            return None
+        name = names.get(key)
+        if name is None:
+            lower = key.lower()
+            if lower.startswith("ce-"):
+                name = lower[3:]
+                if len(names) >= _CACHE_MAX:
+                    names.clear()
+                names[key] = name
+            else:
+                if lower == "content-type":
+                    if content_type_seen:
+                        return None
+                    content_type_seen = True
+                    content_type = value.strip() or None
+                continue
+        text = value.strip(" \t")
+        if '"' in text or "%" in text:
+            text = _header_value(value, key)
+        if name in attributes:
+            return None
+        if name in _CORE_STRINGS:
+            if not text:
+                return None
+        elif name == "time":
+            text = _parse_time(text, "")
+        elif name == "specversion":
+            if text != _SPECVERSION:
+                return None
+        elif name not in _known_extensions:
+            if name == "data" or not _valid_name(name):
+                return None
+            _learn_extension(name)
+        attributes[name] = text
+    if content_type is not None:
+        kind = _media(content_type)[0]
+        if kind == _CE_JSON:
+            return [decode_structured(body)]
+        if kind == _CE_BATCH:
+            return _decode_batch(body)
+        if kind == _CE_OTHER:
+            return None
+    event = _fast_binary_event(attributes, content_type, body)
+    return None if event is None else [event]
+
+
 def decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     """An HTTP message (binary, structured or batched) -> its events."""
+    try:
+        events = _decode_http_fast(headers, body)
+    except Exception:  # the general path below raises the right error
+        events = None
+    if events is not None:
+        return events
+    return _decode_http(headers, body)
+
+
+def _decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     content_type: str | None = None
     specversion: str | None = None
     raw: list[tuple[str, str]] = []
@@ -621,8 +889,116 @@ def decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     return [_binary_event(decoded, content_type, payload, " (no 'ce-{}' header)")]
 
 
+# attribute name -> its ce- header name
+_http_header_names: dict[str, str] = {}
+
+
+def _http_header_name(name: str) -> str:
+    header = "ce-" + name
+    if len(_http_header_names) >= _CACHE_MAX:
+        _http_header_names.clear()
+    _http_header_names[name] = header
+    return header
+
+
+def _encode_http_binary_fast(event: CloudEvent, attributes: dict[str, Any]) -> tuple[dict[str, str], bytes] | None:
+    """encode_http binary for the common case (module docstring); None: use the general path."""
+    headers: dict[str, str] = {}
+    names = _http_header_names
+    for name, value in attributes.items():
+        if name == "datacontenttype":
+            continue
+        kind = type(value)
+        if kind is str:
+            pass
+        elif value is None:
+            continue
+        elif kind is datetime:
+            value = _utc_text(value) or _format_time(value, f"attribute {name!r}")
+        elif kind is int:
+            if not _INT32_MIN <= value <= _INT32_MAX:
+                return None
+            value = str(value)
+        elif kind is bool:
+            value = "true" if value else "false"
+        else:
+            return None
+        headers[names.get(name) or _http_header_name(name)] = value
+    if _needs_percent("".join(headers.values())):  # one scan for all; usually nothing to do
+        for header, value in headers.items():
+            if _needs_percent(value):
+                headers[header] = quote(value, safe=_PERCENT_SAFE, encoding="utf-8", errors="strict")
+    encoded = _encode_data_fast(event.get_data(), attributes.get("datacontenttype"))
+    if encoded is None:
+        return None
+    body, content_type = encoded
+    if content_type is not None:
+        if not (content_type.isascii() and content_type.isprintable()):
+            return None
+        headers["Content-Type"] = content_type
+    return headers, body or b""
+
+
+# encode_http results by id(event), one memo per content mode: (event, its attributes dict,
+# their names, their values, its data, headers, body or None when the data is a JSON
+# container and is encoded again on each hit). See the module docstring.
+_http_memos: dict[str, dict[int, tuple[Any, ...]]] = {"binary": {}, "structured": {}}
+_MEMO_MAX = 512
+_IMMUTABLE_DATA = frozenset((type(None), bytes, str, int, float, bool))
+
+
 def encode_http(event: CloudEvent, mode: str = "binary") -> tuple[dict[str, str], bytes]:
     """Event -> (HTTP headers, body) in ``binary`` or ``structured`` content mode."""
+    memo = _http_memos.get(mode) if type(mode) is str else None
+    if memo is None:
+        if mode == "structured" or mode == "binary":  # a str subclass: no memo
+            return _encode_http(event, mode)
+        raise CodecError(f"unknown content mode {mode!r} (expected 'binary' or 'structured')")
+    entry = memo.get(id(event))
+    if entry is not None and entry[0] is event:
+        attributes = entry[1]
+        if (
+            event.get_attributes() is attributes
+            and event.get_data() is entry[4]
+            and tuple(attributes) == entry[2]
+            and all(map(is_, attributes.values(), entry[3]))
+        ):
+            body = entry[6]
+            if body is not None:
+                return dict(entry[5]), body
+            try:  # JSON container data: encode it again (it may have changed in place)
+                encoded = _encode_data_fast(entry[4], attributes.get("datacontenttype"))
+            except Exception:  # the paths below raise the right error
+                encoded = None
+            if encoded is not None:
+                return dict(entry[5]), encoded[0] or b""
+    try:
+        attributes = _fast_attributes(event)
+        if attributes is None:
+            result = None
+        elif mode == "binary":
+            result = _encode_http_binary_fast(event, attributes)
+        else:
+            result = {"Content-Type": CE_JSON_CONTENT_TYPE}, _encode_structured_fast(event)
+            if result[1] is None:
+                result = None
+    except Exception:  # the general path below raises the right error
+        result = None
+    if result is None:
+        return _encode_http(event, mode)
+    headers, body = result
+    data = event.get_data()
+    if type(data) not in _IMMUTABLE_DATA:
+        if mode != "binary":
+            return result  # the whole document would have to be encoded again: no memo
+        body = None
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[id(event)] = (event, attributes, tuple(attributes), tuple(attributes.values()), data, dict(headers), body)
+    return result
+
+
+def _encode_http(event: CloudEvent, mode: str) -> tuple[dict[str, str], bytes]:
     if mode == "structured":
         return {"Content-Type": CE_JSON_CONTENT_TYPE}, encode_structured(event)
     if mode != "binary":
@@ -658,10 +1034,73 @@ def _kafka_text(value: Any, key: str) -> str:
     raise CodecError(f"value must be bytes, got {type(value).__name__}", f"header {key!r}")
 
 
+def _decode_kafka_fast(headers: Any, value: Any) -> CloudEvent | None:
+    """decode_kafka for the common case (module docstring); None: use the general path."""
+    kind = type(headers)
+    if kind is list or kind is tuple:
+        items = headers
+    elif kind is dict:
+        items = headers.items()
+    else:
+        return None
+    attributes: dict[str, Any] = {}
+    content_type = None
+    content_type_seen = False
+    for key, header_value in items:
+        if type(key) is not str:
+            return None
+        if key.startswith("ce_"):
+            if type(header_value) is not bytes:
+                return None
+            name = key[3:]
+            if name in attributes:
+                return None
+            text = header_value.decode("utf-8")
+            if name in _CORE_STRINGS:
+                if not text:
+                    return None
+            elif name == "time":
+                text = _parse_time(text, "")
+            elif name == "specversion":
+                if text != _SPECVERSION:
+                    return None
+            elif name not in _known_extensions:
+                if name == "data" or not _valid_name(name):
+                    return None
+                _learn_extension(name)
+            attributes[name] = text
+        elif key == "content-type" or (len(key) == 12 and key.lower() == "content-type"):
+            if content_type_seen or type(header_value) is not bytes:
+                return None
+            content_type_seen = True
+            content_type = header_value.decode("utf-8").strip() or None
+    if type(value) is not bytes:
+        if value is not None:
+            return None
+        value = b""
+    if content_type is not None:
+        media = _media(content_type)[0]
+        if media == _CE_JSON:
+            return decode_structured(value) if value else None  # no value: the general path says so
+        if media == _CE_BATCH or media == _CE_OTHER:
+            return None
+    return _fast_binary_event(attributes, content_type, value)
+
+
 def decode_kafka(
     headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes], value: bytes | None
 ) -> CloudEvent:
     """A Kafka record (headers, value) in binary or structured mode -> event."""
+    try:
+        event = _decode_kafka_fast(headers, value)
+    except Exception:  # the general path below raises the right error
+        event = None
+    if event is not None:
+        return event
+    return _decode_kafka(headers, value)
+
+
+def _decode_kafka(headers: Any, value: Any) -> CloudEvent:
     content_type: str | None = None
     raw: list[tuple[str, Any]] = []
     specversion: Any = None
@@ -707,10 +1146,74 @@ def decode_kafka(
     return _binary_event(decoded, content_type, body, " (no 'ce_{}' header)")
 
 
+# attribute name -> its ce_ header name
+_kafka_header_names: dict[str, str] = {}
+
+
+def _kafka_header_name(name: str) -> str:
+    header = "ce_" + name
+    if len(_kafka_header_names) >= _CACHE_MAX:
+        _kafka_header_names.clear()
+    _kafka_header_names[name] = header
+    return header
+
+
+def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None] | None:
+    """encode_kafka binary for the common case (module docstring); None: use the general path."""
+    attributes = _fast_attributes(event)
+    if attributes is None:
+        return None
+    headers: list[tuple[str, bytes]] = []
+    key = None
+    names = _kafka_header_names
+    for name, value in attributes.items():
+        if name == "datacontenttype":
+            continue
+        kind = type(value)
+        if kind is str:
+            text = value
+        elif value is None:
+            continue
+        elif kind is datetime:
+            text = _utc_text(value) or _format_time(value, f"attribute {name!r}")
+        elif kind is int:
+            if not _INT32_MIN <= value <= _INT32_MAX:
+                return None
+            text = str(value)
+        elif kind is bool:
+            text = "true" if value else "false"
+        else:
+            return None
+        raw = text.encode("utf-8")
+        if name == "partitionkey":
+            key = raw
+        headers.append((names.get(name) or _kafka_header_name(name), raw))
+    encoded = _encode_data_fast(event.get_data(), attributes.get("datacontenttype"))
+    if encoded is None:
+        return None
+    value, content_type = encoded
+    if content_type is not None:
+        headers.append(("content-type", content_type.encode("utf-8")))
+    return key, headers, value
+
+
 def encode_kafka(
     event: CloudEvent, mode: str = "binary"
 ) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None]:
     """Event -> (key, headers, value). The key is the ``partitionkey`` extension, if any."""
+    if mode == "binary":
+        try:
+            result = _encode_kafka_binary_fast(event)
+        except Exception:  # the general path below raises the right error
+            result = None
+        if result is not None:
+            return result
+    return _encode_kafka(event, mode)
+
+
+def _encode_kafka(
+    event: CloudEvent, mode: str
+) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None]:
     attributes = _attributes_of(event)
     partition_key = attributes.get("partitionkey")
     try:

@@ -355,7 +355,7 @@ def _dead_letter(
 ) -> DeadLettered:
     destination = policy.dead_letter_sink
     next_task = None
-    if destination is not None:
+    if destination is not None and destination.kafka_topic is None:  # a KafkaSink is written by the job, no HTTP task
         error = DeliveryError(url, status, event.get_attributes().get(ERROR_DATA, ""), reason)
         next_task = DeliveryTask(task.trigger, event, 0, None, now, DEAD_LETTER, error)
     return DeadLettered(task, event, destination, reason, next_task, delivered)
@@ -478,7 +478,7 @@ class DeliveryEngine:
             dls = policy.dead_letter_sink
             self._routes[key] = _Route(
                 url=plan.subscriber.url(ref_urls),
-                dead_letter_url=None if dls is None else dls.url(ref_urls),
+                dead_letter_url=None if dls is None or dls.kafka_topic is not None else dls.url(ref_urls),
                 policy=policy,
                 mode=mode,
                 timeout=float(policy.timeout if policy.timeout is not None else default_timeout),

@@ -131,7 +131,11 @@ class InProcessDispatcher:
                 if outcome.next_task is not None:
                     task = outcome.next_task
                     continue
-                self._dead_letter(task, outcome.event, outcome.reason)
+                reason = outcome.reason
+                if outcome.destination is not None and outcome.destination.kafka_topic is not None:
+                    reason += (f" (deadLetterSink {outcome.destination.describe()} is written by the flink runner; "
+                               "this runner keeps the event in its own dead-letter output)")
+                self._dead_letter(task, outcome.event, reason)
             elif isinstance(outcome, DeadLetterStored):
                 error = task.error
                 self.dead_letters.append(DeadLetter(

@@ -145,9 +145,13 @@ class Outbox:
             if outcome.delivered:
                 out += _outcome(topics, "delivered", trigger, event_id, n=task.attempt + 1)
             out += _outcome(topics, "dead_lettered", trigger, event_id, reason=outcome.reason)
+            sink = outcome.destination
             if outcome.next_task is not None:  # to the deadLetterSink: one more (retried) delivery
                 settled = False
                 out.append(retry_record(topics, Scheduled(RETRY, item.key, item.ordered, int(outcome.next_task.due_at * 1000), outcome.next_task.to_bytes())))
+            elif sink is not None and sink.kafka_topic is not None:  # a KafkaSink: the event, as Knative writes it
+                key, headers, value = encode_kafka(outcome.event, sink.kafka_content_mode)
+                out.append(OutRecord(sink.kafka_topic, key, value, dict(headers)))
             else:
                 record = DeadLetter(reason=outcome.reason, trigger=trigger, event_id=outcome.event.get_id(),
                                     event=event_to_dict(outcome.event))

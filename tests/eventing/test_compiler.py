@@ -128,7 +128,7 @@ def test_duplicate_names_and_missing_metadata():
 
 def test_unknown_kinds_and_versions():
     msgs = problems_of(BROKER, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
-    assert msgs == ["m.yaml: ConfigMap/c: kind: unsupported kind v1/ConfigMap; knflow reads eventing.knative.dev/v1 Broker and Trigger"]
+    assert msgs == ["m.yaml: ConfigMap/c: kind: unsupported kind v1/ConfigMap; knflow reads eventing.knative.dev/v1 Broker and Trigger (and eventing.knative.dev/v1alpha1 KafkaSink as a dead-letter sink)"]
     msgs = problems_of("apiVersion: eventing.knative.dev/v1beta1\nkind: Broker\nmetadata: {name: b}\n")
     assert msgs == ["m.yaml: Broker/b: apiVersion: eventing.knative.dev/v1beta1 is not supported; use eventing.knative.dev/v1"]
     msgs = problems_of(BROKER, "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\n")
@@ -155,3 +155,30 @@ def test_example_manifests_are_valid():
     plan = load_plan([Path(__file__).resolve().parents[2] / "examples" / "live-stream"])
     assert [t.name for t in plan.triggers()] == [
         "moderation", "gift-leaderboard", "analytics", "presence", "vip-alerts", "notify-moderators"]
+
+
+KAFKA_SINK = """
+apiVersion: eventing.knative.dev/v1alpha1
+kind: KafkaSink
+metadata: {name: dlq, namespace: streaming}
+spec: {topic: live-dead-letters, bootstrapServers: ["127.0.0.1:9092"], contentMode: structured}
+"""
+
+
+def test_kafka_sink_as_dead_letter_sink():
+    plan = compile_text(BROKER, KAFKA_SINK, trigger(
+        "t", delivery={"retry": 1, "deadLetterSink": {"ref": {"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "KafkaSink", "name": "dlq"}}}))
+    sink = plan.brokers[0].triggers[0].delivery.dead_letter_sink
+    assert (sink.kafka_topic, sink.kafka_content_mode) == ("live-dead-letters", "structured")
+    assert plan.kafka_sink_topics() == ("live-dead-letters",)
+    with pytest.raises(ValueError, match="is a Kafka topic"):
+        sink.url()
+
+
+def test_kafka_sink_errors():
+    missing = problems_of(BROKER, trigger("t", delivery={"deadLetterSink": {"ref": {"kind": "KafkaSink", "name": "nope"}}}))
+    assert missing == ["m.yaml: Trigger/t: spec.delivery.deadLetterSink.ref.name: KafkaSink 'streaming/nope' not found in the manifests (known: none)"]
+    as_subscriber = problems_of(BROKER, KAFKA_SINK, trigger("t", subscriber={"ref": {"kind": "KafkaSink", "name": "dlq"}}))
+    assert as_subscriber == ["m.yaml: Trigger/t: spec.subscriber.ref: a KafkaSink can only be a deadLetterSink in knflow (subscribers are HTTP)"]
+    no_topic = problems_of(BROKER, "apiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {name: k, namespace: streaming}\nspec: {}\n")
+    assert no_topic == ["m.yaml: KafkaSink/k: spec.topic: is required (the Kafka topic dead letters are written to)"]

@@ -85,13 +85,15 @@ times = st.one_of(
     st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2030, 1, 1)),  # naive
 )
 small_ints = st.one_of(st.integers(-5, 300), st.sampled_from([rt.INT64_MAX, rt.INT64_MIN, 2**63, -(2**63) - 1]))
+# Strings stay short: celpy folds all()/exists() over a string's characters, and each
+# error it meets embeds the repr of the previous one, doubling in size per character.
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     small_ints,
     st.floats(allow_nan=True, allow_infinity=True, width=64),
     st.sampled_from([0.0, -0.0, 1.5, 100.0, 99.99, 1e300]),
-    st.sampled_from(["", "vip", "gold", "a", "abc", "VIP", "é", "🙂", "100", "1.5", "true", "2024-01-01T00:00:00Z", "1h"]),
+    st.sampled_from(["", "vip", "gold", "a", "abc", "VIP", "é", "🙂", "100", "1.5", "true", "1h", "2024"]),
     st.text(max_size=4),
 )
 json_values = st.recursive(
@@ -120,10 +122,11 @@ payloads = st.one_of(
 
 
 @st.composite
-def events(draw):
+def events(draw, short: bool = False):
     attrs = {"specversion": "1.0", "id": draw(st.sampled_from(["1", "abc", ""]))}
-    attrs["type"] = draw(st.sampled_from(["com.example.order.created", "com.example.refund", "com.example.order", "other"]))
-    attrs["source"] = draw(st.sampled_from(["/shop/1", "/shop/eu/2", "/blog", "", "shop"]))
+    types = ["order", "c.order", "refund", "x"] if short else ["com.example.order.created", "com.example.refund", "com.example.order", "other"]
+    attrs["type"] = draw(st.sampled_from(types))
+    attrs["source"] = draw(st.sampled_from(["/shop/1", "/shop/e", "/blog", "", "shop"]))
     optional = {
         "subject": st.sampled_from(["orders/1", "vip/7", ""]),
         "priority": st.one_of(st.integers(-3, 12), st.sampled_from([rt.INT64_MAX, rt.INT64_MIN])),
@@ -230,7 +233,7 @@ SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, suppress_
 
 
 @SETTINGS
-@given(expressions(), st.lists(events(), min_size=1, max_size=3))
+@given(expressions(), st.lists(events(short=True), min_size=1, max_size=3))
 def test_random_expressions_match_celpy(expression, evts):
     check(expression, evts)
 

@@ -50,6 +50,10 @@ def manifests(namespace: str, urls: dict[str, str]) -> str:
                       f"{{retry: 2, backoffDelay: PT0.1S, deadLetterSink: {{uri: '{urls['dls']}'}}}}")
             + trigger("moderation", "[{exact: {type: com.live.comment.posted}}]", urls["moderation"])
             + trigger("notify", "[{exact: {type: com.live.comment.flagged}}]", urls["notify"])
+            + trigger("audit", "[{exact: {type: com.live.viewer.joined}}]", urls["bad2"],
+                      "{retry: 1, backoffDelay: PT0.1S, deadLetterSink: {ref: {apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit-dlq}}}")
+            + f"---\napiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {{name: audit-dlq, namespace: {namespace}}}\n"
+            + f"spec: {{topic: {namespace}-audit-dlq}}\n"
             + trigger("leaderboard", "[{exact: {type: com.live.gift.sent}}]", urls["ordered"],
                       "{retry: 3, backoffDelay: PT0.3S}", "{kafka.eventing.knative.dev/delivery.order: ordered}"))
 
@@ -60,6 +64,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
     servers = {
         "gifts": ConsumerServer(accept(202)), "vip": ConsumerServer(accept()), "flaky": ConsumerServer(fail_first_per_event()),
         "bad": ConsumerServer(always(400, b"viewer service rejects")), "dls": ConsumerServer(accept(202)),
+        "bad2": ConsumerServer(always(422, b"audit refuses")),
         "moderation": ConsumerServer(lambda req: reply_event(
             {"id": "flag-" + req.headers["ce-id"], "source": "/moderation", "type": "com.live.comment.flagged"}, b"{}")(req)),
         "notify": ConsumerServer(accept()), "ordered": ConsumerServer(fail_first_per_event(500)),
@@ -98,6 +103,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
                     expected["flaky"].add(event_id)
                 if type_ == "com.live.viewer.joined":
                     expected["bad"].add(event_id)
+                    expected["bad2"].add(event_id)
                     expected["dls"].add(event_id)
                 if type_ == "com.live.comment.posted":
                     expected["moderation"].add(event_id)
@@ -146,6 +152,15 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         assert dict(delivered_order) == dict(room_order)
         for room, attempts in attempts_order.items():
             assert attempts == [e for e in room_order[room] for _ in range(2)], room
+
+        # The KafkaSink dead-letter sink: the job wrote each refused event to its topic.
+        from tests.eventing.test_ingress import consume
+        from transforms.codec import decode_kafka
+
+        records = consume(kafka.bootstrap, f"{namespace}-audit-dlq", len(expected["bad"]))
+        audited = [decode_kafka(r.headers, r.value) for r in records]
+        assert {e.get_id() for e in audited} == expected["bad"]
+        assert {e.get_attributes()["knativeerrorcode"] for e in audited} == {"422"}
 
         summary = summary_rows(output)
         assert summary[f"{namespace}/gifts"]["delivered"] == len(expected["gifts"])

@@ -93,3 +93,19 @@ def test_outbox_dead_letters_to_sink_task_or_job_topic():
     [dead] = [r for r in no_sink if r.topic == TOPICS.dead_letters]
     doc = json.loads(dead.value)
     assert doc["trigger"] == "ns/gifts" and doc["event"]["id"] == "e1" and doc["reason"] == "status 400 is not retryable"
+
+
+def test_outbox_writes_dead_letters_to_a_kafka_sink_topic():
+    from dataclasses import replace
+
+    from eventing.plan import Destination, Ref
+
+    sink = Destination(ref=Ref("KafkaSink", "dlq", "ns"), kafka_topic="live-dlq")
+    task = DeliveryTask("ns/gifts", event())
+    dead = event(knativeerrorcode="400")
+    out = Outbox(PLAN, TOPICS).records(WorkItem("u|ns/gifts|e1", False, task.to_bytes()),
+                                       DeadLettered(task, dead, sink, "status 400 is not retryable"))
+    [record] = [r for r in out if r.topic == "live-dlq"]
+    decoded = decode_kafka(list(record.headers.items()), record.value)
+    assert decoded.get_id() == "e1" and decoded.get_attributes()["knativeerrorcode"] == "400"
+    assert not [r for r in out if r.topic == TOPICS.dead_letters]
