@@ -50,6 +50,22 @@ class AttributeFilter(Filter):
             return []
         return [(self.index_kind, name, value) for name, value in self._items if value]
 
+    def fast(self):
+        if len(self._items) != 1 or type(self).filter is not AttributeFilter.filter:
+            return self.filter
+        (name, expected), = self._items
+        test = self.test
+        PASS, FAIL = FilterResult.PASS, FilterResult.FAIL
+        if self.index_kind == "exact":
+            def exact(event: EventView) -> FilterResult:
+                return PASS if event.string(name) == expected else FAIL
+            return exact
+
+        def one(event: EventView) -> FilterResult:
+            actual = event.string(name)
+            return PASS if actual is not None and test(actual, expected) else FAIL
+        return one
+
     def filter(self, event: EventView) -> FilterResult:
         string = event.string
         test = self.test

@@ -24,6 +24,26 @@ class AllFilter(Filter):
         # FAIL if any child fails: every child's requirements hold when we do not fail.
         return [req for child in self._children for req in child.requirements()]
 
+    def fast(self):
+        # all(x) gives exactly x's result (NO_FILTER, PASS or FAIL): no wrapper needed.
+        if len(self._children) == 1:
+            return self._children[0].fast()
+        if not self._children:
+            return self.filter
+        children = tuple(child.fast() for child in self._children)
+        PASS, FAIL, NO_FILTER = FilterResult.PASS, FilterResult.FAIL, FilterResult.NO_FILTER
+
+        def all_of(event: EventView) -> FilterResult:
+            result = NO_FILTER
+            for child in children:
+                r = child(event)
+                if r is FAIL:
+                    return r
+                if r is PASS:
+                    result = r
+            return result
+        return all_of
+
     def filter(self, event: EventView) -> FilterResult:
         result = FilterResult.NO_FILTER
         for child in self._children:

@@ -33,6 +33,26 @@ class AnyFilter(AllFilter):
             values.extend([match[2]] if match[0] == "exact" else match[2])
         return [("in", attribute, tuple(values))]
 
+    def fast(self):
+        # any(x) gives exactly x's result too.
+        if len(self._children) == 1:
+            return self._children[0].fast()
+        if not self._children:
+            return self.filter
+        children = tuple(child.fast() for child in self._children)
+        PASS, FAIL, NO_FILTER = FilterResult.PASS, FilterResult.FAIL, FilterResult.NO_FILTER
+
+        def any_of(event: EventView) -> FilterResult:
+            result = NO_FILTER
+            for child in children:
+                r = child(event)
+                if r is PASS:
+                    return r
+                if r is FAIL:
+                    result = r
+            return result
+        return any_of
+
     def filter(self, event: EventView) -> FilterResult:
         result = FilterResult.NO_FILTER
         for child in self._children:

@@ -95,12 +95,13 @@ class EventView:
 
     def string(self, name: str) -> str | None:
         """String form of attribute ``name``, or None when the event does not have it."""
+        value = self.attributes.get(name)
+        if value is None or value.__class__ is str:  # the common case: no conversion, no cache
+            return value
         try:
             return self._strings[name]
         except KeyError:
-            value = self.attributes.get(name)
-            text = None if value is None else attribute_string(value)
-            self._strings[name] = text
+            text = self._strings[name] = attribute_string(value)
             return text
 
 
@@ -153,6 +154,14 @@ class Filter(ABC):
 
     def children(self) -> tuple["Filter", ...]:
         return ()
+
+    def fast(self) -> Callable[[EventView], FilterResult]:
+        """A callable with exactly ``filter``'s results, specialised for the hot path.
+
+        Composites fold their children's fast callables into closures; a node without a
+        specialisation returns its bound ``filter``.
+        """
+        return self.filter
 
     def describe(self) -> str:
         spec = self._origin[0] if self._origin else {}

@@ -35,6 +35,7 @@ class TriggerIndex(Generic[T]):
     def __init__(self, entries: Sequence[tuple[Filter, T]]) -> None:
         self._entries = list(entries)
         self._filters = [f for f, _ in self._entries]
+        self._fast = [f.fast() for f in self._filters]
         self._payloads = [p for _, p in self._entries]
         self._always: list[int] = []
         self._exact: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -53,6 +54,7 @@ class TriggerIndex(Generic[T]):
             else:
                 prefix[condition[1]][condition[2]].append(position)
         self._exact = {a: dict(v) for a, v in self._exact.items()}
+        self._exact_items = tuple(self._exact.items())
         # Prefix lookup: for each attribute, the distinct prefix lengths, then a dict hit per length.
         self._prefix = {
             attr: (sorted({len(p) for p in table}), dict(table)) for attr, table in prefix.items()
@@ -68,12 +70,10 @@ class TriggerIndex(Generic[T]):
             return self._all_positions
         found = list(self._always)
         string = event.string
-        for attr, table in self._exact.items():
-            value = string(attr)
-            if value is not None:
-                hit = table.get(value)
-                if hit:
-                    found.extend(hit)
+        for attr, table in self._exact_items:
+            hit = table.get(string(attr))
+            if hit:
+                found.extend(hit)
         for attr, (lengths, table) in self._prefix.items():
             value = string(attr)
             if value is None:
@@ -89,15 +89,16 @@ class TriggerIndex(Generic[T]):
 
     def match(self, event: EventView) -> list[T]:
         """Payloads of every trigger whose filter delivers (PASS or NO_FILTER) the event."""
-        filters, payloads = self._filters, self._payloads
+        filters, payloads = self._fast, self._payloads
         fail = FilterResult.FAIL
         out = []
         previous = -1
-        for position in self.candidates(event):
+        candidates = self.candidates(event) if (self._exact or self._prefix) else self._all_positions
+        for position in candidates:
             if position == previous:  # a trigger filed twice by an `in` with repeated values
                 continue
             previous = position
-            if filters[position].filter(event) is not fail:
+            if filters[position](event) is not fail:
                 out.append(payloads[position])
         return out
 

@@ -21,6 +21,13 @@ class NotFilter(Filter):
     def children(self) -> tuple[Filter, ...]:
         return () if self.child is None else (self.child,)
 
+    def fast(self):
+        if self.child is None:
+            return self.filter
+        child = self.child.fast()
+        invert = _INVERT
+        return lambda event: invert[child(event)]
+
     def filter(self, event: EventView) -> FilterResult:
         if self.child is None:
             return FilterResult.NO_FILTER

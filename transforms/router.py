@@ -17,8 +17,9 @@ from filters.index import TriggerIndex
 class Router:
     def __init__(self, broker: BrokerPlan) -> None:
         self.broker = broker
-        self.index: TriggerIndex[TriggerPlan] = TriggerIndex([(t.filter, t) for t in broker.triggers])
-        self.matched: Counter[str] = Counter()
+        self.triggers = broker.triggers
+        self.index: TriggerIndex[int] = TriggerIndex([(t.filter, i) for i, t in enumerate(broker.triggers)])
+        self._counts = [0] * len(broker.triggers)
         self.routed = 0
 
     def route(self, event: Any) -> list[TriggerPlan]:
@@ -26,11 +27,17 @@ class Router:
         return self.route_view(EventView.of(event))
 
     def route_view(self, view: EventView) -> list[TriggerPlan]:
-        matches = self.index.match(view)
+        positions = self.index.match(view)
         self.routed += 1
-        for trigger in matches:
-            self.matched[trigger.key] += 1
-        return matches
+        counts, triggers = self._counts, self.triggers
+        for position in positions:
+            counts[position] += 1
+        return [triggers[position] for position in positions]
+
+    @property
+    def matched(self) -> Counter[str]:
+        """Events matched so far, per trigger key."""
+        return Counter({t.key: n for t, n in zip(self.triggers, self._counts) if n})
 
     def filter_errors(self) -> dict[str, int]:
         """Evaluation errors per trigger so far (each one made that trigger FAIL)."""
