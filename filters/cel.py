@@ -7,8 +7,10 @@ bytes of a non-JSON payload. ``true`` is PASS; ``false``, any other value, and a
 evaluation error (a missing attribute, a type error) are FAIL, and errors are counted.
 
 celpy parses every expression and stays the reference implementation. The expression is
-compiled once per trigger; events are converted to CEL values once per event and shared
-by all triggers (``EventView.cache``).
+compiled once per trigger by ``filters.cel_compiler`` into a Python function with exactly
+celpy's results (``engine == "compiled"``); what the compiler does not handle is evaluated
+by celpy (``engine == "celpy"``, ``fallback_reason`` says why). Events are converted once
+per event and shared by all triggers (``EventView.cache``).
 """
 from __future__ import annotations
 
@@ -77,11 +79,23 @@ class CelFilter(Filter):
         self.last_error: str | None = None
         self.engine = "none"
         self.fallback_reason = ""
+        self._requirements: list[tuple[str, str, str]] = []
         if not self.expression:
             self._evaluate = None
             return
         ast = parse(self.expression, path)
         self._evaluate, self.engine, self.fallback_reason = _compile(ast, self.expression)
+        self._requirements = _requirements(ast)
+
+    def requirements(self) -> list[tuple[str, str, str]]:
+        """Attribute constraints for the multi-trigger index (conservative; [] is correct).
+
+        ``("exact", attr, literal)``: whenever ``filter()`` does not return FAIL,
+        ``event.string(attr) == literal``; ``("prefix", attr, literal)``: it starts with
+        ``literal``. Taken from top-level ``&&`` conjuncts ``attr == "literal"`` (either
+        order) and ``attr.startsWith("literal")`` on context attributes and extensions.
+        """
+        return list(self._requirements)
 
     def error_count(self) -> int:
         return self.errors
@@ -95,9 +109,15 @@ class CelFilter(Filter):
         try:
             value = self._evaluate(event)
         except Exception as exc:  # CEL errors (and any bug) mean FAIL, counted
-            self.errors += 1
-            self.last_error = str(exc)
-            return FilterResult.FAIL, f"evaluation error: {exc}"
+            return self._failed(exc)
+        return self._verdict(value)
+
+    def _failed(self, exc: Exception) -> tuple[FilterResult, str]:
+        self.errors += 1
+        self.last_error = str(exc)
+        return FilterResult.FAIL, f"evaluation error: {exc}"
+
+    def _verdict(self, value: Any) -> tuple[FilterResult, str]:
         if value is True or (isinstance(value, celtypes.BoolType) and bool(value)):
             return FilterResult.PASS, "true"
         if value is False or isinstance(value, celtypes.BoolType):
@@ -106,12 +126,64 @@ class CelFilter(Filter):
         self.last_error = f"expression returned {type(value).__name__}, not bool"
         return FilterResult.FAIL, self.last_error
 
+    def fast(self):
+        """``filter`` without the explanation tuple: booleans straight to PASS/FAIL."""
+        evaluate = self._evaluate
+        if evaluate is None:
+            return self.filter
+        PASS, FAIL = FilterResult.PASS, FilterResult.FAIL
+        failed, verdict = self._failed, self._verdict
+
+        def cel(event: EventView) -> FilterResult:
+            try:
+                value = evaluate(event)
+            except Exception as exc:
+                return failed(exc)[0]
+            if value is True:
+                return PASS
+            if value is False:
+                return FAIL
+            return verdict(value)[0]
+
+        return cel
+
     def filter(self, event: EventView) -> FilterResult:
         return self._result(event)[0]
+
+    def fast(self):
+        evaluate = self._evaluate
+        if evaluate is None:
+            return self.filter
+        PASS, FAIL = FilterResult.PASS, FilterResult.FAIL
+        slow = self._result
+
+        def cel(event: EventView) -> FilterResult:
+            try:
+                value = evaluate(event)
+            except Exception:  # errors are FAIL and counted: let the full path record them
+                return slow(event)[0]
+            if value is True:
+                return PASS
+            if value is False:
+                return FAIL
+            return slow(event)[0]  # celpy BoolType or a non-bool: the full path decides and counts
+        return cel
 
     def explain(self, event: EventView) -> Explanation:
         result, detail = self._result(event)
         return Explanation(self.describe(), result, f"{detail}; engine={self.engine}")
+
+
+def _requirements(ast) -> list[tuple[str, str, str]]:
+    try:
+        from filters.cel_compiler import requirements
+    except ImportError:
+        return []
+    try:
+        return requirements(ast)
+    except Exception:  # analysis must never break a filter: no requirements is correct
+        log.exception("requirements() failed for a CEL expression")
+        return []
 
 
 def _compile(ast, expression: str):
@@ -127,6 +199,9 @@ def _compile(ast, expression: str):
             return cel_compiler.compile_expression(ast, expression), "compiled", ""
         except cel_compiler.Unsupported as exc:
             reason = str(exc)
+        except Exception as exc:  # a compiler bug must not reject a valid trigger
+            log.exception("CEL compiler failed on %r; using celpy", expression)
+            reason = f"compiler error: {exc!r}"
     program = _ENV.program(ast)
 
     def evaluate(event: EventView) -> Any:

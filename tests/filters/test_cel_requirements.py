@@ -46,7 +46,13 @@ from filters.materialize import materialize
         ('type.startsWith("a", "b")', []),
         ('"abc".startsWith("a")', []),
         ('[type].exists(t, t == "a")', []),
-        ('type in ["a"]', []),
+        ('type in ["a", "b", "a"]', [("in", "type", ("a", "b"))]),
+        ('type == "x" && source in ["/a"]', [("exact", "type", "x"), ("in", "source", ("/a",))]),
+        ('type in ["a", 1]', []),
+        ("type in []", []),
+        ('type in ["a"] + ["b"]', []),
+        ('data in ["a"]', []),
+        ('"a" in type', []),
         ("", []),
     ],
 )
@@ -77,7 +83,7 @@ VALUES = st.one_of(
     st.just(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)),
 )
 CONJUNCTS = st.sampled_from(
-    ['type == "a"', '"a" == type', 'source.startsWith("/x")', 'ext == "ab"', 'ext.startsWith("a")', "data.n > 1", 'subject == ""',
+    ['type == "a"', '"a" == type', 'source.startsWith("/x")', 'ext in ["a", "ab"]', 'type in ["a", "b"]', 'ext == "ab"', 'ext.startsWith("a")', "data.n > 1", 'subject == ""',
      'time.startsWith("2")', 'blob == "a"', "flag == true", 'type != "b"', '(type == "a" || ext == "b")', "true", "data.missing"]
 )
 
@@ -92,4 +98,22 @@ def test_requirements_are_sound(conjuncts, attributes, data):
     for kind, attr, literal in f.requirements():
         text = event.string(attr)
         assert text is not None
-        assert text == literal if kind == "exact" else text.startswith(literal)
+        if kind == "exact":
+            assert text == literal
+        elif kind == "in":
+            assert text in literal
+        else:
+            assert text.startswith(literal)
+
+
+def test_fast_gives_filter_results_and_counts_errors():
+    f = CelFilter('type == "a" && data.n > 1', "p")
+    fast = f.fast()
+    for attrs, data in [({"type": "a"}, {"n": 2}), ({"type": "b"}, None), ({"type": "a"}, None), ({"type": "a"}, {"n": "x"})]:
+        event = EventView(attrs, data)
+        before = f.errors
+        expected = CelFilter('type == "a" && data.n > 1', "p").filter(event)
+        assert fast(event) is expected
+        assert f.errors - before == (1 if attrs == {"type": "a"} and (data is None or data == {"n": "x"}) else 0)
+    assert CelFilter("", "p").fast()(EventView({})) is FilterResult.NO_FILTER
+    assert CelFilter("1", "p").fast()(EventView({})) is FilterResult.FAIL
