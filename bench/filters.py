@@ -255,6 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         median_speedup_vs_celpy_interpreted=round(medians.get("celpy-interpreted", 0.0), 1),
         seconds=round(time.perf_counter() - started, 1),
     )
+    if not args.case:
+        # Routed events per second with 1, 10, 100 and 1,000 triggers (bench/routing.py).
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from routing import routing_cases
+
+        routed = {}
+        for row in routing_cases(seconds=0.5 if args.quick else 2.0):
+            routed[(row["case"], row["impl"])] = row["ops_per_s"]
+            emit(**row)
+        emit(bench="routing", case="summary", impl="indexed", ops_per_s=routed[("1000-triggers", "indexed")],
+             ratio_10_to_1000=round(routed[("10-triggers", "indexed")] / routed[("1000-triggers", "indexed")], 2))
     return 0
 
 

@@ -64,9 +64,18 @@ def run_job(args: argparse.Namespace) -> int:
     if args.knflow_runner == "beam-direct":
         if not args.events_file:
             raise KnflowError("--runner beam-direct reads its events from --events-file FILE (JSON lines)")
+        from pipelines.options import KnflowOptions
+
+        options = KnflowOptions.from_namespace({
+            "manifests": list(args.manifests), "broker": args.broker, "events_file": args.events_file,
+            "concurrency": args.concurrency, "ref_url": list(args.ref_url), "delivery_timeout": args.delivery_timeout,
+            "http_client": args.http_client, "dead_letter_file": args.dead_letter_file,
+            "knflow_runner": "beam-direct", "runner": "DirectRunner", "direct_num_workers": 1,
+        })
         summary = run_beam_direct(broker, read_events_file(args.events_file), ref_urls=ref_urls,
                                   concurrency=args.concurrency, delivery_timeout=args.delivery_timeout,
-                                  http_client=args.http_client, dead_letter_file=args.dead_letter_file)
+                                  http_client=args.http_client, dead_letter_file=args.dead_letter_file,
+                                  pipeline_options=options)
     else:  # pragma: no cover - argparse restricts the choices
         raise KnflowError(f"unknown runner {args.knflow_runner!r}")
     print(render_summary(broker, summary))
@@ -75,15 +84,16 @@ def run_job(args: argparse.Namespace) -> int:
 
 def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], *, ref_urls: Mapping[str, str] | None = None,
                     concurrency: int = 64, delivery_timeout: float = 30.0, http_client: str = "aiohttp",
-                    dead_letter_file: str | None = None) -> dict[str, Any]:
-    """Run one broker over ``records`` on Beam's DirectRunner; return the counters."""
+                    dead_letter_file: str | None = None, pipeline_options: Any = None) -> dict[str, Any]:
+    """Run one broker over ``records`` on Beam (the DirectRunner unless ``pipeline_options``
+    say otherwise); return the counters."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.beam_pipeline import METRICS_NAMESPACE, BrokerDataflow
 
-    options = PipelineOptions(runner="DirectRunner", direct_num_workers=1)
+    options = pipeline_options or PipelineOptions(runner="DirectRunner", direct_num_workers=1)
     pipeline = beam.Pipeline(options=options)
     outputs = (pipeline | "Events" >> beam.Create(records)
                | BrokerDataflow(broker, ref_urls=dict(ref_urls or {}), concurrency=concurrency,

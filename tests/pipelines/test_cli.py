@@ -96,3 +96,21 @@ def test_run_beam_direct_prints_the_summary(tmp_path):
 def test_usage_errors_exit_1_with_a_reason(args, needle):
     result = knflow(*args)
     assert result.returncode == 1 and needle in result.stderr, result.stderr
+
+
+def test_beam_main_takes_beam_pipeline_options():
+    """The Beam entry point: KnflowOptions parsed the Beam way, Beam flags pass through."""
+    consumer = ConsumerServer(accept(202)).start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.beam_main", "--manifest", str(EXAMPLE), "--events-file",
+             str(EXAMPLE / "events.jsonl"),
+             *[arg for name in ("moderation", "leaderboard", "analytics", "presence", "vip", "notify", "dead-letters")
+               for arg in ("--ref-url", f"{name}={consumer.url}{name}")],
+             "--runner", "DirectRunner", "--direct_num_workers", "1", "--concurrency", "8"],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+    finally:
+        consumer.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("streaming/analytics"))
+    assert row.split()[1:3] == ["300", "300"]
