@@ -54,9 +54,12 @@ class AllFilter(Filter):
                 result = r
         return result
 
+    #: how children's results combine (``any`` uses ``or_``)
+    combine = staticmethod(FilterResult.and_)
+
     def explain(self, event: EventView) -> Explanation:
         parts = tuple(child.explain(event) for child in self._children)
         result = FilterResult.NO_FILTER
         for part in parts:
-            result = result.and_(part.result)
+            result = self.combine(result, part.result)
         return Explanation(f"{self.dialect} ({len(parts)} filters)", result, "", parts)

@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from filters.all import AllFilter
-from filters.base import EventView, Explanation, FilterResult
+from filters.base import EventView, FilterResult
 
 
 class AnyFilter(AllFilter):
     dialect = "any"
+    combine = staticmethod(FilterResult.or_)
 
     def requirements(self) -> list[tuple[str, str, Any]]:
         """``any`` of exact matches on one attribute requires that attribute to be ``in`` them.
@@ -62,10 +63,3 @@ class AnyFilter(AllFilter):
             if r is FilterResult.FAIL:
                 result = r
         return result
-
-    def explain(self, event: EventView) -> Explanation:
-        parts = tuple(child.explain(event) for child in self._children)
-        result = FilterResult.NO_FILTER
-        for part in parts:
-            result = result.or_(part.result)
-        return Explanation(f"{self.dialect} ({len(parts)} filters)", result, "", parts)

@@ -150,25 +150,6 @@ class CelFilter(Filter):
     def filter(self, event: EventView) -> FilterResult:
         return self._result(event)[0]
 
-    def fast(self):
-        evaluate = self._evaluate
-        if evaluate is None:
-            return self.filter
-        PASS, FAIL = FilterResult.PASS, FilterResult.FAIL
-        slow = self._result
-
-        def cel(event: EventView) -> FilterResult:
-            try:
-                value = evaluate(event)
-            except Exception:  # errors are FAIL and counted: let the full path record them
-                return slow(event)[0]
-            if value is True:
-                return PASS
-            if value is False:
-                return FAIL
-            return slow(event)[0]  # celpy BoolType or a non-bool: the full path decides and counts
-        return cel
-
     def explain(self, event: EventView) -> Explanation:
         result, detail = self._result(event)
         return Explanation(self.describe(), result, f"{detail}; engine={self.engine}")

@@ -78,7 +78,7 @@ def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def flink_options(args: Any, plan: Any = None) -> "FlinkJobOptions":
+def flink_options(args: Any, plan: Any = None) -> Any:
     """The Flink job's options from parsed CLI arguments."""
     from pipelines.flink_job import FlinkJobOptions
 

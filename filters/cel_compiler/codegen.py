@@ -39,7 +39,6 @@ from filters.cel_compiler.ir import (
     Not,
     Or,
     Unsupported,
-    Var,
 )
 
 RETURN = "<return>"

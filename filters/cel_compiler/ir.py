@@ -11,7 +11,7 @@ from typing import Any
 import lark
 from celpy import celtypes
 from celpy.evaluation import Activation as CelpyActivation
-from celpy.evaluation import CELEvalError, Evaluator, base_functions
+from celpy.evaluation import CELEvalError, Evaluator
 
 from filters.cel_compiler import runtime as rt
 

@@ -58,7 +58,6 @@ from celpy.celtypes import (
     MapType,
     StringType,
     TimestampType,
-    UintType,
 )
 from celpy.evaluation import CELEvalError, base_functions
 

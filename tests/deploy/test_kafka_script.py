@@ -24,20 +24,11 @@ pytestmark = [
 
 
 def _free_port_pair():
-    """Two free loopback ports (client, controller), neither of them 9092."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port in (9092, 9093) or port > 65000:
-            continue
-        with socket.socket() as s1:
-            try:
-                s1.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port, port + 1
-    raise RuntimeError("no free port pair on 127.0.0.1")
+    """Two free loopback ports (client, controller)."""
+    from tests.conftest import free_port_pair
+
+    port = free_port_pair()
+    return port, port + 1
 
 
 def _port_open(port):

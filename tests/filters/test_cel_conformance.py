@@ -9,7 +9,6 @@ that need protobuf messages, the type checker or extension libraries are skipped
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict

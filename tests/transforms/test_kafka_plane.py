@@ -96,8 +96,6 @@ def test_outbox_dead_letters_to_sink_task_or_job_topic():
 
 
 def test_outbox_writes_dead_letters_to_a_kafka_sink_topic():
-    from dataclasses import replace
-
     from eventing.plan import Destination, Ref
 
     sink = Destination(ref=Ref("KafkaSink", "dlq", "ns"), kafka_topic="live-dlq")
