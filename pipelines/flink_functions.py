@@ -48,7 +48,11 @@ class IntakeFunction(FlatMapFunction):
         self.records_in.inc()
         headers = {k: bytes(v) for k, v in (row["headers"] or {}).items() if v is not None}
         origin = f"{row['topic']}/{row['partition']}@{row['offset']}"
-        yield from self.intake.ingest(row["topic"], _bytes(row["key"]), headers, _bytes(row["value"]), origin, time.time())
+        try:
+            yield from self.intake.ingest(row["topic"], _bytes(row["key"]), headers, _bytes(row["value"]), origin, time.time())
+        except Exception as exc:  # a bug must not stop the job or lose the record: dead-letter it
+            log.exception("intake failed for %s", origin)
+            yield internal_error(self.topics, f"intake failed: {type(exc).__name__}: {exc}", origin, _bytes(row["value"]))
 
 
 class RetryRecordFunction(FlatMapFunction):
@@ -156,12 +160,16 @@ class DeliverFunction(AsyncFunction):
         return self.engine
 
     async def async_invoke(self, item: WorkItem):
-        engine = await self._engine()
-        task = DeliveryTask.from_bytes(item.task)
-        self.attempts.inc()
-        async with self.limits[task.trigger]:
-            outcome = await engine.attempt(task)
-        return self.outbox.records(item, outcome)
+        try:
+            engine = await self._engine()
+            task = DeliveryTask.from_bytes(item.task)
+            self.attempts.inc()
+            async with self.limits[task.trigger]:
+                outcome = await engine.attempt(task)
+            return self.outbox.records(item, outcome)
+        except Exception as exc:  # never fail the job over one task: dead-letter it with the reason
+            log.exception("delivery failed unexpectedly for %s", item.key)
+            return [internal_error(self.topics, f"delivery failed: {type(exc).__name__}: {exc}", item.key, item.task)]
 
     def timeout(self, item: WorkItem):
         """The attempt overran the operator's timeout: a retryable failure, never a crash."""
@@ -180,6 +188,12 @@ class ToSinkRow(MapFunction):
         return Row(topic=record.topic, key=record.key, value=record.value, headers=dict(record.headers))
 
 
+def internal_error(topics: Topics, reason: str, origin: str, raw: bytes | None) -> OutRecord:
+    """A record the job could not process (a bug, not bad input) for the dead-letter topic."""
+    record = DeadLetter(reason=reason, origin=origin, raw=raw_text(raw))
+    return OutRecord(topics.dead_letters, None, record.to_json().encode(), {"knflow_kind": b"internal_error"})
+
+
 def is_work(value: Any) -> bool:
     return isinstance(value, WorkItem)
 
@@ -191,6 +205,3 @@ def is_scheduled(value: Any) -> bool:
 def is_out(value: Any) -> bool:
     return isinstance(value, OutRecord)
 
-
-def flatten_outs(records: list) -> list:
-    return records
