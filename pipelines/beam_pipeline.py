@@ -20,6 +20,7 @@ from transforms.codec import CodecError, decode_kafka
 from transforms.dispatcher import InProcessDispatcher
 from transforms.records import DeadLetter, RawRecord, raw_text
 from transforms.router import Router
+from transforms.sender import DEFAULT_SENDER
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class BrokerDataflow(beam.PTransform):
     """One broker's dataflow over a PCollection of ``RawRecord``s."""
 
     def __init__(self, broker: BrokerPlan, *, ref_urls: dict[str, str] | None = None, concurrency: int = 64,
-                 delivery_timeout: float = 30.0, http_client: str = "aiohttp") -> None:
+                 delivery_timeout: float = 30.0, http_client: str = DEFAULT_SENDER) -> None:
         super().__init__(label=f"Broker[{broker.key}]")
         self.broker = broker
         self.ref_urls = dict(ref_urls or {})

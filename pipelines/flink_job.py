@@ -23,6 +23,7 @@ from typing import Any
 
 from eventing.plan import Plan
 from transforms.kafka_plane import Topics
+from transforms.sender import DEFAULT_SENDER
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class FlinkJobOptions:
     concurrency: int = 64
     async_capacity: int = 1000
     delivery_timeout: float = 30.0
-    http_client: str = "aiohttp"
+    http_client: str = DEFAULT_SENDER
     ref_urls: dict[str, str] = field(default_factory=dict)
     start_from: str = "group"  # group (committed offsets, else earliest) | earliest | latest
     outcomes: bool = True

@@ -10,12 +10,14 @@ from typing import Any, Mapping, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.sender import DEFAULT_SENDER
+
 RUNNERS = ("flink", "beam-direct")
 DEFAULTS: dict[str, Any] = {
     "runner": "flink",
     "concurrency": 64,
     "delivery_timeout": 30.0,
-    "http_client": "aiohttp",
+    "http_client": DEFAULT_SENDER,
 }
 
 
@@ -37,8 +39,10 @@ def add_job_arguments(parser: Any, runner_flag: str = "--runner", include_flink:
                         help="resolve a subscriber/dead-letter ref (name or namespace/name) to URL; repeatable")
     parser.add_argument("--delivery-timeout", type=float, default=DEFAULTS["delivery_timeout"],
                         help="seconds per delivery attempt when spec.delivery.timeout is not set (default: %(default)s)")
-    parser.add_argument("--http-client", default=DEFAULTS["http_client"],
-                        help="HTTP client implementation for deliveries (default: %(default)s)")
+    from transforms.sender import sender_names
+
+    parser.add_argument("--http-client", default=DEFAULTS["http_client"], choices=sender_names(),
+                        help="HTTP client for deliveries (default: %(default)s)")
     if include_flink:
         _add_flink_arguments(parser)
     parser.add_argument("--dead-letter-file", default=None,

@@ -12,6 +12,7 @@ from eventing.plan import BrokerPlan, Plan
 from filters.errors import KnflowError
 from pipelines.options import parse_ref_urls
 from transforms.records import RawRecord
+from transforms.sender import DEFAULT_SENDER
 
 SUMMARY_COLUMNS = ("matched", "delivered", "retried", "dead_lettered", "replies")
 
@@ -83,7 +84,7 @@ def run_job(args: argparse.Namespace) -> int:
 
 
 def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], *, ref_urls: Mapping[str, str] | None = None,
-                    concurrency: int = 64, delivery_timeout: float = 30.0, http_client: str = "aiohttp",
+                    concurrency: int = 64, delivery_timeout: float = 30.0, http_client: str = DEFAULT_SENDER,
                     dead_letter_file: str | None = None, pipeline_options: Any = None) -> dict[str, Any]:
     """Run one broker over ``records`` on Beam (the DirectRunner unless ``pipeline_options``
     say otherwise); return the counters."""
