@@ -46,21 +46,19 @@ fields the class reads (``_attributes``, ``_data``) after our own, single valida
 
 Speed (the codec runs once per record and once per (event, trigger) delivery): each public
 function first tries a fast path for the common case (``bytes`` payloads, ``str``/``int``/
-``bool``/UTC ``datetime`` attributes, UTF-8 JSON or text data, nothing to percent-encode or
-unquote). The fast path gives up (returns ``None``) on anything else, including every
-error, and the general path, which defines the behaviour and every error message, runs
-from the start; so both paths always agree. Three bounded caches keep repeated work out:
+``bool``/``datetime`` attributes, UTF-8 JSON or text data, no quoted header values). The
+fast path gives up (returns ``None``) on anything else, including every error, and the
+general path, which defines the behaviour and every error message, runs from the start; so
+both paths always agree. Small bounded caches (emptied when full) keep repeated work out:
+extension names already validated, header names, the minutes of recent ``time`` values
+(the pattern check is then skipped), and the RFC 3339 text of a decoded ``time`` (by object
+identity) when the text it came with is already our output form: ``isoformat`` is costly.
 
-- extension names already validated, and the ``ce-``/``ce_`` header name of each attribute;
-- the RFC 3339 text of a ``time`` value (by object identity): a decoded time keeps the text
-  it came with when that text is already in our output form, so re-encoding it is free;
-- ``encode_http`` results (by object identity, per content mode) of the last few hundred
-  events, because one event is delivered to many triggers. A hit requires the same event
-  object with the same attributes dict holding the same value objects (an attribute set or
-  removed in place, even to an equal value, is a miss) and the same data object. Events
-  are immutable in knflow (a changed event is a new event, see ``delivery._with_attributes``);
-  the one thing the memo cannot see is data changed *in place* (``event.get_data()["k"] = v``),
-  so the body of JSON-container data (dict, list) is not memoized, only re-encoded.
+There is no memo of encoded events. The Flink job serializes each (trigger, event) task on
+its own, so ``encode_http`` never sees the same event object twice there (nor in
+``bench/delivery.py``); and a memo that cannot go stale (the attribute values checked one
+by one, JSON data encoded again as it may change in place) costs about a quarter of an
+encode on every miss, more than it saves for an event delivered to two triggers in process.
 """
 from __future__ import annotations
 
@@ -73,7 +71,6 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from json.encoder import c_make_encoder as _c_make_encoder
 from json.encoder import encode_basestring as _encode_basestring
-from operator import is_
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -151,12 +148,6 @@ _CACHE_MAX = 1024
 _time_texts: dict[int, tuple[datetime, str]] = {}
 
 
-def _remember_time(value: datetime, text: str) -> None:
-    if len(_time_texts) >= _CACHE_MAX:
-        _time_texts.clear()
-    _time_texts[id(value)] = (value, text)
-
-
 def _utc_text(value: datetime) -> str | None:
     """``_format_time(value)`` for a cached or UTC ``datetime``; None for anything else."""
     entry = _time_texts.get(id(value))
@@ -164,13 +155,31 @@ def _utc_text(value: datetime) -> str | None:
         return entry[1]
     text = value.isoformat()
     if text.endswith("+00:00"):
-        text = text[:-6] + "Z"
-        _remember_time(value, text)
-        return text
+        return text[:-6] + "Z"
     return None
 
 
+# "2026-11-28T20:00:": minutes of times the full path below accepted in the form
+# _format_time writes. Another time of such a minute in that form needs no pattern match:
+# fromisoformat reads its seconds and fraction as ASCII digits or fails (a stream's times
+# share their minute).
+_minutes: set[str] = set()
+
+
 def _parse_time(value: Any, where: str) -> datetime:
+    if type(value) is str:
+        size = len(value)
+        if (size == 27 and value[19] == "." or size == 20) and value[-1] == "Z" and value[:17] in _minutes:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                pass  # the full path says why
+            else:
+                if size == 20 or parsed.microsecond:
+                    if len(_time_texts) >= _CACHE_MAX:
+                        _time_texts.clear()
+                    _time_texts[id(parsed)] = (parsed, value)
+                return parsed
     if isinstance(value, str):
         if _RFC3339(value):
             try:
@@ -179,14 +188,20 @@ def _parse_time(value: Any, where: str) -> datetime:
             except ValueError as exc:  # e.g. month 13, second 60
                 raise CodecError(f"invalid RFC 3339 timestamp {value!r}: {exc}", where) from None
             # Already in the form _format_time writes (``T``, ``Z``, no or 6 fraction digits,
-            # not all zero)? Then that is its text: remember it for encoding.
+            # not all zero)? Then that is its text: remember it for encoding, and its minute.
             size = len(value)
             if (
-                (size == 20 or (size == 27 and parsed.microsecond))
-                and value[-1] == "Z" and value[10] == "T" and value[11:13] != "24"
-                and parsed.tzinfo is _UTC
+                (size == 27 and value[19] == "." or size == 20)
+                and value[-1] == "Z" and value[10] == "T" and value[11:13] != "24"  # 24:00 is the next day
+                and parsed.tzinfo is _UTC and type(value) is str and value.isascii()
             ):
-                _remember_time(parsed, value)
+                if size == 20 or parsed.microsecond:
+                    if len(_time_texts) >= _CACHE_MAX:
+                        _time_texts.clear()
+                    _time_texts[id(parsed)] = (parsed, value)
+                if len(_minutes) >= _CACHE_MAX:
+                    _minutes.clear()
+                _minutes.add(value[:17])
             return parsed
         raise CodecError(f"invalid RFC 3339 timestamp {value!r}", where)
     if isinstance(value, datetime) and value.utcoffset() is not None:
@@ -286,6 +301,7 @@ def _attributes_of(event: CloudEvent) -> dict[str, Any]:
 
 _OTHER, _TEXT, _JSON, _CE_JSON, _CE_BATCH, _CE_OTHER = range(6)
 _JSON_KINDS = (_JSON, _CE_JSON, _CE_BATCH)
+_UTF8_JSON = (_JSON, "utf-8")  # what _media says of application/json
 
 
 @lru_cache(maxsize=512)
@@ -695,6 +711,8 @@ def _binary_event(
 _needs_percent = re.compile(r'[^\x21\x23\x24\x26-\x7e]').search
 # Everything printable in ASCII except space, '"' and '%' (quote() keeps A-Za-z0-9_.-~).
 _PERCENT_SAFE = "!#$&'()*+,/:;<=>?@[\\]^`{|}"
+# The characters _needs_percent accepts, as bytes.
+_PERCENT_SAFE_BYTES = bytes(c for c in range(0x21, 0x7F) if c not in b'"%')
 
 
 def _percent_encode(value: str, name: str) -> str:
@@ -771,7 +789,23 @@ def _fast_binary_event(attributes: dict[str, Any], content_type: str | None, bod
         attributes["datacontenttype"] = content_type
     else:
         content_type = attributes.get("datacontenttype")
-    return _new_event(attributes, _decode_data(body, content_type, "data"))
+    data: Any = None
+    if body:
+        if content_type is None:
+            data = body
+        else:
+            kind, charset = _media(content_type)
+            if kind == _JSON and charset == "utf-8":  # _decode_data's most common case, inline
+                text = body.decode("utf-8")
+                data, end = _json_scan(text, 0)
+                if end != len(text):
+                    return None
+            else:
+                data = _decode_data(body, content_type, "data")
+    event = CloudEvent.__new__(CloudEvent)  # as _new_event
+    event._attributes = attributes
+    event._data = data
+    return event
 
 
 # "ce-id" -> "id" ...: header names as received, lower-cased and without the prefix.
@@ -901,20 +935,26 @@ def _http_header_name(name: str) -> str:
     return header
 
 
-def _encode_http_binary_fast(event: CloudEvent, attributes: dict[str, Any]) -> tuple[dict[str, str], bytes] | None:
+def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] | None:
     """encode_http binary for the common case (module docstring); None: use the general path."""
+    attributes = event.get_attributes()
+    if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
+        return None
     headers: dict[str, str] = {}
     names = _http_header_names
+    times = _time_texts
     for name, value in attributes.items():
-        if name == "datacontenttype":
-            continue
         kind = type(value)
         if kind is str:
             pass
         elif value is None:
             continue
         elif kind is datetime:
-            value = _utc_text(value) or _format_time(value, f"attribute {name!r}")
+            entry = times.get(id(value))
+            if entry is not None and entry[0] is value:
+                value = entry[1]
+            else:
+                value = _utc_text(value) or _format_time(value, f"attribute {name!r}")
         elif kind is int:
             if not _INT32_MIN <= value <= _INT32_MAX:
                 return None
@@ -924,78 +964,52 @@ def _encode_http_binary_fast(event: CloudEvent, attributes: dict[str, Any]) -> t
         else:
             return None
         headers[names.get(name) or _http_header_name(name)] = value
-    if _needs_percent("".join(headers.values())):  # one scan for all; usually nothing to do
+    headers.pop("ce-datacontenttype", None)  # the Content-Type header carries it
+    # One check for all values, usually nothing to encode: only safe ASCII is left after
+    # deleting the safe bytes (a non-ASCII character fails the ascii encoding).
+    try:
+        clean = not "".join(headers.values()).encode("ascii").translate(None, _PERCENT_SAFE_BYTES)
+    except UnicodeEncodeError:
+        clean = False
+    if not clean:
         for header, value in headers.items():
             if _needs_percent(value):
                 headers[header] = quote(value, safe=_PERCENT_SAFE, encoding="utf-8", errors="strict")
-    encoded = _encode_data_fast(event.get_data(), attributes.get("datacontenttype"))
-    if encoded is None:
-        return None
-    body, content_type = encoded
+    content_type = attributes.get("datacontenttype")
+    data = event.get_data()
+    if data is None:
+        body = b""
+    elif type(data) is bytes:
+        body = data
+    else:
+        if content_type is None:
+            content_type = "application/json"
+        elif type(content_type) is not str:
+            return None
+        if _media(content_type) == _UTF8_JSON:  # _encode_data's most common case, inline
+            body = "".join(_c_encode(data, 0)).encode("utf-8")
+        else:
+            encoded = _encode_data_fast(data, content_type)
+            if encoded is None:
+                return None
+            body = encoded[0]
     if content_type is not None:
-        if not (content_type.isascii() and content_type.isprintable()):
+        if type(content_type) is not str or not (content_type.isascii() and content_type.isprintable()):
             return None
         headers["Content-Type"] = content_type
-    return headers, body or b""
-
-
-# encode_http results by id(event), one memo per content mode: (event, its attributes dict,
-# their names, their values, its data, headers, body or None when the data is a JSON
-# container and is encoded again on each hit). See the module docstring.
-_http_memos: dict[str, dict[int, tuple[Any, ...]]] = {"binary": {}, "structured": {}}
-_MEMO_MAX = 512
-_IMMUTABLE_DATA = frozenset((type(None), bytes, str, int, float, bool))
+    return headers, body
 
 
 def encode_http(event: CloudEvent, mode: str = "binary") -> tuple[dict[str, str], bytes]:
     """Event -> (HTTP headers, body) in ``binary`` or ``structured`` content mode."""
-    memo = _http_memos.get(mode) if type(mode) is str else None
-    if memo is None:
-        if mode == "structured" or mode == "binary":  # a str subclass: no memo
-            return _encode_http(event, mode)
-        raise CodecError(f"unknown content mode {mode!r} (expected 'binary' or 'structured')")
-    entry = memo.get(id(event))
-    if entry is not None and entry[0] is event:
-        attributes = entry[1]
-        if (
-            event.get_attributes() is attributes
-            and event.get_data() is entry[4]
-            and tuple(attributes) == entry[2]
-            and all(map(is_, attributes.values(), entry[3]))
-        ):
-            body = entry[6]
-            if body is not None:
-                return dict(entry[5]), body
-            try:  # JSON container data: encode it again (it may have changed in place)
-                encoded = _encode_data_fast(entry[4], attributes.get("datacontenttype"))
-            except Exception:  # the paths below raise the right error
-                encoded = None
-            if encoded is not None:
-                return dict(entry[5]), encoded[0] or b""
-    try:
-        attributes = _fast_attributes(event)
-        if attributes is None:
+    if mode == "binary":
+        try:
+            result = _encode_http_binary_fast(event)
+        except Exception:  # the general path below raises the right error
             result = None
-        elif mode == "binary":
-            result = _encode_http_binary_fast(event, attributes)
-        else:
-            result = {"Content-Type": CE_JSON_CONTENT_TYPE}, _encode_structured_fast(event)
-            if result[1] is None:
-                result = None
-    except Exception:  # the general path below raises the right error
-        result = None
-    if result is None:
-        return _encode_http(event, mode)
-    headers, body = result
-    data = event.get_data()
-    if type(data) not in _IMMUTABLE_DATA:
-        if mode != "binary":
-            return result  # the whole document would have to be encoded again: no memo
-        body = None
-    if len(memo) >= _MEMO_MAX:
-        memo.clear()
-    memo[id(event)] = (event, attributes, tuple(attributes), tuple(attributes.values()), data, dict(headers), body)
-    return result
+        if result is not None:
+            return result
+    return _encode_http(event, mode)
 
 
 def _encode_http(event: CloudEvent, mode: str) -> tuple[dict[str, str], bytes]:
@@ -1034,6 +1048,10 @@ def _kafka_text(value: Any, key: str) -> str:
     raise CodecError(f"value must be bytes, got {type(value).__name__}", f"header {key!r}")
 
 
+# "ce_id" -> "id" ...
+_kafka_attribute_names: dict[str, str] = {}
+
+
 def _decode_kafka_fast(headers: Any, value: Any) -> CloudEvent | None:
     """decode_kafka for the common case (module docstring); None: use the general path."""
     kind = type(headers)
@@ -1046,13 +1064,19 @@ def _decode_kafka_fast(headers: Any, value: Any) -> CloudEvent | None:
     attributes: dict[str, Any] = {}
     content_type = None
     content_type_seen = False
+    names = _kafka_attribute_names
     for key, header_value in items:
         if type(key) is not str:
             return None
-        if key.startswith("ce_"):
+        name = names.get(key)
+        if name is None and key.startswith("ce_"):
+            name = key[3:]
+            if len(names) >= _CACHE_MAX:
+                names.clear()
+            names[key] = name
+        if name is not None:
             if type(header_value) is not bytes:
                 return None
-            name = key[3:]
             if name in attributes:
                 return None
             text = header_value.decode("utf-8")
@@ -1160,38 +1184,59 @@ def _kafka_header_name(name: str) -> str:
 
 def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None] | None:
     """encode_kafka binary for the common case (module docstring); None: use the general path."""
-    attributes = _fast_attributes(event)
-    if attributes is None:
+    attributes = event.get_attributes()
+    if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
         return None
     headers: list[tuple[str, bytes]] = []
-    key = None
     names = _kafka_header_names
+    times = _time_texts
     for name, value in attributes.items():
-        if name == "datacontenttype":
-            continue
         kind = type(value)
         if kind is str:
-            text = value
-        elif value is None:
+            if name == "datacontenttype":
+                continue
+        elif value is None or name == "datacontenttype":
             continue
         elif kind is datetime:
-            text = _utc_text(value) or _format_time(value, f"attribute {name!r}")
+            entry = times.get(id(value))
+            if entry is not None and entry[0] is value:
+                value = entry[1]
+            else:
+                value = _utc_text(value) or _format_time(value, f"attribute {name!r}")
         elif kind is int:
             if not _INT32_MIN <= value <= _INT32_MAX:
                 return None
-            text = str(value)
+            value = str(value)
         elif kind is bool:
-            text = "true" if value else "false"
+            value = "true" if value else "false"
         else:
             return None
-        raw = text.encode("utf-8")
-        if name == "partitionkey":
-            key = raw
-        headers.append((names.get(name) or _kafka_header_name(name), raw))
-    encoded = _encode_data_fast(event.get_data(), attributes.get("datacontenttype"))
-    if encoded is None:
-        return None
-    value, content_type = encoded
+        headers.append((names.get(name) or _kafka_header_name(name), value.encode("utf-8")))
+    partition_key = attributes.get("partitionkey")
+    if partition_key is None:
+        key = None
+    elif type(partition_key) is str:
+        key = partition_key.encode("utf-8")
+    else:
+        key = _canonical("partitionkey", partition_key).encode("utf-8")
+    content_type = attributes.get("datacontenttype")
+    data = event.get_data()
+    if data is None:
+        value = None
+    elif type(data) is bytes:
+        value = data
+    else:
+        if content_type is None:
+            content_type = "application/json"
+        elif type(content_type) is not str:
+            return None
+        if _media(content_type) == _UTF8_JSON:  # _encode_data's most common case, inline
+            value = "".join(_c_encode(data, 0)).encode("utf-8")
+        else:
+            encoded = _encode_data_fast(data, content_type)
+            if encoded is None:
+                return None
+            value = encoded[0]
     if content_type is not None:
         headers.append(("content-type", content_type.encode("utf-8")))
     return key, headers, value
