@@ -24,33 +24,39 @@ class AllFilter(Filter):
         # FAIL if any child fails: every child's requirements hold when we do not fail.
         return [req for child in self._children for req in child.requirements()]
 
+    #: ``all`` stops at the first FAIL and otherwise PASSes if any child PASSed;
+    #: ``any`` swaps the two (stops at PASS, else FAILs if any child FAILed).
+    short_circuit = FilterResult.FAIL
+    sticky = FilterResult.PASS
+
     def fast(self):
-        # all(x) gives exactly x's result (NO_FILTER, PASS or FAIL): no wrapper needed.
+        # all(x) and any(x) give exactly x's result (NO_FILTER, PASS or FAIL): no wrapper.
         if len(self._children) == 1:
             return self._children[0].fast()
         if not self._children:
             return self.filter
         children = tuple(child.fast() for child in self._children)
-        PASS, FAIL, NO_FILTER = FilterResult.PASS, FilterResult.FAIL, FilterResult.NO_FILTER
+        short, sticky, NO_FILTER = self.short_circuit, self.sticky, FilterResult.NO_FILTER
 
-        def all_of(event: EventView) -> FilterResult:
+        def fold(event: EventView) -> FilterResult:
             result = NO_FILTER
             for child in children:
                 r = child(event)
-                if r is FAIL:
+                if r is short:
                     return r
-                if r is PASS:
+                if r is sticky:
                     result = r
             return result
-        return all_of
+        return fold
 
     def filter(self, event: EventView) -> FilterResult:
         result = FilterResult.NO_FILTER
+        short, sticky = self.short_circuit, self.sticky
         for child in self._children:
             r = child.filter(event)
-            if r is FilterResult.FAIL:
+            if r is short:
                 return r
-            if r is FilterResult.PASS:
+            if r is sticky:
                 result = r
         return result
 
