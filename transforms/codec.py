@@ -935,16 +935,18 @@ def _http_header_name(name: str) -> str:
     return header
 
 
-def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] | None:
-    """encode_http binary for the common case (module docstring); None: use the general path."""
-    attributes = event.get_attributes()
-    if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
-        return None
-    headers: dict[str, str] = {}
-    names = _http_header_names
+def _fast_texts(attributes: dict) -> list[tuple[str, str]] | None:
+    """(name, canonical text) of every set attribute but ``datacontenttype`` (which travels
+    as the content type), shared by both binary-mode fast paths; None: not the common
+    case, use the general path."""
     times = _time_texts
+    out = []
     for name, value in attributes.items():
         kind = type(value)
+        if name == "datacontenttype":
+            if kind is str or value is None:
+                continue
+            return None
         if kind is str:
             pass
         elif value is None:
@@ -963,8 +965,20 @@ def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] 
             value = "true" if value else "false"
         else:
             return None
-        headers[names.get(name) or _http_header_name(name)] = value
-    headers.pop("ce-datacontenttype", None)  # the Content-Type header carries it
+        out.append((name, value))
+    return out
+
+
+def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] | None:
+    """encode_http binary for the common case (module docstring); None: use the general path."""
+    attributes = event.get_attributes()
+    if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
+        return None
+    texts = _fast_texts(attributes)
+    if texts is None:
+        return None
+    names = _http_header_names
+    headers: dict[str, str] = {names.get(name) or _http_header_name(name): text for name, text in texts}
     # One check for all values, usually nothing to encode: only safe ASCII is left after
     # deleting the safe bytes (a non-ASCII character fails the ascii encoding).
     try:
@@ -1187,31 +1201,11 @@ def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tup
     attributes = event.get_attributes()
     if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
         return None
-    headers: list[tuple[str, bytes]] = []
+    texts = _fast_texts(attributes)
+    if texts is None:
+        return None
     names = _kafka_header_names
-    times = _time_texts
-    for name, value in attributes.items():
-        kind = type(value)
-        if kind is str:
-            if name == "datacontenttype":
-                continue
-        elif value is None or name == "datacontenttype":
-            continue
-        elif kind is datetime:
-            entry = times.get(id(value))
-            if entry is not None and entry[0] is value:
-                value = entry[1]
-            else:
-                value = _utc_text(value) or _format_time(value, f"attribute {name!r}")
-        elif kind is int:
-            if not _INT32_MIN <= value <= _INT32_MAX:
-                return None
-            value = str(value)
-        elif kind is bool:
-            value = "true" if value else "false"
-        else:
-            return None
-        headers.append((names.get(name) or _kafka_header_name(name), value.encode("utf-8")))
+    headers = [(names.get(name) or _kafka_header_name(name), text.encode("utf-8")) for name, text in texts]
     partition_key = attributes.get("partitionkey")
     if partition_key is None:
         key = None

@@ -177,7 +177,9 @@ class DeliveryTask:
     def __hash__(self) -> int:
         return hash((self.trigger, self.attempt, self.target, self.event.get_attributes().get("id")))
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, event_doc: dict[str, Any] | None = None) -> bytes:
+        """``event_doc``: ``event_to_dict(self.event)`` when the caller has it already (one
+        event routed to many triggers is converted once)."""
         doc: dict[str, Any] = {
             "v": 1,
             "trigger": self.trigger,
@@ -185,7 +187,7 @@ class DeliveryTask:
             "attempt": self.attempt,
             "first": self.first_attempt_at,
             "due": self.due_at,
-            "event": event_to_dict(self.event),
+            "event": event_to_dict(self.event) if event_doc is None else event_doc,
         }
         if self.error is not None:
             e = self.error

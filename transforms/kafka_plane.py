@@ -79,8 +79,9 @@ class Intake:
         matches = router.route(event)
         out: list[WorkItem | Scheduled | OutRecord] = []
         event_id = event.get_id()
+        event_doc = event_to_dict(event) if matches else None  # once, not once per trigger
         for trigger in matches:
-            task = DeliveryTask(trigger.key, event, due_at=now).to_bytes()
+            task = DeliveryTask(trigger.key, event, due_at=now).to_bytes(event_doc)
             if trigger.key in self.ordered:
                 partition_key = event.get_attributes().get("partitionkey")
                 if partition_key is None:

@@ -782,26 +782,26 @@ def _odd_bools(values: tuple) -> None:
             raise Fallback("boolean with a numeric value")
 
 
-def and_rest(*values: Any) -> Any:
-    """``&&`` over values none of which is false and not all true (celpy's left fold)."""
+def _rest(values: tuple, neutral: bool, op: str) -> Any:
+    """``&&`` / ``||`` over values none of which decides the result (celpy's left fold):
+    the single value that is not ``neutral`` is the result; more than one is an error."""
     _odd_bools(values)
-    others = [v for v in values if v is not True]
+    others = [v for v in values if v is not neutral]
     if len(others) == 1:
         if type(others[0]) is CelError:
             raise others[0]
         return others[0]
-    raise CelError("no matching overload for _&&_")
+    raise CelError(f"no matching overload for _{op}_")
+
+
+def and_rest(*values: Any) -> Any:
+    """``&&`` over values none of which is false and not all true."""
+    return _rest(values, True, "&&")
 
 
 def or_rest(*values: Any) -> Any:
     """``||`` over values none of which is true and not all false."""
-    _odd_bools(values)
-    others = [v for v in values if v is not False]
-    if len(others) == 1:
-        if type(others[0]) is CelError:
-            raise others[0]
-        return others[0]
-    raise CelError("no matching overload for _||_")
+    return _rest(values, False, "||")
 
 
 def cond_error(c: Any) -> Any:
