@@ -153,6 +153,8 @@ def _utc_text(value: datetime) -> str | None:
     entry = _time_texts.get(id(value))
     if entry is not None and entry[0] is value:
         return entry[1]
+    if value.tzinfo is timezone.utc:  # what the SDK stamps: half the time of isoformat(), no offset to format
+        return f"{value.date().isoformat()}T{value.time().isoformat()}Z"
     text = value.isoformat()
     if text.endswith("+00:00"):
         return text[:-6] + "Z"
@@ -761,18 +763,30 @@ def _unquote_double_quotes(value: str, header: str) -> str:
     return "".join(out)
 
 
-def is_http_cloudevent(headers: Mapping[str, str]) -> bool:
-    """Cheap check: a ``ce-specversion`` header or a CloudEvents content type."""
+def is_http_cloudevent(headers: Mapping[str, str], *, lower_case_names: bool = False) -> bool:
+    """Cheap check: a ``ce-specversion`` header or a CloudEvents content type.
+
+    ``lower_case_names``: the caller guarantees lower-case header names (a ``Sender``'s
+    ``Response`` does), so two lookups replace the scan of every header."""
+    if lower_case_names:
+        if "ce-specversion" in headers:
+            return True
+        content_type = headers.get("content-type")
+        return content_type is not None and _is_ce_content_type(content_type)
     try:
         for key, value in headers.items():
             lower = key.lower()
             if lower == "ce-specversion":
                 return True
-            if lower == "content-type" and value.lstrip().lower().startswith("application/cloudevents"):
+            if lower == "content-type" and _is_ce_content_type(value):
                 return True
     except (AttributeError, TypeError):
         return False
     return False
+
+
+def _is_ce_content_type(value: str) -> bool:
+    return value.lstrip().lower().startswith("application/cloudevents")
 
 
 # The fast decoders check each attribute as _binary_event does, inline (one call less per
@@ -923,34 +937,39 @@ def _decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     return [_binary_event(decoded, content_type, payload, " (no 'ce-{}' header)")]
 
 
-# attribute name -> its ce- header name
-_http_header_names: dict[str, str] = {}
+class _HeaderNames(dict):
+    """attribute name -> its header name (``prefix`` + name), made on first use; bounded
+    like the other caches (emptied when full)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, name: str) -> str:
+        if len(self) >= _CACHE_MAX:
+            self.clear()
+        header = self[name] = self.prefix + name
+        return header
 
 
-def _http_header_name(name: str) -> str:
-    header = "ce-" + name
-    if len(_http_header_names) >= _CACHE_MAX:
-        _http_header_names.clear()
-    _http_header_names[name] = header
-    return header
+_http_header_names = _HeaderNames("ce-")
 
 
-def _fast_texts(attributes: dict) -> list[tuple[str, str]] | None:
-    """(name, canonical text) of every set attribute but ``datacontenttype`` (which travels
-    as the content type), shared by both binary-mode fast paths; None: not the common
-    case, use the general path."""
+def _fast_headers(attributes: dict, names: _HeaderNames) -> dict[str, str] | None:
+    """header name -> canonical text of every set attribute but ``datacontenttype`` (which
+    travels as the content type), shared by both binary-mode fast paths; None: not the
+    common case, use the general path."""
     times = _time_texts
-    out = []
+    out: dict[str, str] = {}
     for name, value in attributes.items():
         kind = type(value)
-        if name == "datacontenttype":
-            if kind is str or value is None:
-                continue
-            return None
         if kind is str:
-            pass
+            if name == "datacontenttype":
+                continue
         elif value is None:
             continue
+        elif name == "datacontenttype":
+            return None
         elif kind is datetime:
             entry = times.get(id(value))
             if entry is not None and entry[0] is value:
@@ -965,7 +984,7 @@ def _fast_texts(attributes: dict) -> list[tuple[str, str]] | None:
             value = "true" if value else "false"
         else:
             return None
-        out.append((name, value))
+        out[names[name]] = value
     return out
 
 
@@ -974,11 +993,9 @@ def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] 
     attributes = event.get_attributes()
     if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
         return None
-    texts = _fast_texts(attributes)
-    if texts is None:
+    headers = _fast_headers(attributes, _http_header_names)
+    if headers is None:
         return None
-    names = _http_header_names
-    headers: dict[str, str] = {names.get(name) or _http_header_name(name): text for name, text in texts}
     # One check for all values, usually nothing to encode: only safe ASCII is left after
     # deleting the safe bytes (a non-ASCII character fails the ascii encoding).
     try:
@@ -1184,16 +1201,7 @@ def _decode_kafka(headers: Any, value: Any) -> CloudEvent:
     return _binary_event(decoded, content_type, body, " (no 'ce_{}' header)")
 
 
-# attribute name -> its ce_ header name
-_kafka_header_names: dict[str, str] = {}
-
-
-def _kafka_header_name(name: str) -> str:
-    header = "ce_" + name
-    if len(_kafka_header_names) >= _CACHE_MAX:
-        _kafka_header_names.clear()
-    _kafka_header_names[name] = header
-    return header
+_kafka_header_names = _HeaderNames("ce_")
 
 
 def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None] | None:
@@ -1201,11 +1209,10 @@ def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tup
     attributes = event.get_attributes()
     if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
         return None
-    texts = _fast_texts(attributes)
+    texts = _fast_headers(attributes, _kafka_header_names)
     if texts is None:
         return None
-    names = _kafka_header_names
-    headers = [(names.get(name) or _kafka_header_name(name), text.encode("utf-8")) for name, text in texts]
+    headers = [(header, text.encode("utf-8")) for header, text in texts.items()]
     partition_key = attributes.get("partitionkey")
     if partition_key is None:
         key = None

@@ -92,6 +92,7 @@ SUBSCRIBER = "subscriber"
 DEAD_LETTER = "dead_letter"
 TTL_EXTENSION = "knativebrokerttl"
 DEFAULT_TTL = 255
+_TTL_HEADER = "ce-" + TTL_EXTENSION
 ERROR_DEST = "knativeerrordest"
 ERROR_CODE = "knativeerrorcode"
 ERROR_DATA = "knativeerrordata"
@@ -221,9 +222,11 @@ class DeliveryTask:
 # ---------------------------------------------------------------------------------------
 # outcomes
 # ---------------------------------------------------------------------------------------
+# Values, never changed after they are made; slotted but not frozen, because one is made per
+# attempt and a frozen dataclass's __init__ takes three times as long.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivered:
     task: DeliveryTask
     status: int
@@ -233,7 +236,7 @@ class Delivered:
         return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Replied:
     task: DeliveryTask
     status: int
@@ -244,7 +247,7 @@ class Replied:
         return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Retrying:
     """Try ``task`` (the next attempt) again at ``task.due_at``."""
 
@@ -258,7 +261,7 @@ class Retrying:
         return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLettered:
     """The event goes to the dead letter: ``destination`` (via ``next_task``) or, when None,
     the job's own dead-letter output. ``delivered``: the original was delivered and it is
@@ -276,7 +279,7 @@ class DeadLettered:
         return self.next_task is None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLetterStored:
     task: DeliveryTask
     status: int
@@ -513,8 +516,9 @@ class DeliveryEngine:
         """One POST of ``task`` (never waits for ``due_at``), then ``decide``."""
         route = self._routes.get(task.trigger) or self.route(task.trigger)
         event = task.event
+        to_subscriber = task.target == SUBSCRIBER
         strip_ttl = False
-        if task.target == SUBSCRIBER:
+        if to_subscriber:
             url = route.url
             if TTL_EXTENSION in event.get_attributes():
                 if route.mode == "binary":
@@ -531,21 +535,25 @@ class DeliveryEngine:
             # Cannot be put on the wire at all: no retry can help; the job's dead-letter
             # output (which stores it in the Kafka binding) takes it.
             return DeadLettered(task, task.event, None, f"cannot encode event for HTTP: {exc}")
-        if task.target == SUBSCRIBER:
+        if to_subscriber:
             if strip_ttl:
-                headers.pop("ce-" + TTL_EXTENSION, None)
+                headers.pop(_TTL_HEADER, None)
             headers["Prefer"] = "reply"
-        clock = self.clock
-        started = clock()
+        started = self.clock()
         try:
             response: Response = await self.sender.post(url, headers, body, route.timeout)
         except SendError as exc:
-            return decide(task, route.policy, clock(), None, None, b"", exc.message, url=url, started_at=started)
+            return decide(task, route.policy, self.clock(), None, None, b"", exc.message, url=url, started_at=started)
         status = response.status
-        if status == 202 and task.target == SUBSCRIBER:
-            return Delivered(task, status)  # fast path: 202 is never a reply
+        if (
+            to_subscriber
+            and 200 <= status < 300
+            and (status == 202 or not is_http_cloudevent(response.headers, lower_case_names=True))
+        ):
+            return Delivered(task, status)  # decide's answer for a 2xx that is not a reply, without its call
         return decide(
-            task, route.policy, clock(), status, response.headers, response.body, None, url=url, started_at=started
+            task, route.policy, self.clock(), status, response.headers, response.body, None, url=url,
+            started_at=started,
         )
 
     async def attempt_many(self, tasks: Iterable[DeliveryTask], concurrency: int = 64) -> list[Outcome]:

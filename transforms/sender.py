@@ -16,8 +16,8 @@ failure, so it must reach ``decide`` as such.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from filters.errors import KnflowError
 
@@ -31,12 +31,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Response:
-    """An HTTP response: status, headers with lower-case names, and the whole body."""
+class Response(NamedTuple):
+    """An HTTP response: status, headers with lower-case names, and the whole body.
+
+    A named tuple rather than a frozen dataclass: one is made per request, and a tuple is
+    built in a third of the time."""
 
     status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     body: bytes = b""
 
 

@@ -2,12 +2,16 @@
 
 HTTP parsing, connection pooling and timeouts run in Rust on a Tokio runtime thread; Python
 only builds the request and awaits the result, which costs less interpreter time per request
-than aiohttp's pure-asyncio client. Chosen with ``make_sender("pyreqwest")``.
+than aiohttp's pure-asyncio client. Chosen with ``make_sender("pyreqwest")``, which imports
+this module (and so pyreqwest) only then.
 """
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+
+from pyreqwest.client import ClientBuilder
+from pyreqwest.exceptions import PyreqwestError, RequestTimeoutError
 
 from transforms.sender import Response, SendError, _lower_headers
 
@@ -39,7 +43,6 @@ class PyreqwestSender:
     async def open(self) -> None:
         if self._client is not None:
             return
-        from pyreqwest.client import ClientBuilder
 
         builder = (
             ClientBuilder()
@@ -71,8 +74,6 @@ class PyreqwestSender:
         client = self._client
         if client is None:
             raise RuntimeError("PyreqwestSender.post() before open()")
-        from pyreqwest.exceptions import PyreqwestError, RequestTimeoutError
-
         try:
             request = (
                 client.post(url).headers(headers).body_bytes(body).timeout(self._timeout(timeout)).build()
