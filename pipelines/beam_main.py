@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     broker = select_broker(load_plan(knflow.manifests), knflow.broker)
     summary = run_beam_direct(broker, read_events_file(knflow.events_file), ref_urls=parse_ref_urls(knflow.ref_url),
                               concurrency=knflow.concurrency, delivery_timeout=knflow.delivery_timeout,
-                              http_client=knflow.http_client, dead_letter_file=knflow.dead_letter_file,
+                              http_client=knflow.http_client, event_loop=knflow.event_loop,
+                              dead_letter_file=knflow.dead_letter_file,
                               pipeline_options=options)
     print(render_summary(broker, summary))
     return 0

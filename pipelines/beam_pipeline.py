@@ -7,7 +7,6 @@ exceptions.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Iterable, NamedTuple
 
@@ -20,6 +19,7 @@ from transforms.codec import CodecError, decode_kafka
 from transforms.dispatcher import InProcessDispatcher
 from transforms.records import DeadLetter, RawRecord, raw_text
 from transforms.router import Router
+from pipelines.event_loop import DEFAULT_EVENT_LOOP, new_event_loop
 from transforms.sender import DEFAULT_SENDER
 
 log = logging.getLogger(__name__)
@@ -78,19 +78,21 @@ class _Deliver(beam.DoFn):
     """
 
     def __init__(self, broker: BrokerPlan, ref_urls: dict[str, str], concurrency: int,
-                 delivery_timeout: float, http_client: str, max_buffer: int = 1024) -> None:
+                 delivery_timeout: float, http_client: str, event_loop: str = DEFAULT_EVENT_LOOP,
+                 max_buffer: int = 1024) -> None:
         self.broker = broker
         self.ref_urls = ref_urls
         self.concurrency = concurrency
         self.delivery_timeout = delivery_timeout
         self.http_client = http_client
+        self.event_loop = event_loop
         self.max_buffer = max_buffer
 
     def setup(self) -> None:
         from transforms.delivery import DeliveryEngine
         from transforms.sender import make_sender
 
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop(self.event_loop)
         self.triggers = {t.key: t for t in self.broker.triggers}
         self.engine = DeliveryEngine(self.triggers, make_sender(self.http_client, limit=max(100, self.concurrency * 4)),
                                      ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
@@ -142,19 +144,21 @@ class BrokerDataflow(beam.PTransform):
     """One broker's dataflow over a PCollection of ``RawRecord``s."""
 
     def __init__(self, broker: BrokerPlan, *, ref_urls: dict[str, str] | None = None, concurrency: int = 64,
-                 delivery_timeout: float = 30.0, http_client: str = DEFAULT_SENDER) -> None:
+                 delivery_timeout: float = 30.0, http_client: str = DEFAULT_SENDER,
+                 event_loop: str = DEFAULT_EVENT_LOOP) -> None:
         super().__init__(label=f"Broker[{broker.key}]")
         self.broker = broker
         self.ref_urls = dict(ref_urls or {})
         self.concurrency = concurrency
         self.delivery_timeout = delivery_timeout
         self.http_client = http_client
+        self.event_loop = event_loop
 
     def expand(self, records: Any) -> BrokerOutputs:
         decoded = records | "Decode" >> beam.ParDo(_Decode()).with_outputs(DEAD_LETTERS, main="events")
         routed = decoded.events | "Route" >> beam.ParDo(_Route(self.broker))
         delivered = routed | "Deliver" >> beam.ParDo(_Deliver(
-            self.broker, self.ref_urls, self.concurrency, self.delivery_timeout, self.http_client,
+            self.broker, self.ref_urls, self.concurrency, self.delivery_timeout, self.http_client, self.event_loop,
         )).with_outputs(DEAD_LETTERS, REPLIES, main="delivered")
         dead_letters = (decoded[DEAD_LETTERS], delivered[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()
         return BrokerOutputs(delivered.delivered, dead_letters, delivered[REPLIES])

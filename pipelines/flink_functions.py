@@ -20,6 +20,7 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 from pyflink.common.typeinfo import Types
 
 from eventing.plan import Plan
+from pipelines.event_loop import DEFAULT_EVENT_LOOP, install_policy
 from transforms.delivery import DeliveryEngine, DeliveryTask, decide
 from transforms.kafka_plane import Intake, OutRecord, Outbox, Topics, parse_retry_record
 from transforms.records import DeadLetter, raw_text
@@ -132,15 +133,17 @@ class DeliverFunction(AsyncFunction):
     is bounded by a semaphore."""
 
     def __init__(self, plan: Plan, topics: Topics, ref_urls: dict[str, str], concurrency: int,
-                 delivery_timeout: float, http_client: str) -> None:
+                 delivery_timeout: float, http_client: str, event_loop: str = DEFAULT_EVENT_LOOP) -> None:
         self.plan = plan
         self.topics = topics
         self.ref_urls = ref_urls
         self.concurrency = concurrency
         self.delivery_timeout = delivery_timeout
         self.http_client = http_client
+        self.event_loop = event_loop
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        install_policy(self.event_loop)  # the async operator creates its loop after this
         self.triggers = {t.key: t for t in self.plan.triggers()}
         self.outbox = Outbox(self.plan, self.topics)
         self.engine: DeliveryEngine | None = None
@@ -155,6 +158,8 @@ class DeliverFunction(AsyncFunction):
             sender = make_sender(self.http_client, limit=max(100, self.concurrency * 4))
             engine = DeliveryEngine(self.triggers, sender, ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
             await engine.open()
+            loop = type(asyncio.get_running_loop())
+            log.info("deliveries run on %s.%s with %s", loop.__module__, loop.__qualname__, self.http_client)
             self.limits = {key: asyncio.Semaphore(max(1, self.concurrency)) for key in self.triggers}
             self.engine = engine
         return self.engine

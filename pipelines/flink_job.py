@@ -23,6 +23,7 @@ from typing import Any
 
 from eventing.plan import Plan
 from transforms.kafka_plane import Topics
+from pipelines.event_loop import DEFAULT_EVENT_LOOP
 from transforms.sender import DEFAULT_SENDER
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class FlinkJobOptions:
     async_capacity: int = 1000
     delivery_timeout: float = 30.0
     http_client: str = DEFAULT_SENDER
+    event_loop: str = DEFAULT_EVENT_LOOP
     ref_urls: dict[str, str] = field(default_factory=dict)
     start_from: str = "group"  # group (committed offsets, else earliest) | earliest | latest
     outcomes: bool = True
@@ -177,7 +179,8 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     work = intake.filter(is_work).union(due)
     outcomes = AsyncDataStream.unordered_wait(
         work,
-        DeliverFunction(plan, topics, options.ref_urls, options.concurrency, options.delivery_timeout, options.http_client),
+        DeliverFunction(plan, topics, options.ref_urls, options.concurrency, options.delivery_timeout,
+                        options.http_client, options.event_loop),
         Time.milliseconds(int((options.delivery_timeout + 5) * 1000)),
         options.async_capacity,
         output_type=pickled,

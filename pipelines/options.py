@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.event_loop import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 from transforms.sender import DEFAULT_SENDER
 
 RUNNERS = ("flink", "beam-direct")
@@ -18,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "concurrency": 64,
     "delivery_timeout": 30.0,
     "http_client": DEFAULT_SENDER,
+    "event_loop": DEFAULT_EVENT_LOOP,
 }
 
 
@@ -43,6 +45,8 @@ def add_job_arguments(parser: Any, runner_flag: str = "--runner", include_flink:
 
     parser.add_argument("--http-client", default=DEFAULTS["http_client"], choices=sender_names(),
                         help="HTTP client for deliveries (default: %(default)s)")
+    parser.add_argument("--event-loop", default=DEFAULTS["event_loop"], choices=EVENT_LOOPS,
+                        help="asyncio event loop deliveries run on (default: %(default)s)")
     if include_flink:
         _add_flink_arguments(parser)
     parser.add_argument("--dead-letter-file", default=None,
@@ -90,7 +94,8 @@ def flink_options(args: Any, plan: Any = None) -> Any:
         bootstrap_servers=args.bootstrap_servers, job_name=args.job_name, parallelism=args.parallelism,
         checkpoint_interval=args.checkpoint_interval, concurrency=args.concurrency,
         async_capacity=args.async_capacity, delivery_timeout=args.delivery_timeout,
-        http_client=args.http_client, ref_urls=parse_ref_urls(args.ref_url), start_from=args.start_from,
+        http_client=args.http_client, event_loop=args.event_loop, ref_urls=parse_ref_urls(args.ref_url),
+        start_from=args.start_from,
         outcomes=args.outcomes, restore_from=args.restore_from,
     )
     if args.checkpoint_dir:

@@ -12,6 +12,7 @@ from eventing.plan import BrokerPlan, Plan
 from filters.errors import KnflowError
 from pipelines.options import parse_ref_urls
 from transforms.records import RawRecord
+from pipelines.event_loop import DEFAULT_EVENT_LOOP
 from transforms.sender import DEFAULT_SENDER
 
 SUMMARY_COLUMNS = ("matched", "delivered", "retried", "dead_lettered", "replies")
@@ -70,12 +71,13 @@ def run_job(args: argparse.Namespace) -> int:
         options = KnflowOptions.from_namespace({
             "manifests": list(args.manifests), "broker": args.broker, "events_file": args.events_file,
             "concurrency": args.concurrency, "ref_url": list(args.ref_url), "delivery_timeout": args.delivery_timeout,
-            "http_client": args.http_client, "dead_letter_file": args.dead_letter_file,
+            "http_client": args.http_client, "event_loop": args.event_loop, "dead_letter_file": args.dead_letter_file,
             "knflow_runner": "beam-direct", "runner": "DirectRunner", "direct_num_workers": 1,
         })
         summary = run_beam_direct(broker, read_events_file(args.events_file), ref_urls=ref_urls,
                                   concurrency=args.concurrency, delivery_timeout=args.delivery_timeout,
-                                  http_client=args.http_client, dead_letter_file=args.dead_letter_file,
+                                  http_client=args.http_client, event_loop=args.event_loop,
+                                  dead_letter_file=args.dead_letter_file,
                                   pipeline_options=options)
     else:  # pragma: no cover - argparse restricts the choices
         raise KnflowError(f"unknown runner {args.knflow_runner!r}")
@@ -85,6 +87,7 @@ def run_job(args: argparse.Namespace) -> int:
 
 def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], *, ref_urls: Mapping[str, str] | None = None,
                     concurrency: int = 64, delivery_timeout: float = 30.0, http_client: str = DEFAULT_SENDER,
+                    event_loop: str = DEFAULT_EVENT_LOOP,
                     dead_letter_file: str | None = None, pipeline_options: Any = None) -> dict[str, Any]:
     """Run one broker over ``records`` on Beam (the DirectRunner unless ``pipeline_options``
     say otherwise); return the counters."""
@@ -98,7 +101,7 @@ def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], *, ref_urls: M
     pipeline = beam.Pipeline(options=options)
     outputs = (pipeline | "Events" >> beam.Create(records)
                | BrokerDataflow(broker, ref_urls=dict(ref_urls or {}), concurrency=concurrency,
-                                delivery_timeout=delivery_timeout, http_client=http_client))
+                                delivery_timeout=delivery_timeout, http_client=http_client, event_loop=event_loop))
     if dead_letter_file:
         from apache_beam.io import WriteToText
 
