@@ -17,9 +17,10 @@ last about ``--seconds``), so the tail where the last requests drain costs them 
 The three cases run in rounds, back to back, ``--repeats`` rounds, the order rotating
 from round to round. ``ops_per_s`` is the best run of a case (the machine may be shared:
 the best run is the one least disturbed); the ratios are medians of the per-round ratios,
-each taken between runs seconds apart, so a slow spell of the machine that lasts longer
-than a round cancels out instead of deciding the result (``best_ratio_to_bare`` is the
-ratio of the best runs, for comparison).
+each between runs a fraction of a second apart, so a slow spell of the machine that lasts
+longer than a round cancels out instead of deciding the result (``best_ratio_to_bare`` is
+the ratio of the best runs, for comparison). Many short rounds (the defaults) gave ratios
+within a few percent of each other from run to run here; five rounds of 0.3 s did not.
 
 The consumer is a minimal HTTP/1.1 keep-alive server (asyncio protocol on uvloop) in a
 separate process, pinned to another core than the measured process, so the client side
@@ -29,7 +30,7 @@ I/O thread shares that core, so "one core" holds for it too.
 Prints one JSON object per line: bench, case, impl, loop, concurrency, latency_ms,
 ops_per_s, requests, seconds (+ ratio_to_bare, ratio_to_bare_encode and best_ratio_to_bare
 on engine rows), then a summary line.
-Usage: ``python bench/delivery.py [--seconds 0.3] [--repeats 5] [--impls aiohttp,pyreqwest]
+Usage: ``python bench/delivery.py [--seconds 0.08] [--repeats 25] [--impls aiohttp,pyreqwest]
 [--loops uvloop,asyncio] [--concurrency 1,16,64,256] [--latency 0,20]``.
 """
 from __future__ import annotations
@@ -237,8 +238,8 @@ def _run_loop(loop_name: str, coro_factory: Callable[[], Any]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.3, help="target duration of one measured run")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds of the cases (see above)")
+    parser.add_argument("--seconds", type=float, default=0.08, help="target duration of one measured run")
+    parser.add_argument("--repeats", type=int, default=25, help="rounds of the cases (see above)")
     parser.add_argument("--impls", default=None, help="sender names (default: all)")
     parser.add_argument("--loops", default="uvloop,asyncio")
     parser.add_argument("--concurrency", default="1,16,64,256")

@@ -937,28 +937,22 @@ def _decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     return [_binary_event(decoded, content_type, payload, " (no 'ce-{}' header)")]
 
 
-class _HeaderNames(dict):
-    """attribute name -> its header name (``prefix`` + name), made on first use; bounded
-    like the other caches (emptied when full)."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def __missing__(self, name: str) -> str:
-        if len(self) >= _CACHE_MAX:
-            self.clear()
-        header = self[name] = self.prefix + name
-        return header
+# attribute name -> its header name (prefix + name), made on first use by _header_name.
+_http_header_names: dict[str, str] = {}
+_kafka_header_names: dict[str, str] = {}
 
 
-_http_header_names = _HeaderNames("ce-")
+def _header_name(names: dict[str, str], prefix: str, name: str) -> str:
+    if len(names) >= _CACHE_MAX:
+        names.clear()
+    header = names[name] = prefix + name
+    return header
 
 
-def _fast_headers(attributes: dict, names: _HeaderNames) -> dict[str, str] | None:
-    """header name -> canonical text of every set attribute but ``datacontenttype`` (which
-    travels as the content type), shared by both binary-mode fast paths; None: not the
-    common case, use the general path."""
+def _fast_headers(attributes: dict, names: dict[str, str], prefix: str) -> dict[str, str] | None:
+    """header name (``prefix`` + attribute name, cached in ``names``) -> canonical text of
+    every set attribute but ``datacontenttype`` (which travels as the content type), shared
+    by both binary-mode fast paths; None: not the common case, use the general path."""
     times = _time_texts
     out: dict[str, str] = {}
     for name, value in attributes.items():
@@ -984,7 +978,10 @@ def _fast_headers(attributes: dict, names: _HeaderNames) -> dict[str, str] | Non
             value = "true" if value else "false"
         else:
             return None
-        out[names[name]] = value
+        try:
+            out[names[name]] = value
+        except KeyError:
+            out[_header_name(names, prefix, name)] = value
     return out
 
 
@@ -993,7 +990,7 @@ def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] 
     attributes = event.get_attributes()
     if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
         return None
-    headers = _fast_headers(attributes, _http_header_names)
+    headers = _fast_headers(attributes, _http_header_names, "ce-")
     if headers is None:
         return None
     # One check for all values, usually nothing to encode: only safe ASCII is left after
@@ -1201,15 +1198,12 @@ def _decode_kafka(headers: Any, value: Any) -> CloudEvent:
     return _binary_event(decoded, content_type, body, " (no 'ce_{}' header)")
 
 
-_kafka_header_names = _HeaderNames("ce_")
-
-
 def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None] | None:
     """encode_kafka binary for the common case (module docstring); None: use the general path."""
     attributes = event.get_attributes()
     if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
         return None
-    texts = _fast_headers(attributes, _kafka_header_names)
+    texts = _fast_headers(attributes, _kafka_header_names, "ce_")
     if texts is None:
         return None
     headers = [(header, text.encode("utf-8")) for header, text in texts.items()]
