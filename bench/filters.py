@@ -177,7 +177,7 @@ def cel_cases(only: str | None = None) -> list[CelCase]:
             for impl, fn in case.runners.items():
                 try:
                     results[impl] = repr(_normal(fn(case.inputs[impl][i])))
-                except Exception as exc:  # an error result
+                except Exception:  # an error result
                     results[impl] = "error"
             if results["ours"] != results["celpy-interpreted"]:
                 raise SystemExit(f"{name}: ours and celpy disagree on event {i}: {results}")
