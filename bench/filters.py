@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -38,18 +37,11 @@ from filters.base import EventView  # noqa: E402
 from filters.cel import _ENV, celpy_activation  # noqa: E402
 from filters.cel_compiler import compile_expression  # noqa: E402
 from filters.cel_compiler import runtime as rt  # noqa: E402
+from routing import pin_one_core  # noqa: E402
 
 
 def emit(**fields: Any) -> None:
     print(json.dumps(fields, sort_keys=False), flush=True)
-
-
-def pin_one_core() -> None:
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpus[-1]})
-    except (AttributeError, OSError):
-        pass
 
 
 def rate(fn: Callable[[Any], Any], args: list, budget: float) -> float:

@@ -51,15 +51,31 @@ class AttributeFilter(Filter):
         return [(self.index_kind, name, value) for name, value in self._items if value]
 
     def fast(self):
-        if len(self._items) != 1 or type(self).filter is not AttributeFilter.filter:
+        items = self._items
+        if not items:  # the legacy dialect's empty map: its filter says NO_FILTER
             return self.filter
-        (name, expected), = self._items
-        test = self.test
         PASS, FAIL = FilterResult.PASS, FilterResult.FAIL
-        if self.index_kind == "exact":
-            def exact(event: EventView) -> FilterResult:
-                return PASS if event.string(name) == expected else FAIL
-            return exact
+        if self.index_kind == "exact" and all(expected for _, expected in items):
+            # Plain equality for every attribute (an empty legacy value means "present"
+            # instead, and takes the general path).
+            if len(items) == 1:
+                (name, expected), = items
+
+                def exact(event: EventView) -> FilterResult:
+                    return PASS if event.string(name) == expected else FAIL
+                return exact
+
+            def exact_all(event: EventView) -> FilterResult:
+                string = event.string
+                for name, expected in items:
+                    if string(name) != expected:
+                        return FAIL
+                return PASS
+            return exact_all
+        if len(items) != 1:
+            return self.filter
+        (name, expected), = items
+        test = self.test
 
         def one(event: EventView) -> FilterResult:
             actual = event.string(name)

@@ -13,10 +13,11 @@ SOURCES = ["/rooms/1", "/rooms/2", "/users/9"]
 
 values = st.sampled_from(TYPES[:-1] + ["com.", "com.live", "/rooms"])
 attr = st.sampled_from(["type", "source", "subject", "ext"])
+attribute_map = st.dictionaries(attr, values, min_size=1, max_size=2)
 leaf = st.one_of(
-    st.builds(lambda a, v: {"exact": {a: v}}, attr, values),
-    st.builds(lambda a, v: {"prefix": {a: v}}, attr, values),
-    st.builds(lambda a, v: {"suffix": {a: v}}, attr, values),
+    st.builds(lambda m: {"exact": m}, attribute_map),
+    st.builds(lambda m: {"prefix": m}, attribute_map),
+    st.builds(lambda m: {"suffix": m}, attribute_map),
     st.builds(lambda v: {"cel": f'type == "{v}" && data.n > 1'}, values),
 )
 node = st.recursive(leaf, lambda inner: st.one_of(
@@ -26,7 +27,8 @@ node = st.recursive(leaf, lambda inner: st.one_of(
 ), max_leaves=6)
 trigger = st.one_of(
     st.builds(lambda fs: (None, fs), st.lists(node, max_size=3)),
-    st.builds(lambda t: ({"type": t}, None), st.sampled_from(TYPES)),
+    # legacy attributes: "" means "present and non-empty"; {} matches everything
+    st.builds(lambda m: (m, None), st.dictionaries(attr, st.sampled_from(TYPES), max_size=2)),
 )
 event = st.builds(
     lambda t, s, sub, ext, n: EventView({k: v for k, v in {"type": t, "source": s, "subject": sub, "ext": ext}.items() if v is not None}, {"n": n}),
