@@ -16,6 +16,7 @@ test: setup
 bench: setup
 	.venv/bin/python bench/filters.py
 	.venv/bin/python bench/delivery.py
+	.venv/bin/python bench/codec.py
 
 clean:
 	rm -rf .run build *.egg-info

@@ -1,7 +1,7 @@
 """The asyncio event loop that deliveries run on: uvloop (default) or asyncio's own.
 
 Delivery is one HTTP request per (event, trigger), so the loop's per-request cost counts:
-with pyreqwest on one core, uvloop carries about 1.5x the requests of asyncio's default
+with pyreqwest on one core, uvloop carries about 1.4x the requests of asyncio's default
 loop (``bench/delivery.py``). Both runners take the loop from here:
 
 - Beam's delivery DoFn creates its loop with ``new_event_loop``;
