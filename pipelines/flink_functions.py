@@ -80,7 +80,9 @@ class SchedulerFunction(KeyedProcessFunction):
     """
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.busy = runtime_context.get_state(ValueStateDescriptor("busy", Types.BOOLEAN()))
+        self.busy = runtime_context.get_state(ValueStateDescriptor("busy", Types.BOOLEAN()))  # before tickets
+        self.gate = runtime_context.get_state(ValueStateDescriptor("gate", Types.LONG()))
+        self.last = runtime_context.get_state(ValueStateDescriptor("last_ticket", Types.LONG()))
         self.queue = runtime_context.get_list_state(ListStateDescriptor("queue", Types.PICKLED_BYTE_ARRAY()))
         self.held = runtime_context.get_map_state(MapStateDescriptor("held", Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
 
@@ -88,11 +90,22 @@ class SchedulerFunction(KeyedProcessFunction):
         function = self
 
         class FlinkKeyState:
-            def is_busy(self) -> bool:
-                return bool(function.busy.value())
+            def in_delivery(self) -> int:
+                ticket = function.gate.value()
+                if ticket is None:  # state of a job from before tickets: -1 = busy, ticket unknown
+                    return -1 if function.busy.value() else 0
+                return ticket
 
-            def set_busy(self, busy: bool) -> None:
-                function.busy.update(busy)
+            def set_in_delivery(self, ticket: int) -> None:
+                function.gate.update(ticket)
+                if function.busy.value() is not None:
+                    function.busy.clear()
+
+            def last_ticket(self) -> int:
+                return function.last.value() or 0
+
+            def set_last_ticket(self, ticket: int) -> None:
+                function.last.update(ticket)
 
             def push(self, task: bytes) -> None:
                 function.queue.add(task)
@@ -104,15 +117,16 @@ class SchedulerFunction(KeyedProcessFunction):
                 function.queue.update(items[1:])
                 return items[0]
 
-            def hold(self, due_ms: int, task: bytes) -> None:
+            def hold(self, due_ms: int, ticket: int, task: bytes) -> None:
                 tasks = function.held.get(due_ms) or []
-                function.held.put(due_ms, tasks + [task])
+                function.held.put(due_ms, tasks + [(ticket, task)])
 
-            def take_due(self, due_ms: int) -> list[bytes]:
+            def take_due(self, due_ms: int) -> list[tuple[int, bytes]]:
                 tasks = function.held.get(due_ms) or []
                 if tasks:
                     function.held.remove(due_ms)
-                return tasks
+                # a bare task was held by a job from before tickets
+                return [held if isinstance(held, tuple) else (0, held) for held in tasks]
 
         return FlinkKeyState()
 

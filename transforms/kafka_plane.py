@@ -28,6 +28,7 @@ from transforms.scheduler import NEW, RELEASE, RETRY, Scheduled, WorkItem, order
 
 KIND_HEADER = "knflow_kind"
 DUE_HEADER = "knflow_due"
+TICKET_HEADER = "knflow_ticket"  # ordered keys: the gate ticket (see transforms.scheduler)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class Intake:
 
 def retry_record(topics: Topics, item: Scheduled) -> OutRecord:
     headers = {KIND_HEADER: item.kind.encode(), DUE_HEADER: str(item.due_ms).encode()}
+    if item.ticket:
+        headers[TICKET_HEADER] = str(item.ticket).encode()
     return OutRecord(topics.retry, item.key.encode(), item.task, headers)
 
 
@@ -112,7 +115,13 @@ def parse_retry_record(key: bytes | None, headers: Mapping[str, bytes], value: b
         raise ValueError(f"not a knflow retry record (kind {kind!r})")
     text_key = key.decode()
     due = int((headers.get(DUE_HEADER) or b"0").decode() or 0)
-    return Scheduled(kind, text_key, text_key.startswith("o|"), due, value)
+    ticket = int((headers.get(TICKET_HEADER) or b"0").decode() or 0)
+    return Scheduled(kind, text_key, text_key.startswith("o|"), due, value, ticket)
+
+
+def _retry(topics: Topics, item: WorkItem, task: DeliveryTask) -> OutRecord:
+    """The retry record of ``task``, the next attempt of ``item``'s (same key and ticket)."""
+    return retry_record(topics, Scheduled(RETRY, item.key, item.ordered, int(task.due_at * 1000), task.to_bytes(), item.ticket))
 
 
 class Outbox:
@@ -130,7 +139,7 @@ class Outbox:
         settled = True
         if isinstance(outcome, Retrying):
             settled = False
-            out.append(retry_record(topics, Scheduled(RETRY, item.key, item.ordered, int(outcome.task.due_at * 1000), outcome.task.to_bytes())))
+            out.append(_retry(topics, item, outcome.task))
             out += _outcome(topics, "stuck" if outcome.stuck else "retried", trigger, event_id,
                             n=outcome.task.attempt, error=outcome.error)
         elif isinstance(outcome, Delivered):
@@ -149,7 +158,7 @@ class Outbox:
             sink = outcome.destination
             if outcome.next_task is not None:  # to the deadLetterSink: one more (retried) delivery
                 settled = False
-                out.append(retry_record(topics, Scheduled(RETRY, item.key, item.ordered, int(outcome.next_task.due_at * 1000), outcome.next_task.to_bytes())))
+                out.append(_retry(topics, item, outcome.next_task))
             elif sink is not None and sink.kafka_topic is not None:  # a KafkaSink: the event, as Knative writes it
                 key, headers, value = encode_kafka(outcome.event, sink.kafka_content_mode)
                 out.append(OutRecord(sink.kafka_topic, key, value, dict(headers)))
@@ -158,5 +167,5 @@ class Outbox:
                                     event=event_to_dict(outcome.event))
                 out.append(OutRecord(topics.dead_letters, event_id.encode(), record.to_json().encode(), {KIND_HEADER: b"dead_letter"}))
         if settled and item.ordered:
-            out.append(retry_record(topics, Scheduled(RELEASE, item.key, True)))
+            out.append(retry_record(topics, Scheduled(RELEASE, item.key, True, ticket=item.ticket)))
         return out

@@ -9,6 +9,15 @@ Ordered triggers: per scheduling key (trigger + partition key) one event is in d
 at a time. A new event waits in the key's queue while the gate is closed; the outcome of
 the event in delivery (delivered or finally dead-lettered) sends a *release* that opens
 the gate for the next one. Other keys are never blocked.
+
+Tickets make releases idempotent. Each event let through the gate gets the key's next
+ticket (1, 2, ...); its work items, retries and release carry it, and a release opens the
+gate only if its ticket is the one in delivery. After a restore, Kafka replays records
+written after the checkpoint and the async operator repeats attempts that were in
+flight, so the same release can arrive twice, or a stale retry can be delivered once
+more: without tickets, the second release would open the gate while the next event is
+in delivery, and two events of one key would overlap. Ticket 0 means "none" (records of
+a job from before tickets): such a release opens the gate as it always did.
 """
 from __future__ import annotations
 
@@ -41,6 +50,7 @@ class Scheduled:
     ordered: bool
     due_ms: int = 0
     task: bytes | None = None
+    ticket: int = 0  # ordered keys: the gate ticket of the event (0: none)
 
 
 @dataclass(frozen=True)
@@ -50,32 +60,43 @@ class WorkItem:
     key: str
     ordered: bool
     task: bytes
+    ticket: int = 0
 
 
 class KeyState(Protocol):
-    """Per-key state: the ordered gate, its queue, and tasks waiting for timers."""
+    """Per-key state: the ordered gate (the ticket in delivery, 0 when open, and the last
+    ticket issued), its queue, and tasks waiting for timers with their tickets."""
 
-    def is_busy(self) -> bool: ...
-    def set_busy(self, busy: bool) -> None: ...
+    def in_delivery(self) -> int: ...
+    def set_in_delivery(self, ticket: int) -> None: ...
+    def last_ticket(self) -> int: ...
+    def set_last_ticket(self, ticket: int) -> None: ...
     def push(self, task: bytes) -> None: ...
     def pop(self) -> bytes | None: ...
-    def hold(self, due_ms: int, task: bytes) -> None: ...
-    def take_due(self, due_ms: int) -> list[bytes]: ...
+    def hold(self, due_ms: int, ticket: int, task: bytes) -> None: ...
+    def take_due(self, due_ms: int) -> list[tuple[int, bytes]]: ...
 
 
 @dataclass
 class MemoryKeyState:
     """A dict-backed ``KeyState`` (tests, and in-process use)."""
 
-    busy: bool = False
+    current: int = 0
+    last: int = 0
     queue: list[bytes] = field(default_factory=list)
-    timers: dict[int, list[bytes]] = field(default_factory=dict)
+    timers: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)
 
-    def is_busy(self) -> bool:
-        return self.busy
+    def in_delivery(self) -> int:
+        return self.current
 
-    def set_busy(self, busy: bool) -> None:
-        self.busy = busy
+    def set_in_delivery(self, ticket: int) -> None:
+        self.current = ticket
+
+    def last_ticket(self) -> int:
+        return self.last
+
+    def set_last_ticket(self, ticket: int) -> None:
+        self.last = ticket
 
     def push(self, task: bytes) -> None:
         self.queue.append(task)
@@ -83,36 +104,45 @@ class MemoryKeyState:
     def pop(self) -> bytes | None:
         return self.queue.pop(0) if self.queue else None
 
-    def hold(self, due_ms: int, task: bytes) -> None:
-        self.timers.setdefault(due_ms, []).append(task)
+    def hold(self, due_ms: int, ticket: int, task: bytes) -> None:
+        self.timers.setdefault(due_ms, []).append((ticket, task))
 
-    def take_due(self, due_ms: int) -> list[bytes]:
+    def take_due(self, due_ms: int) -> list[tuple[int, bytes]]:
         return self.timers.pop(due_ms, [])
+
+
+def _let_through(state: KeyState, key: str, task: bytes) -> WorkItem:
+    """Close the gate behind ``task`` under the key's next ticket."""
+    ticket = state.last_ticket() + 1
+    state.set_last_ticket(ticket)
+    state.set_in_delivery(ticket)
+    return WorkItem(key, True, task, ticket)
 
 
 def on_scheduled(state: KeyState, item: Scheduled, now_ms: int) -> tuple[list[WorkItem], list[int]]:
     """Handle one item: returns (tasks to attempt now, timers to register)."""
     if item.kind == RELEASE:
-        state.set_busy(False)
+        current = state.in_delivery()
+        if not current or (item.ticket and item.ticket != current):
+            return [], []  # a repeated or stale release: the gate stays as it is
+        state.set_in_delivery(0)
         nxt = state.pop()
         if nxt is None:
             return [], []
-        state.set_busy(True)
-        return [WorkItem(item.key, True, nxt)], []
+        return [_let_through(state, item.key, nxt)], []
     assert item.task is not None, f"{item.kind} item without a task"
     if item.kind == NEW:
-        if state.is_busy():
+        if state.in_delivery():
             state.push(item.task)
             return [], []
-        state.set_busy(True)
-        return [WorkItem(item.key, True, item.task)], []
+        return [_let_through(state, item.key, item.task)], []
     if item.due_ms <= now_ms:
-        return [WorkItem(item.key, item.ordered, item.task)], []
-    state.hold(item.due_ms, item.task)
+        return [WorkItem(item.key, item.ordered, item.task, item.ticket)], []
+    state.hold(item.due_ms, item.ticket, item.task)
     return [], [item.due_ms]
 
 
 def on_timer(state: KeyState, key: str, due_ms: int) -> list[WorkItem]:
     """A timer fired: the tasks held for it are due."""
     ordered = is_ordered_key(key)
-    return [WorkItem(key, ordered, task) for task in state.take_due(due_ms)]
+    return [WorkItem(key, ordered, task, ticket) for ticket, task in state.take_due(due_ms)]

@@ -60,13 +60,15 @@ def test_outbox_retry_goes_to_retry_topic_and_parses_back():
 
 def test_outbox_ordered_release_only_when_settled():
     task = DeliveryTask("ns/ordered", event())
-    item = WorkItem("o|ns/ordered|room-1", True, task.to_bytes())
+    item = WorkItem("o|ns/ordered|room-1", True, task.to_bytes(), ticket=7)
     box = Outbox(PLAN, TOPICS)
     delivered = box.records(item, Delivered(task, 200))
     [release] = [r for r in delivered if r.topic == TOPICS.retry]
-    assert parse_retry_record(release.key, dict(release.headers), release.value).kind == RELEASE
+    parsed = parse_retry_record(release.key, dict(release.headers), release.value)
+    assert (parsed.kind, parsed.key, parsed.ticket) == (RELEASE, "o|ns/ordered|room-1", 7)
     retrying = box.records(item, Retrying(task, 500, "status 500"))
-    assert [parse_retry_record(r.key, dict(r.headers), r.value).kind for r in retrying if r.topic == TOPICS.retry] == [RETRY]
+    retries = [parse_retry_record(r.key, dict(r.headers), r.value) for r in retrying if r.topic == TOPICS.retry]
+    assert [(r.kind, r.ticket) for r in retries] == [(RETRY, 7)]  # the next attempt keeps the ticket
 
 
 def test_outbox_reply_goes_to_the_broker_topic():
