@@ -457,7 +457,13 @@ def _encode_data_fast(data: Any, content_type: Any) -> tuple[bytes | None, Any] 
         content_type = "application/json"
     elif type(content_type) is not str:
         return None
-    kind, charset = _media(content_type)
+    media = _media(content_type)
+    if media == _UTF8_JSON and _c_encode is not None:  # the most common case first
+        try:
+            return "".join(_c_encode(data, 0)).encode("utf-8"), content_type
+        except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
+            return None
+    kind, charset = media
     if charset != "utf-8" or _c_encode is None:
         return None
     if kind == _JSON:
@@ -1003,29 +1009,15 @@ def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] 
         for header, value in headers.items():
             if _needs_percent(value):
                 headers[header] = quote(value, safe=_PERCENT_SAFE, encoding="utf-8", errors="strict")
-    content_type = attributes.get("datacontenttype")
-    data = event.get_data()
-    if data is None:
-        body = b""
-    elif type(data) is bytes:
-        body = data
-    else:
-        if content_type is None:
-            content_type = "application/json"
-        elif type(content_type) is not str:
-            return None
-        if _media(content_type) == _UTF8_JSON:  # _encode_data's most common case, inline
-            body = "".join(_c_encode(data, 0)).encode("utf-8")
-        else:
-            encoded = _encode_data_fast(data, content_type)
-            if encoded is None:
-                return None
-            body = encoded[0]
+    encoded = _encode_data_fast(event.get_data(), attributes.get("datacontenttype"))
+    if encoded is None:
+        return None
+    body, content_type = encoded
     if content_type is not None:
         if type(content_type) is not str or not (content_type.isascii() and content_type.isprintable()):
             return None
         headers["Content-Type"] = content_type
-    return headers, body
+    return headers, body or b""
 
 
 def encode_http(event: CloudEvent, mode: str = "binary") -> tuple[dict[str, str], bytes]:
@@ -1214,24 +1206,10 @@ def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tup
         key = partition_key.encode("utf-8")
     else:
         key = _canonical("partitionkey", partition_key).encode("utf-8")
-    content_type = attributes.get("datacontenttype")
-    data = event.get_data()
-    if data is None:
-        value = None
-    elif type(data) is bytes:
-        value = data
-    else:
-        if content_type is None:
-            content_type = "application/json"
-        elif type(content_type) is not str:
-            return None
-        if _media(content_type) == _UTF8_JSON:  # _encode_data's most common case, inline
-            value = "".join(_c_encode(data, 0)).encode("utf-8")
-        else:
-            encoded = _encode_data_fast(data, content_type)
-            if encoded is None:
-                return None
-            value = encoded[0]
+    encoded = _encode_data_fast(event.get_data(), attributes.get("datacontenttype"))
+    if encoded is None:
+        return None
+    value, content_type = encoded
     if content_type is not None:
         headers.append(("content-type", content_type.encode("utf-8")))
     return key, headers, value
