@@ -90,12 +90,11 @@ class _Deliver(beam.DoFn):
 
     def setup(self) -> None:
         from transforms.delivery import DeliveryEngine
-        from transforms.sender import make_sender
 
         self.loop = new_event_loop(self.event_loop)
         self.triggers = {t.key: t for t in self.broker.triggers}
-        self.engine = DeliveryEngine(self.triggers, make_sender(self.http_client, limit=max(100, self.concurrency * 4)),
-                                     ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
+        self.engine = DeliveryEngine.with_client(self.triggers, self.http_client, self.concurrency,
+                                                 ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
         self.loop.run_until_complete(self.engine.open())
         self.dispatcher = self.loop.run_until_complete(self._make_dispatcher())
         self.pending: list[tuple[str, Any]] = []

@@ -92,14 +92,12 @@ class SchedulerFunction(KeyedProcessFunction):
         class FlinkKeyState:
             def in_delivery(self) -> int:
                 ticket = function.gate.value()
-                if ticket is None:  # state of a job from before tickets: -1 = busy, ticket unknown
+                if ticket is None:  # never set since tickets: -1 = busy under a job from before them
                     return -1 if function.busy.value() else 0
                 return ticket
 
             def set_in_delivery(self, ticket: int) -> None:
-                function.gate.update(ticket)
-                if function.busy.value() is not None:
-                    function.busy.clear()
+                function.gate.update(ticket)  # from now on the old flag is never read
 
             def last_ticket(self) -> int:
                 return function.last.value() or 0
@@ -167,10 +165,8 @@ class DeliverFunction(AsyncFunction):
 
     async def _engine(self) -> DeliveryEngine:
         if self.engine is None:  # created on the operator's own event loop
-            from transforms.sender import make_sender
-
-            sender = make_sender(self.http_client, limit=max(100, self.concurrency * 4))
-            engine = DeliveryEngine(self.triggers, sender, ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
+            engine = DeliveryEngine.with_client(self.triggers, self.http_client, self.concurrency,
+                                                ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
             await engine.open()
             loop = type(asyncio.get_running_loop())
             log.info("deliveries run on %s.%s with %s", loop.__module__, loop.__qualname__, self.http_client)

@@ -10,9 +10,9 @@ from typing import Any, Mapping
 from eventing.compiler import load_plan
 from eventing.plan import BrokerPlan, Plan
 from filters.errors import KnflowError
+from pipelines.event_loop import DEFAULT_EVENT_LOOP
 from pipelines.options import parse_ref_urls
 from transforms.records import RawRecord
-from pipelines.event_loop import DEFAULT_EVENT_LOOP
 from transforms.sender import DEFAULT_SENDER
 
 SUMMARY_COLUMNS = ("matched", "delivered", "retried", "dead_lettered", "replies")
