@@ -57,9 +57,10 @@ import copy
 import json
 import re
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Union
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterable, Mapping, NamedTuple, Union
 
+import orjson
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.plan import DeliveryPolicy, Destination, TriggerPlan
@@ -84,8 +85,12 @@ __all__ = [
     "Outcome",
     "Replied",
     "Retrying",
+    "SubscriberRequest",
     "dead_letter_event",
     "decide",
+    "event_record_json",
+    "first_attempts",
+    "subscriber_request",
 ]
 
 SUBSCRIBER = "subscriber"
@@ -134,8 +139,7 @@ def _with_attributes(event: CloudEvent, changes: Mapping[str, Any], remove: Iter
 
 @dataclass(frozen=True)
 class DeliveryError:
-    """The final failure behind a dead letter: where, which status (None: no response), the
-    ``knativeerrordata`` value (base64, "" when none) and a readable reason."""
+    """Why a dead-letter task exists: the failed delivery to the subscriber."""
 
     dest: str
     code: int | None
@@ -143,24 +147,137 @@ class DeliveryError:
     reason: str
 
 
-@dataclass(frozen=True, eq=False)
+class SubscriberRequest(NamedTuple):
+    """The exact HTTP request that delivers an event to a subscriber in content ``mode``
+    (``binary`` or ``structured``): CloudEvent headers plus ``Prefer: reply``, and the body;
+    ``knativebrokerttl`` is already removed. Built once per event and shared by every task
+    of that event whose trigger uses ``mode`` (the headers dict is never changed)."""
+
+    mode: str
+    headers: dict[str, str]
+    body: bytes
+
+
+_new_request = SubscriberRequest._make  # tuple.__new__: a third of the NamedTuple constructor's time
+
+
+def subscriber_request(event: CloudEvent, mode: str) -> SubscriberRequest:
+    """``event`` as its subscribers get it (raises ``CodecError`` if it cannot be encoded)."""
+    has_ttl = TTL_EXTENSION in event.get_attributes()
+    if has_ttl and mode != "binary":
+        event = _with_attributes(event, {}, (TTL_EXTENSION,))
+    headers, body = encode_http(event, mode)
+    if has_ttl:
+        headers.pop(_TTL_HEADER, None)  # binary mode: drop its header, no event copy
+    headers["Prefer"] = "reply"
+    return SubscriberRequest(mode, headers, body)
+
+
+def event_record_json(event: CloudEvent) -> bytes:
+    """The event's JSON form in task records (``codec.event_to_dict``, compact UTF-8)."""
+    return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+_NO_REQUEST = SubscriberRequest("", {}, b"")  # memo: the event cannot be encoded in that mode
+
+
+def first_attempts(event: CloudEvent, triggers: Iterable[TriggerPlan], due_at: float) -> list[DeliveryTask]:
+    """The first-attempt tasks of ``event`` for each of ``triggers``, due at ``due_at``.
+
+    The event is encoded once per delivery format, not once per trigger: every task carries
+    its subscriber's request ready to send (``DeliveryTask.request``), and its retries carry
+    it too. An event that cannot be encoded gets a task without one: its attempt encodes it
+    again and dead-letters it with the codec's reason.
+    """
+    requests: dict[str, SubscriberRequest] = {}
+    tasks = []
+    for trigger in triggers:
+        mode = _FORMAT_MODES.get(trigger.delivery.format)
+        request = None
+        if mode is not None:
+            request = requests.get(mode)
+            if request is None:
+                try:
+                    request = subscriber_request(event, mode)
+                except CodecError:
+                    request = _NO_REQUEST
+                requests[mode] = request
+            if request is _NO_REQUEST:
+                request = None
+        tasks.append(DeliveryTask(trigger.key, event, due_at=due_at, request=request))
+    return tasks
+
+
 class DeliveryTask:
     """One delivery to do: ``event`` for ``trigger`` ("ns/name") to its subscriber or, with
     ``target == "dead_letter"``, to its deadLetterSink.
 
     ``attempt``: attempts already made; ``first_attempt_at``: when the first one started
     (None until then); ``due_at``: not before this instant; ``error``: for dead-letter tasks,
-    the failure that sent the event there. Picklable; ``to_bytes``/``from_bytes`` give a
-    compact JSON form (event in structured mode) for a durable retry topic.
+    the failure that sent the event there; ``request``: the subscriber's HTTP request, when
+    it was encoded already (``first_attempts``), so no attempt encodes the event again.
+
+    A value: never changed after it is made (``retried`` makes the next attempt's task),
+    except that ``request`` and the decoded ``event`` are memos filled in on first need.
+    Picklable; ``to_bytes``/``from_bytes`` give the record the Flink job passes between its
+    operators and through the durable retry topic. ``from_bytes`` reads only the small
+    first line; the event itself is decoded when something asks for ``event`` (a dead
+    letter, a reply), which a plain successful attempt never does.
     """
 
-    trigger: str
-    event: CloudEvent
-    attempt: int = 0
-    first_attempt_at: float | None = None
-    due_at: float = 0.0
-    target: str = SUBSCRIBER
-    error: DeliveryError | None = None
+    __slots__ = ("trigger", "attempt", "first_attempt_at", "due_at", "target", "error", "request",
+                 "_event", "_event_json", "_event_id")
+
+    def __init__(
+        self,
+        trigger: str,
+        event: CloudEvent | None = None,
+        attempt: int = 0,
+        first_attempt_at: float | None = None,
+        due_at: float = 0.0,
+        target: str = SUBSCRIBER,
+        error: DeliveryError | None = None,
+        *,
+        request: SubscriberRequest | None = None,
+        event_json: bytes | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        if event is None and event_json is None:
+            raise TypeError("DeliveryTask needs an event or its JSON form")
+        self.trigger = trigger
+        self.attempt = attempt
+        self.first_attempt_at = first_attempt_at
+        self.due_at = due_at
+        self.target = target
+        self.error = error
+        self.request = request
+        self._event = event
+        self._event_json = event_json
+        self._event_id = event_id
+
+    @property
+    def event(self) -> CloudEvent:
+        event = self._event
+        if event is None:
+            try:
+                event = self._event = event_from_dict(json.loads(self._event_json))
+            except CodecError as exc:
+                raise CodecError(f"delivery task for {self.trigger}: {exc}") from None
+            except ValueError as exc:
+                raise CodecError(f"delivery task for {self.trigger}: malformed event JSON: {exc}") from None
+        return event
+
+    @property
+    def event_id(self) -> str:
+        """The event's id, without decoding the event when the task came from a record."""
+        if self._event_id is None:
+            self._event_id = self.event.get_id()
+        return self._event_id
+
+    def retried(self, attempt: int, first_attempt_at: float | None, due_at: float) -> "DeliveryTask":
+        """This task for a later attempt (same event, request, target and error)."""
+        return DeliveryTask(self.trigger, self._event, attempt, first_attempt_at, due_at, self.target, self.error,
+                            request=self.request, event_json=self._event_json, event_id=self._event_id)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DeliveryTask):
@@ -176,47 +293,93 @@ class DeliveryTask:
         )
 
     def __hash__(self) -> int:
-        return hash((self.trigger, self.attempt, self.target, self.event.get_attributes().get("id")))
+        return hash((self.trigger, self.attempt, self.target, self.event_id))
 
-    def to_bytes(self, event_doc: dict[str, Any] | None = None) -> bytes:
-        """``event_doc``: ``event_to_dict(self.event)`` when the caller has it already (one
-        event routed to many triggers is converted once)."""
+    def __repr__(self) -> str:
+        return (f"DeliveryTask(trigger={self.trigger!r}, event_id={self.event_id!r}, attempt={self.attempt}, "
+                f"due_at={self.due_at!r}, target={self.target!r})")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def to_bytes(self, event_json: bytes | None = None) -> bytes:
+        """The task record: a JSON line of the task's fields (and its request's headers),
+        a line with the event in JSON form, then its request's body, if it has one.
+        ``event_json``: the event's JSON form when the caller has it already (one event
+        routed to many triggers is serialized once)."""
+        if event_json is None:
+            event_json = self._event_json
+            if event_json is None:
+                event_json = self._event_json = event_record_json(self._event)
         doc: dict[str, Any] = {
-            "v": 1,
+            "v": 2,
             "trigger": self.trigger,
             "target": self.target,
             "attempt": self.attempt,
             "first": self.first_attempt_at,
             "due": self.due_at,
-            "event": event_to_dict(self.event) if event_doc is None else event_doc,
+            "id": self.event_id,
         }
         if self.error is not None:
             e = self.error
             doc["error"] = {"dest": e.dest, "code": e.code, "data": e.data, "reason": e.reason}
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        request = self.request
+        if request is not None:
+            doc["mode"] = request.mode
+            doc["headers"] = request.headers
+        head = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if request is None:
+            return b"%s\n%s" % (head, event_json)
+        return b"%s\n%s\n%s" % (head, event_json, request.body)
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> "DeliveryTask":
+        """A task record back into a task (records of format 1, one JSON document with the
+        event inside, still read)."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
         try:
-            doc = json.loads(data)
-            if doc.get("v") != 1:
-                raise ValueError(f"unknown task format version {doc.get('v')!r}")
+            end = data.find(b"\n")  # JSON never holds a raw newline: it ends the first line
+            doc = orjson.loads(data if end < 0 else data[:end])
+            version = doc.get("v")
+            if version == 1 and end < 0:
+                return cls._from_v1(doc)
+            if version != 2 or end < 0:
+                raise ValueError(f"unknown task format version {version!r}")
             error = doc.get("error")
+            request = None
+            rest = end + 1
+            end = data.find(b"\n", rest)
+            if end < 0:
+                event_json = data[rest:]
+            else:
+                event_json = data[rest:end]
+                request = _new_request((doc["mode"], doc["headers"], data[end + 1:]))
+            event_id = doc["id"]
+            if not isinstance(event_id, str) or not event_json:
+                raise ValueError("no event id or no event")
             return cls(
-                trigger=doc["trigger"],
-                event=event_from_dict(doc["event"]),
-                attempt=int(doc["attempt"]),
-                first_attempt_at=doc["first"],
-                due_at=float(doc["due"]),
-                target=doc["target"],
-                error=None if error is None else DeliveryError(
-                    error["dest"], error["code"], error["data"], error["reason"]
-                ),
+                doc["trigger"], None, int(doc["attempt"]), doc["first"], float(doc["due"]), doc["target"],
+                None if error is None else DeliveryError(error["dest"], error["code"], error["data"], error["reason"]),
+                request=request, event_json=event_json, event_id=event_id,
             )
         except CodecError as exc:
             raise CodecError(f"delivery task: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CodecError(f"delivery task: malformed record: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_v1(cls, doc: dict[str, Any]) -> "DeliveryTask":
+        error = doc.get("error")
+        return cls(
+            doc["trigger"], event_from_dict(doc["event"]), int(doc["attempt"]), doc["first"], float(doc["due"]),
+            doc["target"],
+            None if error is None else DeliveryError(error["dest"], error["code"], error["data"], error["reason"]),
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -424,13 +587,13 @@ def decide(
     what = error_text or ("no response" if status is None else f"status {status}")
     step = next_step(policy, attempts, first, now, status, headers)
     if not isinstance(step, GiveUp):
-        return Retrying(replace(task, attempt=attempts, first_attempt_at=first, due_at=step.at), status, what)
+        return Retrying(task.retried(attempts, first, step.at), status, what)
     if task.target == DEAD_LETTER:
         # The dead-letter sink is failing too and its retries are spent. Never drop: keep
         # retrying with a capped backoff, flagged so the runner reports the stuck event.
         cap = policy.backoff_max if policy.backoff_max is not None else STUCK_BACKOFF_CAP
         delay = min(backoff_delay(policy, attempts), cap)
-        nxt = replace(task, attempt=attempts, first_attempt_at=first, due_at=now + delay)
+        nxt = task.retried(attempts, first, now + delay)
         return Retrying(
             nxt, status, f"dead-letter sink {url or '?'}: {what}; {step.reason}; still retrying, never dropped", True
         )
@@ -524,36 +687,32 @@ class DeliveryEngine:
             raise DeliveryConfigError(f"unknown trigger {trigger!r}") from None
 
     def task(self, trigger: str, event: CloudEvent) -> DeliveryTask:
-        """A first-attempt task, due now."""
+        """A first-attempt task, due now (``first_attempts`` makes one per trigger)."""
         return DeliveryTask(trigger, event, due_at=self.clock())
 
     async def attempt(self, task: DeliveryTask) -> Outcome:
         """One POST of ``task`` (never waits for ``due_at``), then ``decide``."""
         route = self._routes.get(task.trigger) or self.route(task.trigger)
-        event = task.event
         to_subscriber = task.target == SUBSCRIBER
-        strip_ttl = False
+        request = task.request
         if to_subscriber:
             url = route.url
-            if TTL_EXTENSION in event.get_attributes():
-                if route.mode == "binary":
-                    strip_ttl = True  # drop its header after encoding: no event copy
-                else:
-                    event = _with_attributes(event, {}, (TTL_EXTENSION,))
+            if request is None or request.mode != route.mode:  # not encoded yet, or for another format
+                try:
+                    request = task.request = subscriber_request(task.event, route.mode)  # its retries reuse it
+                except CodecError as exc:
+                    # Cannot be put on the wire at all: no retry can help; the job's dead-letter
+                    # output (which stores it in the Kafka binding) takes it.
+                    return DeadLettered(task, task.event, None, f"cannot encode event for HTTP: {exc}")
+            headers, body = request.headers, request.body
         else:
             url = route.dead_letter_url
             if url is None:  # the trigger lost its sink since the task was made
                 return DeadLettered(task, task.event, None, "no deadLetterSink configured for dead-letter task")
-        try:
-            headers, body = encode_http(event, route.mode)
-        except CodecError as exc:
-            # Cannot be put on the wire at all: no retry can help; the job's dead-letter
-            # output (which stores it in the Kafka binding) takes it.
-            return DeadLettered(task, task.event, None, f"cannot encode event for HTTP: {exc}")
-        if to_subscriber:
-            if strip_ttl:
-                headers.pop(_TTL_HEADER, None)
-            headers["Prefer"] = "reply"
+            try:
+                headers, body = encode_http(task.event, route.mode)
+            except CodecError as exc:
+                return DeadLettered(task, task.event, None, f"cannot encode event for HTTP: {exc}")
         started = self.clock()
         try:
             response: Response = await self.sender.post(url, headers, body, route.timeout)

@@ -19,7 +19,7 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.plan import ORDERED, BrokerPlan, TriggerPlan
 from transforms.codec import event_to_dict
 from transforms.delivery import (
-    DeadLettered, DeadLetterStored, Delivered, DeliveryEngine, DeliveryTask, Replied, Retrying,
+    DeadLettered, DeadLetterStored, Delivered, DeliveryEngine, DeliveryTask, Replied, Retrying, first_attempts,
 )
 from transforms.records import DeadLetter
 from transforms.router import Router
@@ -77,24 +77,30 @@ class InProcessDispatcher:
 
     async def dispatch(self, pairs: Iterable[tuple[TriggerPlan, CloudEvent]]) -> None:
         """Deliver every pair (and every reply they cause) until each one settled."""
-        chains: dict[tuple[str, str], list[CloudEvent]] = defaultdict(list)
-        singles: list[tuple[TriggerPlan, CloudEvent]] = []
+        by_event: dict[int, tuple[CloudEvent, list[TriggerPlan]]] = {}
         for trigger, event in pairs:
-            if trigger.ordering == ORDERED:
-                key = str(event.get_attributes().get("partitionkey", ""))
-                chains[(trigger.key, key)].append(event)
-            else:
-                singles.append((trigger, event))
-        jobs = [self._settle(trigger.key, event) for trigger, event in singles]
-        jobs += [self._chain(trigger_key, events) for (trigger_key, _), events in chains.items()]
+            by_event.setdefault(id(event), (event, []))[1].append(trigger)
+        now = self.clock()
+        chains: dict[tuple[str, str], list[DeliveryTask]] = defaultdict(list)
+        singles: list[DeliveryTask] = []
+        for event, triggers in by_event.values():
+            # one encoding per event and delivery format, shared by its triggers' tasks
+            for trigger, task in zip(triggers, first_attempts(event, triggers, now)):
+                if trigger.ordering == ORDERED:
+                    key = str(event.get_attributes().get("partitionkey", ""))
+                    chains[(trigger.key, key)].append(task)
+                else:
+                    singles.append(task)
+        jobs = [self._settle(task) for task in singles]
+        jobs += [self._chain(tasks) for tasks in chains.values()]
         await asyncio.gather(*jobs)
 
-    async def _chain(self, trigger_key: str, events: list[CloudEvent]) -> None:
-        for event in events:  # the next event of this key waits for the previous outcome
-            await self._settle(trigger_key, event)
+    async def _chain(self, tasks: list[DeliveryTask]) -> None:
+        for task in tasks:  # the next event of this key waits for the previous outcome
+            await self._settle(task)
 
-    async def _settle(self, trigger_key: str, event: CloudEvent) -> None:
-        task = self.engine.task(trigger_key, event)
+    async def _settle(self, task: DeliveryTask) -> None:
+        trigger_key, event = task.trigger, task.event
         stuck = 0
         while True:
             wait = task.due_at - self.clock()

@@ -20,7 +20,8 @@ from typing import Iterable, Mapping
 from eventing.plan import ORDERED, Plan
 from transforms.codec import CodecError, decode_kafka, encode_kafka, event_to_dict
 from transforms.delivery import (
-    DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying,
+    DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying, event_record_json,
+    first_attempts,
 )
 from transforms.records import DeadLetter, raw_text
 from transforms.router import Router
@@ -80,9 +81,11 @@ class Intake:
         matches = router.route(event)
         out: list[WorkItem | Scheduled | OutRecord] = []
         event_id = event.get_id()
-        event_doc = event_to_dict(event) if matches else None  # once, not once per trigger
-        for trigger in matches:
-            task = DeliveryTask(trigger.key, event, due_at=now).to_bytes(event_doc)
+        # Encoded for HTTP once per delivery format and serialized once, not once per trigger.
+        tasks = first_attempts(event, matches, now)
+        event_json = event_record_json(event) if matches else None
+        for trigger, task in zip(matches, tasks):
+            task = task.to_bytes(event_json)
             if trigger.key in self.ordered:
                 partition_key = event.get_attributes().get("partitionkey")
                 if partition_key is None:
@@ -134,7 +137,7 @@ class Outbox:
     def records(self, item: WorkItem, outcome: Outcome) -> list[OutRecord]:
         topics = self.topics
         task = outcome.task
-        trigger, event_id = task.trigger, task.event.get_id()
+        trigger, event_id = task.trigger, task.event_id
         out: list[OutRecord] = []
         settled = True
         if isinstance(outcome, Retrying):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import pickle
 from typing import Any
@@ -41,6 +42,8 @@ from transforms.delivery import (
     Retrying,
     dead_letter_event,
     decide,
+    first_attempts,
+    subscriber_request,
 )
 from transforms.sender import make_sender, sender_names
 
@@ -236,7 +239,8 @@ def test_task_round_trips_through_bytes_and_pickle() -> None:
         DeliveryTask(TRIGGER, event, 2, 0.1, 0.3, DEAD_LETTER, error),
     ):
         data = task.to_bytes()
-        assert isinstance(data, bytes) and b" " not in data.split(b'"event"')[0]
+        head = data.split(b"\n", 1)[0]
+        assert isinstance(data, bytes) and json.loads(head)["v"] == 2 and b'", "' not in head  # compact
         back = DeliveryTask.from_bytes(data)
         assert back == task
         assert back.event.get_attributes() == task.event.get_attributes()
@@ -252,6 +256,68 @@ def test_outcomes_pickle() -> None:
     out = decide(task, policy(dead_letter_sink=Destination(uri=DLS_URL)), 1.0, 400, {}, b"no", url=URL)
     back = pickle.loads(pickle.dumps(out))
     assert isinstance(back, DeadLettered) and back.next_task == out.next_task and back.reason == out.reason
+
+
+def plans(*formats: str | None, url: str = URL) -> list[TriggerPlan]:
+    """One trigger per delivery format, named t0, t1, ..."""
+    return [dataclasses.replace(trigger(url, format=fmt), name=f"t{i}") for i, fmt in enumerate(formats)]
+
+
+def test_first_attempts_encode_once_per_format_without_ttl() -> None:
+    event = make_event(knativebrokerttl=9)
+    binary, binary_too, structured = first_attempts(event, plans(None, "binary", "json"), 5.0)
+    assert [t.trigger for t in (binary, binary_too, structured)] == ["default/t0", "default/t1", "default/t2"]
+    assert binary.request is binary_too.request  # one encoding shared by both binary triggers
+    assert binary.request == subscriber_request(event, "binary") and binary.due_at == 5.0
+    headers, body = binary.request.headers, binary.request.body
+    assert headers["ce-id"] == "e-1" and headers["Prefer"] == "reply" and "ce-knativebrokerttl" not in headers
+    assert json.loads(body) == {"order": 42}
+    doc = json.loads(structured.request.body)
+    assert structured.request.mode == "structured" and doc["id"] == "e-1" and "knativebrokerttl" not in doc
+    assert event.get_attributes()["knativebrokerttl"] == 9  # the event itself is untouched
+
+
+def test_first_attempts_leave_an_unencodable_event_to_its_attempt() -> None:
+    event = CloudEvent({"id": "nan", "source": "s", "type": "t", "specversion": "1.0",
+                        "datacontenttype": "application/json"}, {"n": float("nan")})
+    (task,) = first_attempts(event, plans(None), 0.0)
+    assert task.request is None
+
+    async def main() -> Any:
+        consumer = ConsumerServer(accept()).start()
+        try:
+            plan = trigger(consumer.url)
+            async with DeliveryEngine({plan.key: plan}, make_sender("aiohttp")) as engine:
+                return await engine.attempt(DeliveryTask(plan.key, event)), consumer.requests
+        finally:
+            consumer.stop()
+
+    outcome, requests = run(main())
+    assert isinstance(outcome, DeadLettered) and outcome.destination is None and requests == []
+    assert outcome.reason.startswith("cannot encode event for HTTP: data is not JSON-serializable")
+
+
+def test_task_record_carries_the_request_and_decodes_the_event_only_when_asked() -> None:
+    event = make_event(knativebrokerttl=9, flag=True)
+    (task,) = first_attempts(event, plans("json"), 2.5)
+    back = DeliveryTask.from_bytes(task.to_bytes())
+    assert back.request == task.request and back.event_id == "e-1" and back.due_at == 2.5
+    assert back._event is None  # noqa: SLF001 - reading the record did not decode the event
+    assert back == task and back.event.get_attributes() == event.get_attributes()
+    retried = decide(back, policy(retry=2), 3.0, 503, url=URL).task
+    assert retried.attempt == 1 and retried.request is back.request  # retries are not encoded again
+    again = DeliveryTask.from_bytes(retried.to_bytes())
+    assert again.request == task.request and again.event.get_data() == {"order": 42}
+
+
+def test_format_1_records_are_still_read() -> None:
+    from transforms.codec import event_to_dict
+
+    old = json.dumps({"v": 1, "trigger": TRIGGER, "target": "subscriber", "attempt": 2, "first": 1.0, "due": 4.0,
+                      "event": event_to_dict(make_event())}, separators=(",", ":")).encode()
+    task = DeliveryTask.from_bytes(old)
+    assert (task.trigger, task.attempt, task.due_at, task.request) == (TRIGGER, 2, 4.0, None)
+    assert task.event_id == "e-1" and task.event.get_data() == {"order": 42}
 
 
 # =========================================================================================
@@ -481,6 +547,24 @@ def test_binary_and_structured_on_the_wire(sender_name: str, fmt: str | None) ->
             (decoded,) = decode_http(req.headers, req.body)
             assert attrs(decoded) == {k: v for k, v in attrs(event).items() if k != "knativebrokerttl"}
             assert event.get_attributes()["knativebrokerttl"] == 9  # the task's event is untouched
+
+    run(main())
+
+
+@pytest.mark.parametrize("fmt", ["binary", "json"])
+def test_a_task_read_from_its_record_sends_the_carried_request(sender_name: str, fmt: str) -> None:
+    async def main() -> None:
+        async with ConsumerServer(accept()) as consumer:
+            (plan,) = plans(fmt, url=consumer.url)
+            (task,) = first_attempts(make_event(knativebrokerttl=9), [plan], 0.0)
+            back = DeliveryTask.from_bytes(task.to_bytes())
+            async with DeliveryEngine({plan.key: plan}, make_sender(sender_name)) as engine:
+                outcome = await engine.attempt(back)
+            assert isinstance(outcome, Delivered) and outcome.task is back
+            (req,) = consumer.requests
+            assert req.body == task.request.body
+            assert {k: req.headers[k.lower()] for k in task.request.headers} == task.request.headers
+            assert back._event is None  # noqa: SLF001 - a plain delivery never decoded the event
 
     run(main())
 

@@ -35,7 +35,13 @@ def test_intake_routes_to_work_items_and_ordered_gates():
     gated = [o for o in out if isinstance(o, Scheduled)]
     assert [w.key for w in work] == ["u|ns/gifts|e1", "u|ns/dls|e1"]
     assert [(g.kind, g.key) for g in gated] == [(NEW, "o|ns/ordered|room-1")]
-    assert DeliveryTask.from_bytes(work[0].task).event.get_id() == "e1"
+    tasks = [DeliveryTask.from_bytes(w.task) for w in work]
+    assert [t.event.get_id() for t in tasks] == ["e1", "e1"] and tasks[0].due_at == 100.0
+    # each record carries its subscriber's request, encoded at intake (ttl removed, Prefer set)
+    request = tasks[0].request
+    assert request is not None and request == tasks[1].request and request.mode == "binary"
+    assert request.headers["ce-id"] == "e1" and request.headers["Prefer"] == "reply"
+    assert json.loads(request.body) == {"n": 1}
     assert outcome_kinds([o for o in out if isinstance(o, OutRecord)]) == ["routed"]
 
 
