@@ -35,7 +35,7 @@ I/O thread shares that core, so "one core" holds for it too.
 Prints one JSON object per line: bench, case, impl, loop, concurrency, latency_ms,
 ops_per_s, requests, seconds (+ ratio_to_bare, ratio_to_bare_encode and best_ratio_to_bare
 on engine rows), then a summary line.
-Usage: ``python bench/delivery.py [--seconds 0.07] [--repeats 20] [--impls aiohttp,pyreqwest]
+Usage: ``python bench/delivery.py [--seconds 0.07] [--repeats 14] [--impls aiohttp,pyreqwest]
 [--loops uvloop,asyncio] [--concurrency 1,16,64,256] [--latency 0,20]``.
 """
 from __future__ import annotations
@@ -284,7 +284,7 @@ def _run_loop(loop_name: str, coro_factory: Callable[[], Any]) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.07, help="target duration of one measured run")
-    parser.add_argument("--repeats", type=int, default=20, help="rounds of the cases (see above)")
+    parser.add_argument("--repeats", type=int, default=14, help="rounds of the cases (see above)")
     parser.add_argument("--impls", default=None, help="sender names (default: all)")
     parser.add_argument("--loops", default="uvloop,asyncio")
     parser.add_argument("--concurrency", default="1,16,64,256")
