@@ -5,8 +5,9 @@ Shape (like Knative's ``pkg/kncloudevents`` and Beam's ``requestresponse.py``):
 - ``decide`` is the pure core: given a task, its delivery policy, the clock reading and the
   HTTP result (status or None, headers, body, error text), it returns one ``Outcome``. No
   I/O, no clock reads; unit-tested on its own.
-- ``DeliveryEngine.attempt`` is the thin I/O around it: encode the event, one POST through a
-  ``Sender``, then ``decide``. It never waits out a backoff: a ``Retrying`` outcome carries
+- ``DeliveryEngine.attempt`` is the thin I/O around it: one POST of the task's request
+  (``first_attempts`` encodes an event once for all its triggers and retries; a task
+  without one is encoded here) through a ``Sender``, then ``decide``. It never waits out a backoff: a ``Retrying`` outcome carries
   the next task with its ``due_at``, and whoever runs the engine decides how to wait (the
   Flink job schedules it durably through a Kafka retry topic; ``run_until_settled`` sleeps
   in-process, for the DirectRunner and tests).
@@ -139,7 +140,8 @@ def _with_attributes(event: CloudEvent, changes: Mapping[str, Any], remove: Iter
 
 @dataclass(frozen=True)
 class DeliveryError:
-    """Why a dead-letter task exists: the failed delivery to the subscriber."""
+    """The final failure behind a dead letter: where, which status (None: no response), the
+    ``knativeerrordata`` value (base64, "" when none) and a readable reason."""
 
     dest: str
     code: int | None
