@@ -9,7 +9,8 @@ through the project's script; the job goes there with ``knflow submit`` and is m
    consumer answering 400 sends its events to the deadLetterSink; cancel ends the job.
 2. A TaskManager killed with SIGKILL mid-stream: a new TaskManager takes over, the job
    restores its last checkpoint, and every event the ingress acknowledged still reaches its
-   consumers (at least once; the duplicates are measured and reported).
+   consumers (at least once; the duplicates are measured and reported), and an ordered
+   trigger's first deliveries still follow each partition key's order.
 """
 from __future__ import annotations
 
@@ -244,7 +245,21 @@ spec:
     backoffDelay: PT0.1S
     deadLetterSink:
       ref: {{apiVersion: v1, kind: Service, name: dead-letters}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: chat
+  namespace: {ns}
+  annotations: {{kafka.eventing.knative.dev/delivery.order: ordered}}
+spec:
+  broker: shop
+  filters:
+    - exact: {{type: com.shop.cart.viewed}}
+  subscriber:
+    ref: {{apiVersion: v1, kind: Service, name: chat}}
 """
+ROOMS = 3  # partition keys of the ordered trigger's events
 TYPES = ("com.shop.order.created", "com.shop.payment.settled", "com.shop.refund.requested", "com.shop.cart.viewed")
 REFUSAL = b"refund rejected: no such order"
 
@@ -264,7 +279,7 @@ class Shop:
         path.write_text(MANIFESTS.format(ns=namespace))
         shop = cls(path, namespace)
         behaviours = {"orders": accept(), "payments": accept(202), "refunds": always(400, REFUSAL),
-                      "dead-letters": accept(202)}
+                      "dead-letters": accept(202), "chat": accept()}
         for name, behaviour in behaviours.items():
             shop.consumers[name] = ConsumerServer(behaviour).start()
         return shop
@@ -288,7 +303,8 @@ def make_events(prefix: str, count: int, seed: int) -> list[dict[str, Any]]:
 
 def expected(events: list[dict[str, Any]]) -> dict[str, set[str]]:
     """Which consumer must get which event ids: the triggers' filters, written out by hand."""
-    out: dict[str, set[str]] = {"orders": set(), "payments": set(), "refunds": set(), "dead-letters": set()}
+    out: dict[str, set[str]] = {"orders": set(), "payments": set(), "refunds": set(), "dead-letters": set(),
+                                "chat": set()}
     for e in events:
         if e["type"] == "com.shop.order.created":
             out["orders"].add(e["id"])
@@ -297,7 +313,27 @@ def expected(events: list[dict[str, Any]]) -> dict[str, set[str]]:
         elif e["type"] == "com.shop.refund.requested":
             out["refunds"].add(e["id"])
             out["dead-letters"].add(e["id"])
+        elif e["type"] == "com.shop.cart.viewed":
+            out["chat"].add(e["id"])
     return out
+
+
+def room(event: dict[str, Any]) -> str:
+    return f"room-{event['n'] % ROOMS}"
+
+
+def out_of_order(shop: Shop, accepted: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[str]]]:
+    """Per partition key of the ordered trigger: (accepted order, order of FIRST deliveries)
+    where they differ. Repeats after a restore are allowed (at least once); a first
+    delivery that overtakes an earlier event of its key is not."""
+    keys = {e["id"]: room(e) for e in accepted if e["type"] == "com.shop.cart.viewed"}
+    wanted: dict[str, list[str]] = {}
+    for event_id in keys:
+        wanted.setdefault(keys[event_id], []).append(event_id)
+    firsts: dict[str, list[str]] = {key: [] for key in wanted}
+    for event_id in dict.fromkeys(shop.received("chat")):
+        firsts[keys[event_id]].append(event_id)
+    return {key: (ids, firsts[key]) for key, ids in wanted.items() if firsts[key] != ids}
 
 
 def post(session: requests.Session, url: str, event: dict[str, Any]) -> int:
@@ -305,13 +341,13 @@ def post(session: requests.Session, url: str, event: dict[str, Any]) -> int:
     data = {"amount": event["amount"], "n": event["n"]}
     if event["n"] % 2:
         doc = {"specversion": "1.0", "id": event["id"], "source": "/shop/tests", "type": event["type"],
-               "datacontenttype": "application/json", "data": data}
+               "partitionkey": room(event), "datacontenttype": "application/json", "data": data}
         response = session.post(url, data=json.dumps(doc), timeout=30,
                                 headers={"content-type": "application/cloudevents+json"})
     else:
         response = session.post(url, data=json.dumps(data), timeout=30, headers={
             "ce-specversion": "1.0", "ce-id": event["id"], "ce-source": "/shop/tests", "ce-type": event["type"],
-            "content-type": "application/json"})
+            "ce-partitionkey": room(event), "content-type": "application/json"})
     return response.status_code
 
 
@@ -413,6 +449,7 @@ def test_submitted_job_routes_delivers_dead_letters_and_cancels(flink, kafka, tm
         dups = duplicates(shop)
         record_property("duplicates", json.dumps(dups))
         assert not any(dups.values()), f"duplicates on a healthy run: {dups}"
+        assert not out_of_order(shop, events), f"ordered trigger out of order: {out_of_order(shop, events)}"
 
         # The refused refunds: one attempt each (400 is not retried), then the deadLetterSink
         # gets the original event with the knativeerror* extensions.
@@ -522,6 +559,8 @@ def test_taskmanager_killed_midstream_restores_and_delivers_everything(flink, ka
             received = set(shop.received(name))
             assert ids <= received, f"{name}: {len(ids - received)} accepted events never delivered"
             assert received <= ids, f"{name}: {len(received - ids)} events it should not get"
+        # The ordered trigger across the restore: every key's first deliveries in posting order.
+        assert not out_of_order(shop, accepted), f"ordered trigger out of order: {out_of_order(shop, accepted)}"
         dups = duplicates(shop)
         total = sum(dups.values())
         orphans = [p for p in workers if _cmdline(p)]
