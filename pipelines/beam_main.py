@@ -16,7 +16,8 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 def main(argv: list[str] | None = None) -> int:
     from eventing.compiler import load_plan
-    from pipelines.options import KnflowOptions, parse_ref_urls
+    from pipelines.delivery_settings import DeliverySettings
+    from pipelines.options import KnflowOptions
     from pipelines.runners import read_events_file, render_summary, run_beam_direct, select_broker
 
     options = KnflowOptions(argv if argv is not None else sys.argv[1:])
@@ -27,11 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = "DirectRunner"
     broker = select_broker(load_plan(knflow.manifests), knflow.broker)
-    summary = run_beam_direct(broker, read_events_file(knflow.events_file), ref_urls=parse_ref_urls(knflow.ref_url),
-                              concurrency=knflow.concurrency, delivery_timeout=knflow.delivery_timeout,
-                              http_client=knflow.http_client, event_loop=knflow.event_loop,
-                              dead_letter_file=knflow.dead_letter_file,
-                              pipeline_options=options)
+    summary = run_beam_direct(broker, read_events_file(knflow.events_file), DeliverySettings.from_options(knflow),
+                              dead_letter_file=knflow.dead_letter_file, pipeline_options=options)
     print(render_summary(broker, summary))
     return 0
 

@@ -15,12 +15,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from eventing.plan import BrokerPlan
+from pipelines.delivery_settings import DeliverySettings
+from pipelines.event_loop import new_event_loop
 from transforms.codec import CodecError, decode_kafka
 from transforms.dispatcher import InProcessDispatcher
 from transforms.records import DeadLetter, RawRecord, raw_text
 from transforms.router import Router
-from pipelines.event_loop import DEFAULT_EVENT_LOOP, new_event_loop
-from transforms.sender import DEFAULT_SENDER
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +77,22 @@ class _Deliver(beam.DoFn):
     requests per trigger are in flight. Replies are routed again through the broker.
     """
 
-    def __init__(self, broker: BrokerPlan, ref_urls: dict[str, str], concurrency: int,
-                 delivery_timeout: float, http_client: str, event_loop: str = DEFAULT_EVENT_LOOP,
-                 max_buffer: int = 1024) -> None:
+    def __init__(self, broker: BrokerPlan, settings: DeliverySettings, max_buffer: int = 1024) -> None:
         self.broker = broker
-        self.ref_urls = ref_urls
-        self.concurrency = concurrency
-        self.delivery_timeout = delivery_timeout
-        self.http_client = http_client
-        self.event_loop = event_loop
+        self.settings = settings
         self.max_buffer = max_buffer
 
     def setup(self) -> None:
-        from transforms.delivery import DeliveryEngine
-
-        self.loop = new_event_loop(self.event_loop)
+        self.loop = new_event_loop(self.settings.event_loop)
         self.triggers = {t.key: t for t in self.broker.triggers}
-        self.engine = DeliveryEngine.with_client(self.triggers, self.http_client, self.concurrency,
-                                                 ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
+        self.engine = self.settings.engine(self.triggers)
         self.loop.run_until_complete(self.engine.open())
         self.dispatcher = self.loop.run_until_complete(self._make_dispatcher())
         self.pending: list[tuple[str, Any]] = []
 
     async def _make_dispatcher(self) -> InProcessDispatcher:
         # Semaphores bind to the running loop: create the dispatcher inside it.
-        return InProcessDispatcher(self.broker, self.engine, concurrency=self.concurrency)
+        return InProcessDispatcher(self.broker, self.engine, concurrency=self.settings.concurrency)
 
     def start_bundle(self) -> None:
         self.pending = []
@@ -142,22 +133,15 @@ class _Deliver(beam.DoFn):
 class BrokerDataflow(beam.PTransform):
     """One broker's dataflow over a PCollection of ``RawRecord``s."""
 
-    def __init__(self, broker: BrokerPlan, *, ref_urls: dict[str, str] | None = None, concurrency: int = 64,
-                 delivery_timeout: float = 30.0, http_client: str = DEFAULT_SENDER,
-                 event_loop: str = DEFAULT_EVENT_LOOP) -> None:
+    def __init__(self, broker: BrokerPlan, settings: DeliverySettings | None = None) -> None:
         super().__init__(label=f"Broker[{broker.key}]")
         self.broker = broker
-        self.ref_urls = dict(ref_urls or {})
-        self.concurrency = concurrency
-        self.delivery_timeout = delivery_timeout
-        self.http_client = http_client
-        self.event_loop = event_loop
+        self.settings = settings or DeliverySettings()
 
     def expand(self, records: Any) -> BrokerOutputs:
         decoded = records | "Decode" >> beam.ParDo(_Decode()).with_outputs(DEAD_LETTERS, main="events")
         routed = decoded.events | "Route" >> beam.ParDo(_Route(self.broker))
-        delivered = routed | "Deliver" >> beam.ParDo(_Deliver(
-            self.broker, self.ref_urls, self.concurrency, self.delivery_timeout, self.http_client, self.event_loop,
-        )).with_outputs(DEAD_LETTERS, REPLIES, main="delivered")
+        delivered = routed | "Deliver" >> beam.ParDo(_Deliver(self.broker, self.settings)).with_outputs(
+            DEAD_LETTERS, REPLIES, main="delivered")
         dead_letters = (decoded[DEAD_LETTERS], delivered[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()
         return BrokerOutputs(delivered.delivered, dead_letters, delivered[REPLIES])

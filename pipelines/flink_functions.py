@@ -20,7 +20,8 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, Va
 from pyflink.common.typeinfo import Types
 
 from eventing.plan import Plan
-from pipelines.event_loop import DEFAULT_EVENT_LOOP, install_policy
+from pipelines.delivery_settings import DeliverySettings
+from pipelines.event_loop import install_policy
 from transforms.delivery import DeliveryEngine, DeliveryTask, decide
 from transforms.kafka_plane import Intake, OutRecord, Outbox, Topics, parse_retry_record
 from transforms.records import DeadLetter, raw_text
@@ -144,18 +145,13 @@ class DeliverFunction(AsyncFunction):
     Kafka records its outcome causes. Many attempts are in flight; per-trigger concurrency
     is bounded by a semaphore."""
 
-    def __init__(self, plan: Plan, topics: Topics, ref_urls: dict[str, str], concurrency: int,
-                 delivery_timeout: float, http_client: str, event_loop: str = DEFAULT_EVENT_LOOP) -> None:
+    def __init__(self, plan: Plan, topics: Topics, settings: DeliverySettings) -> None:
         self.plan = plan
         self.topics = topics
-        self.ref_urls = ref_urls
-        self.concurrency = concurrency
-        self.delivery_timeout = delivery_timeout
-        self.http_client = http_client
-        self.event_loop = event_loop
+        self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        install_policy(self.event_loop)  # the async operator creates its loop after this
+        install_policy(self.settings.event_loop)  # the async operator creates its loop after this
         self.triggers = {t.key: t for t in self.plan.triggers()}
         self.outbox = Outbox(self.plan, self.topics)
         self.engine: DeliveryEngine | None = None
@@ -165,12 +161,11 @@ class DeliverFunction(AsyncFunction):
 
     async def _engine(self) -> DeliveryEngine:
         if self.engine is None:  # created on the operator's own event loop
-            engine = DeliveryEngine.with_client(self.triggers, self.http_client, self.concurrency,
-                                                ref_urls=self.ref_urls, default_timeout=self.delivery_timeout)
+            engine = self.settings.engine(self.triggers)
             await engine.open()
             loop = type(asyncio.get_running_loop())
-            log.info("deliveries run on %s.%s with %s", loop.__module__, loop.__qualname__, self.http_client)
-            self.limits = {key: asyncio.Semaphore(max(1, self.concurrency)) for key in self.triggers}
+            log.info("deliveries run on %s.%s with %s", loop.__module__, loop.__qualname__, self.settings.http_client)
+            self.limits = {key: asyncio.Semaphore(max(1, self.settings.concurrency)) for key in self.triggers}
             self.engine = engine
         return self.engine
 
@@ -192,7 +187,7 @@ class DeliverFunction(AsyncFunction):
         trigger = self.triggers[task.trigger]
         outcome = decide(task, trigger.delivery, time.time(), None, None, b"",
                          "delivery attempt timed out in the async operator",
-                         url=trigger.subscriber.url(self.ref_urls))
+                         url=trigger.subscriber.url(self.settings.ref_urls))
         return self.outbox.records(item, outcome)
 
 

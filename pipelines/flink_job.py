@@ -23,8 +23,7 @@ from typing import Any
 
 from eventing.plan import Plan
 from transforms.kafka_plane import Topics
-from pipelines.event_loop import DEFAULT_EVENT_LOOP
-from transforms.sender import DEFAULT_SENDER
+from pipelines.delivery_settings import DeliverySettings
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +38,8 @@ class FlinkJobOptions:
     parallelism: int = 1
     checkpoint_interval: float = 10.0  # seconds; 0 disables checkpointing
     checkpoint_dir: str | None = None  # None: .run/checkpoints locally; the cluster's own setting on submit
-    concurrency: int = 64
     async_capacity: int = 1000
-    delivery_timeout: float = 30.0
-    http_client: str = DEFAULT_SENDER
-    event_loop: str = DEFAULT_EVENT_LOOP
-    ref_urls: dict[str, str] = field(default_factory=dict)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     start_from: str = "group"  # group (committed offsets, else earliest) | earliest | latest
     outcomes: bool = True
     bundle_size: int = 1000
@@ -52,6 +47,10 @@ class FlinkJobOptions:
     connector_jar: str | None = None
     restore_from: str | None = None
     ship_code: bool = False  # add knflow's packages as Python files (remote clusters)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.delivery, dict):  # from the JSON form `knflow submit` ships to the cluster
+            self.delivery = DeliverySettings.from_json(self.delivery)
 
     @property
     def topics(self) -> Topics:
@@ -179,9 +178,8 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     work = intake.filter(is_work).union(due)
     outcomes = AsyncDataStream.unordered_wait(
         work,
-        DeliverFunction(plan, topics, options.ref_urls, options.concurrency, options.delivery_timeout,
-                        options.http_client, options.event_loop),
-        Time.milliseconds(int((options.delivery_timeout + 5) * 1000)),
+        DeliverFunction(plan, topics, options.delivery),
+        Time.milliseconds(int((options.delivery.timeout + 5) * 1000)),
         options.async_capacity,
         output_type=pickled,
     ).name("deliver: one attempt")

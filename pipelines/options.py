@@ -88,14 +88,13 @@ def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
 
 def flink_options(args: Any, plan: Any = None) -> Any:
     """The Flink job's options from parsed CLI arguments."""
+    from pipelines.delivery_settings import DeliverySettings
     from pipelines.flink_job import FlinkJobOptions
 
     options = FlinkJobOptions(
         bootstrap_servers=args.bootstrap_servers, job_name=args.job_name, parallelism=args.parallelism,
-        checkpoint_interval=args.checkpoint_interval, concurrency=args.concurrency,
-        async_capacity=args.async_capacity, delivery_timeout=args.delivery_timeout,
-        http_client=args.http_client, event_loop=args.event_loop, ref_urls=parse_ref_urls(args.ref_url),
-        start_from=args.start_from,
+        checkpoint_interval=args.checkpoint_interval, async_capacity=args.async_capacity,
+        delivery=DeliverySettings.from_options(args), start_from=args.start_from,
         outcomes=args.outcomes, restore_from=args.restore_from,
     )
     if args.checkpoint_dir:

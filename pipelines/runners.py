@@ -10,10 +10,8 @@ from typing import Any, Mapping
 from eventing.compiler import load_plan
 from eventing.plan import BrokerPlan, Plan
 from filters.errors import KnflowError
-from pipelines.event_loop import DEFAULT_EVENT_LOOP
-from pipelines.options import parse_ref_urls
+from pipelines.delivery_settings import DeliverySettings
 from transforms.records import RawRecord
-from transforms.sender import DEFAULT_SENDER
 
 SUMMARY_COLUMNS = ("matched", "delivered", "retried", "dead_lettered", "replies")
 
@@ -48,7 +46,7 @@ def run_job(args: argparse.Namespace) -> int:
     if broker is not None and args.broker and args.knflow_runner == "flink":
         plan = Plan(brokers=(broker,), sources=plan.sources)
     try:
-        ref_urls = parse_ref_urls(args.ref_url)
+        settings = DeliverySettings.from_options(args)
     except argparse.ArgumentTypeError as exc:
         raise KnflowError(str(exc)) from None
     if args.knflow_runner == "flink":
@@ -74,20 +72,15 @@ def run_job(args: argparse.Namespace) -> int:
             "http_client": args.http_client, "event_loop": args.event_loop, "dead_letter_file": args.dead_letter_file,
             "knflow_runner": "beam-direct", "runner": "DirectRunner", "direct_num_workers": 1,
         })
-        summary = run_beam_direct(broker, read_events_file(args.events_file), ref_urls=ref_urls,
-                                  concurrency=args.concurrency, delivery_timeout=args.delivery_timeout,
-                                  http_client=args.http_client, event_loop=args.event_loop,
-                                  dead_letter_file=args.dead_letter_file,
-                                  pipeline_options=options)
+        summary = run_beam_direct(broker, read_events_file(args.events_file), settings,
+                                  dead_letter_file=args.dead_letter_file, pipeline_options=options)
     else:  # pragma: no cover - argparse restricts the choices
         raise KnflowError(f"unknown runner {args.knflow_runner!r}")
     print(render_summary(broker, summary))
     return 0
 
 
-def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], *, ref_urls: Mapping[str, str] | None = None,
-                    concurrency: int = 64, delivery_timeout: float = 30.0, http_client: str = DEFAULT_SENDER,
-                    event_loop: str = DEFAULT_EVENT_LOOP,
+def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], settings: DeliverySettings | None = None, *,
                     dead_letter_file: str | None = None, pipeline_options: Any = None) -> dict[str, Any]:
     """Run one broker over ``records`` on Beam (the DirectRunner unless ``pipeline_options``
     say otherwise); return the counters."""
@@ -100,8 +93,7 @@ def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], *, ref_urls: M
     options = pipeline_options or PipelineOptions(runner="DirectRunner", direct_num_workers=1)
     pipeline = beam.Pipeline(options=options)
     outputs = (pipeline | "Events" >> beam.Create(records)
-               | BrokerDataflow(broker, ref_urls=dict(ref_urls or {}), concurrency=concurrency,
-                                delivery_timeout=delivery_timeout, http_client=http_client, event_loop=event_loop))
+               | BrokerDataflow(broker, settings))
     if dead_letter_file:
         from apache_beam.io import WriteToText
 

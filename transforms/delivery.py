@@ -68,7 +68,7 @@ from eventing.plan import DeliveryPolicy, Destination, TriggerPlan
 from filters.errors import KnflowError
 from transforms.codec import CodecError, decode_http, encode_http, event_from_dict, event_to_dict, is_http_cloudevent
 from transforms.retry_policy import GiveUp, backoff_delay, is_success, next_step
-from transforms.sender import Response, SendError, Sender, make_sender
+from transforms.sender import Response, SendError, Sender
 
 __all__ = [
     "DEAD_LETTER",
@@ -653,21 +653,6 @@ class DeliveryEngine:
                 mode=mode,
                 timeout=float(policy.timeout if policy.timeout is not None else default_timeout),
             )
-
-    @classmethod
-    def with_client(
-        cls,
-        triggers: Mapping[str, TriggerPlan],
-        http_client: str,
-        concurrency: int,
-        *,
-        ref_urls: Mapping[str, str] | None = None,
-        default_timeout: float = 30.0,
-    ) -> "DeliveryEngine":
-        """The runners' engine: a new ``http_client`` sender whose pool allows 4x the
-        per-trigger ``concurrency`` (at least 100 connections)."""
-        sender = make_sender(http_client, limit=max(100, concurrency * 4))
-        return cls(triggers, sender, ref_urls=ref_urls, default_timeout=default_timeout)
 
     async def open(self) -> None:
         await self.sender.open()

@@ -11,6 +11,7 @@ import uvloop
 from filters.errors import KnflowError
 from pipelines.beam_pipeline import _Deliver
 from pipelines.cli import build_parser
+from pipelines.delivery_settings import DeliverySettings
 from pipelines.event_loop import DEFAULT_EVENT_LOOP, install_policy, new_event_loop
 from pipelines.runners import run_beam_direct
 from tests.consumers import ConsumerServer, accept
@@ -64,7 +65,8 @@ def test_beam_delivery_runs_on_the_chosen_loop(name):
     consumer = ConsumerServer(accept()).start()
     try:
         plan = plan_from_yaml(broker_yaml() + trigger_yaml("t", consumer.url))
-        deliver = _Deliver(plan.brokers[0], {}, 4, 5.0, "pyreqwest", name)
+        deliver = _Deliver(plan.brokers[0], DeliverySettings(concurrency=4, timeout=5.0, http_client="pyreqwest",
+                                                              event_loop=name))
         deliver.setup()
         try:
             assert isinstance(deliver.loop, uvloop.Loop) is (name == "uvloop")
@@ -72,7 +74,7 @@ def test_beam_delivery_runs_on_the_chosen_loop(name):
             deliver.teardown()
         records = [RawRecord.structured(json.dumps({"specversion": "1.0", "id": f"e{n}", "source": "/s",
                                                     "type": "t"}), f"test:{n}") for n in range(3)]
-        summary = run_beam_direct(plan.brokers[0], records, event_loop=name)
+        summary = run_beam_direct(plan.brokers[0], records, DeliverySettings(event_loop=name))
         assert summary["triggers"]["ns/t"]["delivered"] == 3
         assert Counter(r.headers.get("ce-id") for r in consumer.requests) == Counter({"e0": 1, "e1": 1, "e2": 1})
     finally:
