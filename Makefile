@@ -17,6 +17,7 @@ bench: setup
 	.venv/bin/python bench/filters.py
 	.venv/bin/python bench/delivery.py
 	.venv/bin/python bench/codec.py
+	.venv/bin/python bench/pipeline.py
 
 clean:
 	rm -rf .run build *.egg-info

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -53,65 +52,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-
-
-# -- the consumer (separate process) --------------------------------------------------------
-class _ConsumerProtocol(asyncio.Protocol):
-    """HTTP/1.1 keep-alive: read head + Content-Length body, answer 200 after ``delay``."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.buf = bytearray()
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def _write(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(_RESPONSE)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(buf[:end]).lower()
-            at = head.find(b"\r\ncontent-length:")
-            length = 0
-            if at >= 0:
-                stop = head.find(b"\r\n", at + 2)
-                length = int(head[at + 17: stop if stop >= 0 else len(head)])
-            total = end + 4 + length
-            if len(buf) < total:
-                return
-            del buf[:total]
-            if self.delay:
-                asyncio.get_running_loop().call_later(self.delay, self._write)
-            else:
-                self.transport.write(_RESPONSE)
-
-
-def _consumer_main(latencies_ms: list[int], conn: Any, cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    import uvloop
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        ports = {}
-        for ms in latencies_ms:
-            server = await loop.create_server(lambda ms=ms: _ConsumerProtocol(ms / 1000.0), "127.0.0.1", 0,
-                                              backlog=1024)
-            ports[ms] = server.sockets[0].getsockname()[1]
-        conn.send(ports)
-        await loop.run_in_executor(None, conn.recv)  # until the parent says stop
-
-    uvloop.run(serve())
-
+from consumer import Consumer  # noqa: E402 - bench/consumer.py: the script's folder is on sys.path
 
 # -- the measured side ------------------------------------------------------------------------
 def _event(number: int = 1) -> Any:
@@ -300,13 +241,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cpus = sorted(os.sched_getaffinity(0))
     bench_cpu, consumer_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
-    parent, child = mp.Pipe()
-    consumer = mp.Process(target=_consumer_main, args=(latencies, child, consumer_cpu), daemon=True)
-    consumer.start()
-    if not parent.poll(30):
-        raise SystemExit(f"the consumer process did not start (exit code {consumer.exitcode}); "
-                         "run this with the project's environment (.venv/bin/python), which has uvloop")
-    ports = parent.recv()
+    consumer = Consumer(latencies, consumer_cpu)
+    ports = consumer.ports
     if bench_cpu is not None:
         os.sched_setaffinity(0, {bench_cpu})  # before any client thread exists
 
@@ -337,10 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "ops_per_s": round(engine_rate, 1), **_ratios(runs, "engine"),
                                          "from_record": _ratios(runs, "engine_from_record")}
     finally:
-        parent.send("stop")
-        consumer.join(timeout=5)
-        if consumer.is_alive():
-            consumer.terminate()
+        consumer.stop()
     summary = {"bench": "delivery", "case": "summary", "wall_seconds": round(time.perf_counter() - started, 1),
                "bench_cpu": bench_cpu, "consumer_cpu": consumer_cpu,
                "best_engine_0ms": best.get(("engine", 0)), "best_engine_20ms": best.get(("engine", 20))}

@@ -140,8 +140,12 @@ class SchedulerFunction(KeyedProcessFunction):
         yield from on_timer(self._state(), ctx.get_current_key(), timestamp)
 
 
+#: How long an attempt may run past its HTTP timeout before the operator gives up on it.
+ATTEMPT_GRACE_S = 5.0
+
+
 class DeliverFunction(AsyncFunction):
-    """One delivery attempt per WorkItem (bounded by the delivery timeout); returns the
+    """One delivery attempt per WorkItem (bounded by its trigger's timeout); returns the
     Kafka records its outcome causes. Many attempts are in flight; per-trigger concurrency
     is bounded by a semaphore."""
 
@@ -175,14 +179,20 @@ class DeliverFunction(AsyncFunction):
             task = DeliveryTask.from_bytes(item.task)
             self.attempts.inc()
             async with self.limits[task.trigger]:
-                outcome = await engine.attempt(task)
+                try:
+                    async with asyncio.timeout(engine.route(task.trigger).timeout + ATTEMPT_GRACE_S):
+                        outcome = await engine.attempt(task)
+                except TimeoutError:
+                    return self.timeout(item)
             return self.outbox.records(item, outcome)
         except Exception as exc:  # never fail the job over one task: dead-letter it with the reason
             log.exception("delivery failed unexpectedly for %s", item.key)
             return [internal_error(self.topics, f"delivery failed: {type(exc).__name__}: {exc}", item.key, item.task)]
 
     def timeout(self, item: WorkItem):
-        """The attempt overran the operator's timeout: a retryable failure, never a crash."""
+        """The attempt overran its bound (the HTTP client's own timeout should have ended it
+        first): a retryable failure, never a crash. Also PyFlink's operator-timeout hook,
+        though the job sets no operator timeout (see ``build_job``)."""
         task = DeliveryTask.from_bytes(item.task)
         trigger = self.triggers[task.trigger]
         outcome = decide(task, trigger.delivery, time.time(), None, None, b"",
