@@ -955,10 +955,13 @@ def _header_name(names: dict[str, str], prefix: str, name: str) -> str:
     return header
 
 
-def _fast_headers(attributes: dict, names: dict[str, str], prefix: str) -> dict[str, str] | None:
+def _fast_headers(attributes: Any, names: dict[str, str], prefix: str) -> dict[str, str] | None:
     """header name (``prefix`` + attribute name, cached in ``names``) -> canonical text of
     every set attribute but ``datacontenttype`` (which travels as the content type), shared
-    by both binary-mode fast paths; None: not the common case, use the general path."""
+    by both binary-mode fast paths; None: not the common case (not a plain dict of a 1.0
+    event, or a value needing the general path's checks), use the general path."""
+    if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
+        return None
     times = _time_texts
     out: dict[str, str] = {}
     for name, value in attributes.items():
@@ -994,8 +997,6 @@ def _fast_headers(attributes: dict, names: dict[str, str], prefix: str) -> dict[
 def _encode_http_binary_fast(event: CloudEvent) -> tuple[dict[str, str], bytes] | None:
     """encode_http binary for the common case (module docstring); None: use the general path."""
     attributes = event.get_attributes()
-    if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
-        return None
     headers = _fast_headers(attributes, _http_header_names, "ce-")
     if headers is None:
         return None
@@ -1193,8 +1194,6 @@ def _decode_kafka(headers: Any, value: Any) -> CloudEvent:
 def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None] | None:
     """encode_kafka binary for the common case (module docstring); None: use the general path."""
     attributes = event.get_attributes()
-    if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
-        return None
     texts = _fast_headers(attributes, _kafka_header_names, "ce_")
     if texts is None:
         return None

@@ -180,9 +180,6 @@ def event_record_json(event: CloudEvent) -> bytes:
     return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-_NO_REQUEST = SubscriberRequest("", {}, b"")  # memo: the event cannot be encoded in that mode
-
-
 def first_attempts(event: CloudEvent, triggers: Iterable[TriggerPlan], due_at: float) -> list[DeliveryTask]:
     """The first-attempt tasks of ``event`` for each of ``triggers``, due at ``due_at``.
 
@@ -191,22 +188,16 @@ def first_attempts(event: CloudEvent, triggers: Iterable[TriggerPlan], due_at: f
     it too. An event that cannot be encoded gets a task without one: its attempt encodes it
     again and dead-letters it with the codec's reason.
     """
-    requests: dict[str, SubscriberRequest] = {}
+    requests: dict[str | None, SubscriberRequest | None] = {None: None}  # None: an unknown format
     tasks = []
     for trigger in triggers:
         mode = _FORMAT_MODES.get(trigger.delivery.format)
-        request = None
-        if mode is not None:
-            request = requests.get(mode)
-            if request is None:
-                try:
-                    request = subscriber_request(event, mode)
-                except CodecError:
-                    request = _NO_REQUEST
-                requests[mode] = request
-            if request is _NO_REQUEST:
-                request = None
-        tasks.append(DeliveryTask(trigger.key, event, due_at=due_at, request=request))
+        if mode not in requests:
+            try:
+                requests[mode] = subscriber_request(event, mode)
+            except CodecError:
+                requests[mode] = None
+        tasks.append(DeliveryTask(trigger.key, event, due_at=due_at, request=requests[mode]))
     return tasks
 
 
@@ -300,13 +291,6 @@ class DeliveryTask:
     def __repr__(self) -> str:
         return (f"DeliveryTask(trigger={self.trigger!r}, event_id={self.event_id!r}, attempt={self.attempt}, "
                 f"due_at={self.due_at!r}, target={self.target!r})")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
 
     def to_bytes(self, event_json: bytes | None = None) -> bytes:
         """The task record: a JSON line of the task's fields (and its request's headers),

@@ -84,8 +84,8 @@ class Intake:
         # Encoded for HTTP once per delivery format and serialized once, not once per trigger.
         tasks = first_attempts(event, matches, now)
         event_json = event_record_json(event) if matches else None
-        for trigger, task in zip(matches, tasks):
-            task = task.to_bytes(event_json)
+        for trigger, first in zip(matches, tasks):
+            task = first.to_bytes(event_json)
             if trigger.key in self.ordered:
                 partition_key = event.get_attributes().get("partitionkey")
                 if partition_key is None:
