@@ -531,8 +531,11 @@ def test_taskmanager_killed_midstream_restores_and_delivers_everything(flink, ka
 
             started = flink.script("taskmanager", "start", timeout=60)
             assert started.returncode == 0, f"taskmanager start failed:\n{started.stdout}\n{started.stderr}"
-            [new_tm] = flink.taskmanager_pids()
-            assert new_tm != tm_pid
+            # flink-daemon.sh records the pid of its forked shell, which becomes the JVM only
+            # when it execs java: the pid's command line names TaskManagerRunner a moment later.
+            new_tms = wait_for(lambda: flink.taskmanager_pids() or None, "the new TaskManager's JVM",
+                               timeout=30, diagnose=lambda: flink.diagnose(job_id))
+            assert new_tms and tm_pid not in new_tms, (tm_pid, new_tms)
 
             def recovered() -> dict[str, Any] | None:
                 stats = flink.checkpoints(job_id)
