@@ -799,6 +799,28 @@ def _is_ce_content_type(value: str) -> bool:
 # header): duplicate; core string empty; time; specversion other than 1.0; extension name.
 
 
+def _fast_attribute(attributes: dict[str, Any], name: str, text: str) -> bool:
+    """Adds one binary-mode attribute header, as the general path would, for the fast decoders
+    of both transports; False: the general path must decide (a repeat, an empty or invalid
+    value, an unknown name), and says why."""
+    if name in attributes:
+        return False
+    if name in _CORE_STRINGS:
+        if not text:
+            return False
+    elif name == "time":
+        text = _parse_time(text, "")
+    elif name == "specversion":
+        if text != _SPECVERSION:
+            return False
+    elif name not in _known_extensions:
+        if name == "data" or not _valid_name(name):
+            return False
+        _learn_extension(name)
+    attributes[name] = text
+    return True
+
+
 def _fast_binary_event(attributes: dict[str, Any], content_type: str | None, body: bytes) -> CloudEvent | None:
     """_binary_event's ending for attributes collected by a fast decoder; None: give up."""
     if "specversion" not in attributes or "id" not in attributes or "source" not in attributes \
@@ -863,21 +885,8 @@ def _decode_http_fast(headers: Mapping[str, str], body: bytes) -> list[CloudEven
         text = value.strip(" \t")
         if '"' in text or "%" in text:
             text = _header_value(value, key)
-        if name in attributes:
+        if not _fast_attribute(attributes, name, text):
             return None
-        if name in _CORE_STRINGS:
-            if not text:
-                return None
-        elif name == "time":
-            text = _parse_time(text, "")
-        elif name == "specversion":
-            if text != _SPECVERSION:
-                return None
-        elif name not in _known_extensions:
-            if name == "data" or not _valid_name(name):
-                return None
-            _learn_extension(name)
-        attributes[name] = text
     if content_type is not None:
         kind = _media(content_type)[0]
         if kind == _CE_JSON:
@@ -1098,22 +1107,8 @@ def _decode_kafka_fast(headers: Any, value: Any) -> CloudEvent | None:
         if name is not None:
             if type(header_value) is not bytes:
                 return None
-            if name in attributes:
+            if not _fast_attribute(attributes, name, header_value.decode("utf-8")):
                 return None
-            text = header_value.decode("utf-8")
-            if name in _CORE_STRINGS:
-                if not text:
-                    return None
-            elif name == "time":
-                text = _parse_time(text, "")
-            elif name == "specversion":
-                if text != _SPECVERSION:
-                    return None
-            elif name not in _known_extensions:
-                if name == "data" or not _valid_name(name):
-                    return None
-                _learn_extension(name)
-            attributes[name] = text
         elif key == "content-type" or (len(key) == 12 and key.lower() == "content-type"):
             if content_type_seen or type(header_value) is not bytes:
                 return None
