@@ -29,8 +29,11 @@ TRIGGER_FIELDS = ("broker", "filter", "filters", "subscriber", "delivery")
 BROKER_FIELDS = ("config", "delivery")
 
 
-def load_plan(paths: Iterable[str | Path]) -> Plan:
-    """Load manifest files and compile them; raises ``ManifestError`` listing all problems."""
+def load_plan(paths: Iterable[str | Path] | str | Path) -> Plan:
+    """Load manifest files (or directories of them) and compile them; raises ``ManifestError``
+    listing all problems. One path is taken as itself, never as an iterable of characters."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     resources, problems = load_files(paths)
     return compile_plan(resources, problems)
 

@@ -1,20 +1,23 @@
 """The Python functions of the Flink job: thin adapters over ``transforms``.
 
-Everything between operators is a pickled Python object (``WorkItem``, ``Scheduled``,
-``OutRecord``); only the Kafka sink sees a typed Row. No side outputs (PyFlink leaks an
-unconsumed side output into the main stream, and a union of one with a chained Python
-operator can run the downstream function twice): one stream carries every kind, and
-plain ``filter``s split it.
+Every Python operator emits one row type, ``ITEM_FIELDS``: a ``kind`` column says whether a
+row is a Kafka record for the sink (``OUT``: topic, key, value, headers), a task ready for
+an attempt (``WORK``) or one for the scheduler (``SCHEDULED``); the last two carry their
+pickled ``WorkItem`` / ``Scheduled`` in ``value`` and their scheduling key in ``topic``.
+The job splits the kinds with SQL ``WHERE kind = ...`` (``flink_job``): JVM Calc operators,
+so a row crosses into Python only where Python code runs on it. (PyFlink's side outputs
+are not used: an unconsumed one leaks into the main stream, and each adds a Python map.)
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from typing import Any
 
 from pyflink.common import Row
-from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, MapFunction, RuntimeContext
+from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.functions import AsyncFunction
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 from pyflink.common.typeinfo import Types
@@ -34,8 +37,33 @@ def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+#: The columns of every row between the job's operators (see the module docstring).
+ITEM_FIELDS = ("kind", "topic", "key", "value", "headers")
+#: The Kafka sink's columns: an OUT row without its kind.
+SINK_FIELDS = ITEM_FIELDS[1:]
+OUT, WORK, SCHEDULED = 0, 1, 2
+
+
+def item_row(item: WorkItem | Scheduled | OutRecord) -> Row:
+    """Any item a Python operator emits -> its ``ITEM_FIELDS`` row."""
+    if isinstance(item, OutRecord):
+        return Row(OUT, item.topic, item.key, item.value, dict(item.headers))
+    kind = WORK if isinstance(item, WorkItem) else SCHEDULED
+    return Row(kind, item.key, None, pickle.dumps(item, pickle.HIGHEST_PROTOCOL), None)
+
+
+def row_item(row: Row) -> WorkItem | Scheduled:
+    """A WORK or SCHEDULED row -> the item it carries."""
+    return pickle.loads(row[3])
+
+
+def sink_row(record: OutRecord) -> Row:
+    """OutRecord -> the Kafka sink's row (``SINK_FIELDS``)."""
+    return Row(record.topic, record.key, record.value, dict(record.headers))
+
+
 class IntakeFunction(FlatMapFunction):
-    """Broker-topic Row -> WorkItem | Scheduled | OutRecord (decode, route; bad -> dead letter)."""
+    """Broker-topic Row -> WORK | SCHEDULED | OUT rows (decode, route; bad -> dead letter)."""
 
     def __init__(self, plan: Plan, topics: Topics) -> None:
         self.plan = plan
@@ -51,14 +79,17 @@ class IntakeFunction(FlatMapFunction):
         headers = {k: bytes(v) for k, v in (row["headers"] or {}).items() if v is not None}
         origin = f"{row['topic']}/{row['partition']}@{row['offset']}"
         try:
-            yield from self.intake.ingest(row["topic"], _bytes(row["key"]), headers, _bytes(row["value"]), origin, time.time())
+            items = self.intake.ingest(row["topic"], _bytes(row["key"]), headers, _bytes(row["value"]), origin, time.time())
+            rows = [item_row(item) for item in items]
         except Exception as exc:  # a bug must not stop the job or lose the record: dead-letter it
             log.exception("intake failed for %s", origin)
-            yield internal_error(self.topics, f"intake failed: {type(exc).__name__}: {exc}", origin, _bytes(row["value"]))
+            rows = [item_row(internal_error(self.topics, f"intake failed: {type(exc).__name__}: {exc}", origin,
+                                            _bytes(row["value"])))]
+        yield from rows
 
 
 class RetryRecordFunction(FlatMapFunction):
-    """Retry-topic Row -> Scheduled; a foreign record is dead-lettered, never a crash."""
+    """Retry-topic Row -> a SCHEDULED row; a foreign record is dead-lettered, never a crash."""
 
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
@@ -66,11 +97,11 @@ class RetryRecordFunction(FlatMapFunction):
     def flat_map(self, row: Row):
         headers = {k: bytes(v) for k, v in (row["headers"] or {}).items() if v is not None}
         try:
-            yield parse_retry_record(_bytes(row["key"]), headers, _bytes(row["value"]))
+            yield item_row(parse_retry_record(_bytes(row["key"]), headers, _bytes(row["value"])))
         except (ValueError, UnicodeDecodeError) as exc:
             record = DeadLetter(reason=f"unreadable retry record: {exc}",
                                 origin=f"{row['topic']}/{row['partition']}@{row['offset']}", raw=raw_text(_bytes(row["value"])))
-            yield OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {})
+            yield item_row(OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {}))
 
 
 class SchedulerFunction(KeyedProcessFunction):
@@ -129,15 +160,17 @@ class SchedulerFunction(KeyedProcessFunction):
 
         return FlinkKeyState()
 
-    def process_element(self, item: Scheduled, ctx: KeyedProcessFunction.Context):
+    def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
         now_ms = ctx.timer_service().current_processing_time()
-        ready, timers = on_scheduled(self._state(), item, now_ms)
+        ready, timers = on_scheduled(self._state(), row_item(row), now_ms)
         for due in timers:
             ctx.timer_service().register_processing_time_timer(due)
-        yield from ready
+        for item in ready:
+            yield item_row(item)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        yield from on_timer(self._state(), ctx.get_current_key(), timestamp)
+        for item in on_timer(self._state(), ctx.get_current_key(), timestamp):
+            yield item_row(item)
 
 
 #: How long an attempt may run past its HTTP timeout before the operator gives up on it.
@@ -145,8 +178,8 @@ ATTEMPT_GRACE_S = 5.0
 
 
 class DeliverFunction(AsyncFunction):
-    """One delivery attempt per WorkItem (bounded by its trigger's timeout); returns the
-    Kafka records its outcome causes. Many attempts are in flight; per-trigger concurrency
+    """One delivery attempt per WORK row (bounded by its trigger's timeout); returns the
+    Kafka sink rows its outcome causes. Many attempts are in flight; per-trigger concurrency
     is bounded by a semaphore."""
 
     def __init__(self, plan: Plan, topics: Topics, settings: DeliverySettings) -> None:
@@ -173,8 +206,17 @@ class DeliverFunction(AsyncFunction):
             self.engine = engine
         return self.engine
 
-    async def async_invoke(self, item: WorkItem):
+    async def async_invoke(self, row: Row):
+        return [sink_row(record) for record in await self._attempt(row)]
+
+    def timeout(self, row: Row):
+        """PyFlink's operator-timeout hook (the job sets no operator timeout: see ``build_job``)."""
+        return [sink_row(record) for record in self._timed_out(row_item(row))]
+
+    async def _attempt(self, row: Row) -> list[OutRecord]:
+        item = None
         try:
+            item = row_item(row)
             engine = await self._engine()
             task = DeliveryTask.from_bytes(item.task)
             self.attempts.inc()
@@ -183,16 +225,17 @@ class DeliverFunction(AsyncFunction):
                     async with asyncio.timeout(engine.route(task.trigger).timeout + ATTEMPT_GRACE_S):
                         outcome = await engine.attempt(task)
                 except TimeoutError:
-                    return self.timeout(item)
+                    return self._timed_out(item)
             return self.outbox.records(item, outcome)
         except Exception as exc:  # never fail the job over one task: dead-letter it with the reason
-            log.exception("delivery failed unexpectedly for %s", item.key)
-            return [internal_error(self.topics, f"delivery failed: {type(exc).__name__}: {exc}", item.key, item.task)]
+            origin = item.key if item else f"{row[0]}/{row[1]}"
+            log.exception("delivery failed unexpectedly for %s", origin)
+            raw = item.task if item else _bytes(row[3])
+            return [internal_error(self.topics, f"delivery failed: {type(exc).__name__}: {exc}", origin, raw)]
 
-    def timeout(self, item: WorkItem):
+    def _timed_out(self, item: WorkItem) -> list[OutRecord]:
         """The attempt overran its bound (the HTTP client's own timeout should have ended it
-        first): a retryable failure, never a crash. Also PyFlink's operator-timeout hook,
-        though the job sets no operator timeout (see ``build_job``)."""
+        first): a retryable failure, never a crash."""
         task = DeliveryTask.from_bytes(item.task)
         trigger = self.triggers[task.trigger]
         outcome = decide(task, trigger.delivery, time.time(), None, None, b"",
@@ -201,27 +244,8 @@ class DeliverFunction(AsyncFunction):
         return self.outbox.records(item, outcome)
 
 
-class ToSinkRow(MapFunction):
-    """OutRecord -> the Kafka sink's Row(topic, key, value, headers)."""
-
-    def map(self, record: OutRecord) -> Row:
-        return Row(topic=record.topic, key=record.key, value=record.value, headers=dict(record.headers))
-
-
 def internal_error(topics: Topics, reason: str, origin: str, raw: bytes | None) -> OutRecord:
     """A record the job could not process (a bug, not bad input) for the dead-letter topic."""
     record = DeadLetter(reason=reason, origin=origin, raw=raw_text(raw))
     return OutRecord(topics.dead_letters, None, record.to_json().encode(), {"knflow_kind": b"internal_error"})
-
-
-def is_work(value: Any) -> bool:
-    return isinstance(value, WorkItem)
-
-
-def is_scheduled(value: Any) -> bool:
-    return isinstance(value, Scheduled)
-
-
-def is_out(value: Any) -> bool:
-    return isinstance(value, OutRecord)
 

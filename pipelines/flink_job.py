@@ -11,6 +11,10 @@
 
 Retries wait in the Scheduler's checkpointed state, never inside an attempt, so one slow
 consumer cannot hold a bundle or a checkpoint hostage.
+
+The Python operators all emit one row type (``flink_functions.ITEM_FIELDS``) and SQL
+``WHERE kind = ...`` splits it, in the JVM: an unordered task crosses into Python twice in
+all (intake, deliver), where a Python ``filter`` per kind made it five times.
 """
 from __future__ import annotations
 
@@ -126,9 +130,11 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     from pyflink.datastream.async_data_stream import AsyncDataStream
     from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
+    from pyflink.table.expressions import col
+
     from pipelines.flink_functions import (
-        DeliverFunction, IntakeFunction, RetryRecordFunction, SchedulerFunction, ToSinkRow,
-        is_out, is_scheduled, is_work,
+        ITEM_FIELDS, OUT, SCHEDULED, SINK_FIELDS, WORK, DeliverFunction, IntakeFunction, RetryRecordFunction,
+        SchedulerFunction,
     )
 
     topics = options.topics
@@ -166,38 +172,46 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     t_env.execute_sql(_source_ddl("knflow_retry", [topics.retry], options))
     t_env.execute_sql(_sink_ddl(options, output_topics(plan, options)))
 
-    pickled = Types.PICKLED_BYTE_ARRAY()
-    brokers = t_env.to_data_stream(t_env.from_path("knflow_brokers"))
-    intake = brokers.flat_map(IntakeFunction(plan, topics), output_type=pickled).name("intake: decode + route")
-    retries = (t_env.to_data_stream(t_env.from_path("knflow_retry"))
-               .flat_map(RetryRecordFunction(topics), output_type=pickled).name("retry records"))
+    def row_type(fields: tuple[str, ...]) -> tuple[Any, Any]:
+        """The DataStream type and the Table schema of rows with these columns."""
+        types = {"kind": (Types.INT(), DataTypes.INT()), "topic": (Types.STRING(), DataTypes.STRING()),
+                 "key": (Types.PRIMITIVE_ARRAY(Types.BYTE()), DataTypes.BYTES()),
+                 "value": (Types.PRIMITIVE_ARRAY(Types.BYTE()), DataTypes.BYTES()),
+                 "headers": (Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())),
+                             DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES()))}
+        schema = Schema.new_builder()
+        for name in fields:
+            schema = schema.column(name, types[name][1])
+        return Types.ROW_NAMED(list(fields), [types[name][0] for name in fields]), schema.build()
 
-    scheduled = intake.filter(is_scheduled).union(retries.filter(is_scheduled))
-    due = (scheduled.key_by(lambda item: item.key, key_type=Types.STRING())
-           .process(SchedulerFunction(), output_type=pickled).name("scheduler: retries + ordered keys"))
-    work = intake.filter(is_work).union(due)
+    item_type, item_schema = row_type(ITEM_FIELDS)
+    sink_type, sink_schema = row_type(SINK_FIELDS)
+
+    brokers = t_env.to_data_stream(t_env.from_path("knflow_brokers"))
+    intake = brokers.flat_map(IntakeFunction(plan, topics), output_type=item_type).name("intake: decode + route")
+    retries = (t_env.to_data_stream(t_env.from_path("knflow_retry"))
+               .flat_map(RetryRecordFunction(topics), output_type=item_type).name("retry records"))
+    items = t_env.from_data_stream(intake, item_schema).union_all(t_env.from_data_stream(retries, item_schema))
+
+    def of_kind(table: Any, kind: int) -> Any:  # a JVM filter: no Python crossing
+        return table.where(col("kind") == kind)
+
+    due = (t_env.to_data_stream(of_kind(items, SCHEDULED))
+           .key_by(lambda row: row[1], key_type=Types.STRING())
+           .process(SchedulerFunction(), output_type=item_type).name("scheduler: retries + ordered keys"))
+    work = of_kind(items, WORK).union_all(t_env.from_data_stream(due, item_schema))
     outcomes = AsyncDataStream.unordered_wait(
-        work,
+        t_env.to_data_stream(work),
         DeliverFunction(plan, topics, options.delivery),
         # No operator timeout: PyFlink starts a timer THREAD per element for one, which held
         # the job to ~380 events/s (bench/pipeline.py; 580 without). DeliverFunction bounds
         # each attempt itself.
         Time.milliseconds(0),
         options.async_capacity,
-        output_type=pickled,
+        output_type=sink_type,
     ).name("deliver: one attempt")
-    out = intake.filter(is_out).union(retries.filter(is_out), outcomes)
-    row_type = Types.ROW_NAMED(
-        ["topic", "key", "value", "headers"],
-        [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-         Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))])
-    rows = out.map(ToSinkRow(), output_type=row_type).name("to Kafka rows")
-    table = t_env.from_data_stream(rows, Schema.new_builder()
-                                   .column("topic", DataTypes.STRING())
-                                   .column("key", DataTypes.BYTES())
-                                   .column("value", DataTypes.BYTES())
-                                   .column("headers", DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES()))
-                                   .build())
+    table = (of_kind(items, OUT).select(*(col(name) for name in SINK_FIELDS))
+             .union_all(t_env.from_data_stream(outcomes, sink_schema)))
     return env, t_env, table
 
 

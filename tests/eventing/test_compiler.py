@@ -182,3 +182,13 @@ def test_kafka_sink_errors():
     assert as_subscriber == ["m.yaml: Trigger/t: spec.subscriber.ref: a KafkaSink can only be a deadLetterSink in knflow (subscribers are HTTP)"]
     no_topic = problems_of(BROKER, "apiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {name: k, namespace: streaming}\nspec: {}\n")
     assert no_topic == ["m.yaml: KafkaSink/k: spec.topic: is required (the Kafka topic dead letters are written to)"]
+
+
+def test_load_plan_takes_one_path_as_itself(tmp_path):
+    """A str is one path, not an iterable of one-letter file names."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "live-stream"
+    assert [t.name for t in load_plan(str(example)).triggers()] == [t.name for t in load_plan([example]).triggers()]
+    with pytest.raises(ManifestError, match="nope.yaml"):
+        load_plan(str(tmp_path / "nope.yaml"))
