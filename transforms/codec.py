@@ -795,8 +795,8 @@ def _is_ce_content_type(value: str) -> bool:
     return value.lstrip().lower().startswith("application/cloudevents")
 
 
-# The fast decoders check each attribute as _binary_event does, inline (one call less per
-# header): duplicate; core string empty; time; specversion other than 1.0; extension name.
+# The fast decoders check each attribute as _binary_event does (_fast_attribute): duplicate;
+# core string empty; time; specversion other than 1.0; extension name.
 
 
 def _fast_attribute(attributes: dict[str, Any], name: str, text: str) -> bool:
