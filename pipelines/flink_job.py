@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, kafka_limit
 from eventing.plan import Plan
 from transforms.kafka_plane import Topics
 from pipelines.delivery_settings import DeliverySettings
@@ -48,6 +49,7 @@ class FlinkJobOptions:
     outcomes: bool = True
     bundle_size: int = 1000
     bundle_time_ms: int = 20
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger records are dead-lettered (kafka_plane.fit)
     connector_jar: str | None = None
     restore_from: str | None = None
     ship_code: bool = False  # add knflow's packages as Python files (remote clusters)
@@ -58,7 +60,7 @@ class FlinkJobOptions:
 
     @property
     def topics(self) -> Topics:
-        return Topics.for_job(self.job_name, outcomes=self.outcomes)
+        return Topics.for_job(self.job_name, outcomes=self.outcomes, max_record_bytes=self.max_record_bytes)
 
     @property
     def group_id(self) -> str:
@@ -119,7 +121,8 @@ CREATE TABLE `knflow_out` (
   'properties.bootstrap.servers' = '{options.bootstrap_servers}',
   'key.format' = 'raw', 'key.fields' = 'key',
   'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY',
-  'sink.delivery-guarantee' = 'at-least-once'
+  'sink.delivery-guarantee' = 'at-least-once',
+  'properties.max.request.size' = '{kafka_limit(options.max_record_bytes)}'
 )"""
 
 
@@ -229,7 +232,8 @@ def prepare_topics(plan: Plan, options: FlinkJobOptions, partitions: int = 4) ->
     partitions only periodically)."""
     from eventing.kafka_topics import ensure_topics
 
-    ensure_topics(options.bootstrap_servers, output_topics(plan, options), partitions)
+    ensure_topics(options.bootstrap_servers, output_topics(plan, options), partitions,
+                  max_record_bytes=options.max_record_bytes)
 
 
 def set_log_dir() -> None:

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, MIN_MAX_RECORD_BYTES
 from pipelines.event_loop import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 from transforms.sender import DEFAULT_SENDER
 
@@ -21,6 +22,18 @@ DEFAULTS: dict[str, Any] = {
     "http_client": DEFAULT_SENDER,
     "event_loop": DEFAULT_EVENT_LOOP,
 }
+
+
+def _record_limit(text: str) -> int:
+    """--max-record-bytes: an integer of at least Kafka's own default limit, so that the dead
+    letter of an oversized record (a 64 KiB sample, escaped) always fits."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < MIN_MAX_RECORD_BYTES:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_MAX_RECORD_BYTES} bytes, got {value}")
+    return value
 
 
 def add_job_arguments(parser: Any, runner_flag: str = "--runner", include_flink: bool = True) -> None:
@@ -67,6 +80,10 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="where a new job starts reading: the group's committed offsets (else earliest), earliest, latest")
     flink.add_argument("--async-capacity", type=int, default=1000,
                        help="delivery attempts in flight per parallel subtask (default: %(default)s)")
+    flink.add_argument("--max-record-bytes", type=_record_limit, default=DEFAULT_MAX_RECORD_BYTES, metavar="BYTES",
+                       help="largest Kafka record the job writes; a larger one (a retry of a huge event, a huge "
+                            "reply) is dead-lettered with a sample. Topics knflow creates take it "
+                            "(default: %(default)s)")
     flink.add_argument("--partitions", type=int, default=4, help="partitions of topics knflow creates (default: %(default)s)")
     flink.add_argument("--no-outcomes", dest="outcomes", action="store_false",
                        help="do not write one outcome record per delivery to knflow-<job>-outcomes (no run summary then)")
@@ -95,7 +112,7 @@ def flink_options(args: Any, plan: Any = None) -> Any:
         bootstrap_servers=args.bootstrap_servers, job_name=args.job_name, parallelism=args.parallelism,
         checkpoint_interval=args.checkpoint_interval, async_capacity=args.async_capacity,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
-        outcomes=args.outcomes, restore_from=args.restore_from,
+        outcomes=args.outcomes, restore_from=args.restore_from, max_record_bytes=args.max_record_bytes,
     )
     if args.checkpoint_dir:
         options.checkpoint_dir = args.checkpoint_dir

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES
 from eventing.plan import ORDERED, Plan
 from transforms.codec import CodecError, decode_kafka, encode_kafka, event_to_dict
 from transforms.delivery import (
@@ -34,16 +35,17 @@ TICKET_HEADER = "knflow_ticket"  # ordered keys: the gate ticket (see transforms
 
 @dataclass(frozen=True)
 class Topics:
-    """The job's own topics besides the broker topics."""
+    """The job's own topics besides the broker topics, and the largest record it writes."""
 
     retry: str
     dead_letters: str
     outcomes: str | None = None
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     @classmethod
-    def for_job(cls, job_name: str, outcomes: bool = True) -> "Topics":
+    def for_job(cls, job_name: str, outcomes: bool = True, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> "Topics":
         return cls(f"knflow-{job_name}-retry", f"knflow-{job_name}-dead-letters",
-                   f"knflow-{job_name}-outcomes" if outcomes else None)
+                   f"knflow-{job_name}-outcomes" if outcomes else None, max_record_bytes)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,38 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: Mapping[str, bytes]
+
+
+#: How much of an oversized record's value its dead letter keeps.
+OVERSIZED_SAMPLE_BYTES = 64 * 1024
+
+
+def record_size(record: OutRecord) -> int:
+    """What Kafka counts against its limits for one record (without batch framing)."""
+    return (len(record.key or b"") + len(record.value or b"")
+            + sum(len(name) + len(value) for name, value in record.headers.items()))
+
+
+def fit(topics: Topics, record: OutRecord, origin: str = "", event_id: str | None = None,
+        trigger: str | None = None) -> OutRecord:
+    """``record`` if it is within ``topics.max_record_bytes``; else a dead letter that names
+    its topic and size and keeps its headers and the first ``OVERSIZED_SAMPLE_BYTES`` of its
+    value. Kafka would refuse the record, and that would fail the job's sink, restart the
+    job from its checkpoint and meet the same record again: one event must not stop them all.
+    The job's limit is at least 1 MiB (``--max-record-bytes``), which the dead letter, its
+    sample escaped as JSON or hex, always fits."""
+    size = record_size(record)
+    if size <= topics.max_record_bytes:
+        return record
+    value = record.value or b""
+    dead = DeadLetter(
+        reason=(f"a {size}-byte record for topic {record.topic!r} exceeds the job's record limit of "
+                f"{topics.max_record_bytes} bytes (--max-record-bytes); the first {OVERSIZED_SAMPLE_BYTES} "
+                f"bytes of its {len(value)}-byte value are kept in raw"),
+        origin=origin or record.topic, trigger=trigger, event_id=event_id,
+        raw=raw_text(value[:OVERSIZED_SAMPLE_BYTES]),
+        headers={name: (raw_text(v[:1024]) or "") for name, v in record.headers.items()})
+    return OutRecord(topics.dead_letters, None, dead.to_json().encode(), {KIND_HEADER: b"oversized"})
 
 
 def _outcome(topics: Topics, kind: str, trigger: str | None, event_id: str | None, **extra) -> list[OutRecord]:
@@ -100,8 +134,8 @@ class Intake:
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         record = DeadLetter(reason=reason, origin=origin, raw=raw_text(value),
                             headers={k: raw_text(v) or "" for k, v in pairs})
-        return ([OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {KIND_HEADER: b"undecodable"})]
-                + _outcome(self.topics, "undecodable", None, None, origin=origin))
+        dead = OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {KIND_HEADER: b"undecodable"})
+        return [fit(self.topics, dead, origin)] + _outcome(self.topics, "undecodable", None, None, origin=origin)
 
 
 def retry_record(topics: Topics, item: Scheduled) -> OutRecord:
@@ -171,4 +205,33 @@ class Outbox:
                 out.append(OutRecord(topics.dead_letters, event_id.encode(), record.to_json().encode(), {KIND_HEADER: b"dead_letter"}))
         if settled and item.ordered:
             out.append(retry_record(topics, Scheduled(RELEASE, item.key, True, ticket=item.ticket)))
+        if any(record_size(record) > topics.max_record_bytes for record in out):
+            return self._fit(item, task, out, settled)
         return out
+
+    def _fit(self, item: WorkItem, task: DeliveryTask, out: list[OutRecord], settled: bool) -> list[OutRecord]:
+        """``out`` with each oversized record dead-lettered (``fit``). An oversized retry
+        (its record holds the event twice) is the task's end: the event itself is
+        dead-lettered, whole if it fits, and an ordered key's gate is released."""
+        topics = self.topics
+        fitted: list[OutRecord] = []
+        after: list[OutRecord] = []
+        for record in out:
+            if record_size(record) <= topics.max_record_bytes:
+                fitted.append(record)
+                continue
+            origin = f"outcome of {task.trigger}"
+            if record.topic == topics.retry and not settled:
+                settled = True
+                dead = DeadLetter(
+                    reason=(f"not retried: its {record_size(record)}-byte retry record exceeds the job's record "
+                            f"limit of {topics.max_record_bytes} bytes (--max-record-bytes), after "
+                            f"{task.attempt} attempt(s)"),
+                    origin=origin, trigger=task.trigger, event_id=task.event_id, event=event_to_dict(task.event))
+                record = OutRecord(topics.dead_letters, task.event_id.encode(), dead.to_json().encode(),
+                                   {KIND_HEADER: b"oversized"})
+                if item.ordered:
+                    after.append(retry_record(topics, Scheduled(RELEASE, item.key, True, ticket=item.ticket)))
+            fitted.append(fit(topics, record, origin, task.event_id, task.trigger))
+            after += _outcome(topics, "dead_lettered", task.trigger, task.event_id, reason="oversized record")
+        return fitted + after

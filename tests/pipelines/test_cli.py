@@ -114,3 +114,14 @@ def test_beam_main_takes_beam_pipeline_options():
     assert result.returncode == 0, result.stderr[-2000:]
     row = next(line for line in result.stdout.splitlines() if line.startswith("streaming/analytics"))
     assert row.split()[1:3] == ["300", "300"]
+
+
+def test_max_record_bytes_reaches_the_job_and_has_a_floor():
+    from pipelines.cli import build_parser
+    from pipelines.options import flink_options
+
+    args = build_parser().parse_args(["run", str(EXAMPLE), "--max-record-bytes", "8388608"])
+    options = flink_options(args)
+    assert options.max_record_bytes == 8388608 and options.topics.max_record_bytes == 8388608
+    result = knflow("run", str(EXAMPLE), "--max-record-bytes", "1000")
+    assert result.returncode == 2 and "--max-record-bytes: must be at least 1048576 bytes, got 1000" in result.stderr

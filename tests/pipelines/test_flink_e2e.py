@@ -54,6 +54,9 @@ def manifests(namespace: str, urls: dict[str, str]) -> str:
                       "{retry: 1, backoffDelay: PT0.1S, deadLetterSink: {ref: {apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: audit-dlq}}}")
             + f"---\napiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {{name: audit-dlq, namespace: {namespace}}}\n"
             + f"spec: {{topic: {namespace}-audit-dlq}}\n"
+            + trigger("uploads", "[{exact: {type: com.live.clip.uploaded}}]", urls["uploads"],
+                      "{retry: 2, backoffDelay: PT0.2S}")
+            + trigger("big-reply", "[{exact: {type: com.live.clip.uploaded}}]", urls["big_reply"])
             + trigger("leaderboard", "[{exact: {type: com.live.gift.sent}}]", urls["ordered"],
                       "{retry: 3, backoffDelay: PT0.3S}", "{kafka.eventing.knative.dev/delivery.order: ordered}"))
 
@@ -68,6 +71,11 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         "moderation": ConsumerServer(lambda req: reply_event(
             {"id": "flag-" + req.headers["ce-id"], "source": "/moderation", "type": "com.live.comment.flagged"}, b"{}")(req)),
         "notify": ConsumerServer(accept()), "ordered": ConsumerServer(fail_first_per_event(500)),
+        # A 700 KB event, retried once: its ~1.4 MB retry record is over Kafka's 1 MiB default.
+        "uploads": ConsumerServer(fail_first_per_event()),
+        # A 5 MB reply, over the job's 4 MiB record limit: dead-lettered, and the job goes on.
+        "big_reply": ConsumerServer(reply_event({"id": "huge-reply", "source": "/clips", "type": "com.live.clip.echo"},
+                                                json.dumps({"blob": "y" * 5_000_000}).encode())),
     }
     for server in servers.values():
         server.start()
@@ -108,17 +116,22 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
                 if type_ == "com.live.comment.posted":
                     expected["moderation"].add(event_id)
                     expected["notify"].add("flag-" + event_id)
+            clip = json.dumps({"room": "room-0", "blob": "z" * 700_000}).encode()
+            events.append(("clip-1", {"ce-specversion": "1.0", "ce-id": "clip-1", "ce-source": "/rooms/room-0",
+                                      "ce-type": "com.live.clip.uploaded", "content-type": "application/json"}, clip))
+            expected["uploads"].add("clip-1")
+            expected["big_reply"].add("clip-1")
             with AppThread(Ingress(plan, writer).app()) as base:
                 room_of = {event_id: json.loads(body)["room"] for event_id, _, body in events}
                 statuses = post_all(f"{base}/{namespace}/live", events, lanes=room_of.__getitem__)
-            assert Counter(statuses.values()) == Counter({202: 1000})
+            assert Counter(statuses.values()) == Counter({202: 1001})
 
             def ids(name):
                 return Counter(r.headers.get("ce-id") for r in servers[name].requests)
 
             def settled():
                 # Consumers that fail each event's first attempt must also have seen its retry.
-                twice = {"flaky", "ordered"}
+                twice = {"flaky", "ordered", "uploads"}
                 return all(expected[name] <= {i for i, n in ids(name).items() if n >= (2 if name in twice else 1)}
                            for name in expected)
 
@@ -161,6 +174,16 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         audited = [decode_kafka(r.headers, r.value) for r in records]
         assert {e.get_id() for e in audited} == expected["bad"]
         assert {e.get_attributes()["knativeerrorcode"] for e in audited} == {"422"}
+
+        # The retry of the 700 KB event went through the retry topic, whole.
+        assert [json.loads(r.body) for r in servers["uploads"].requests] == [json.loads(clip)] * 2
+        # The 5 MB reply: dead-lettered to the job's topic with its reason and a sample.
+        [oversized] = [r for r in consume(kafka.bootstrap, f"knflow-{namespace}-dead-letters", 1)
+                       if dict(r.headers).get("knflow_kind") == b"oversized"]
+        doc = json.loads(oversized.value)
+        assert doc["event_id"] == "clip-1" and doc["trigger"] == f"{namespace}/big-reply"
+        assert f"for topic {plan.brokers[0].topic!r} exceeds the job's record limit" in doc["reason"]
+        assert doc["headers"]["ce_id"] == "huge-reply" and len(doc["raw"]) == 64 * 1024
 
         summary = summary_rows(output)
         assert summary[f"{namespace}/gifts"]["delivered"] == len(expected["gifts"])

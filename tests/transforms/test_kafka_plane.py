@@ -7,7 +7,9 @@ from cloudevents.core.v1.event import CloudEvent
 
 from tests.plans import broker_yaml, plan_from_yaml, trigger_yaml
 from transforms.codec import decode_kafka, encode_kafka, event_from_dict
-from transforms.delivery import DeadLettered, Delivered, DeliveryError, DeliveryTask, Replied, Retrying
+from transforms.delivery import (
+    DeadLettered, Delivered, DeliveryError, DeliveryTask, Replied, Retrying, first_attempts,
+)
 from transforms.kafka_plane import Intake, OutRecord, Outbox, Topics, parse_retry_record
 from transforms.scheduler import NEW, RELEASE, RETRY, Scheduled, WorkItem
 
@@ -115,3 +117,68 @@ def test_outbox_writes_dead_letters_to_a_kafka_sink_topic():
     decoded = decode_kafka(list(record.headers.items()), record.value)
     assert decoded.get_id() == "e1" and decoded.get_attributes()["knativeerrorcode"] == "400"
     assert not [r for r in out if r.topic == TOPICS.dead_letters]
+
+
+# Oversized records: Kafka refuses a record over its limit, which fails the job's sink and
+# restarts the job onto the same record; each is dead-lettered with a sample instead.
+SMALL = Topics.for_job("j", max_record_bytes=50_000)
+
+
+def big_event(id_: str = "e1", size: int = 30_000) -> CloudEvent:
+    return event_from_dict({"specversion": "1.0", "id": id_, "source": "/s", "type": "gift", "partitionkey": "room-1",
+                            "data": {"blob": "x" * size}})
+
+
+def intake_task(trigger: str, event: CloudEvent) -> DeliveryTask:
+    """A task as intake makes it: carrying its subscriber's request (the event again)."""
+    [task] = first_attempts(event, [t for t in PLAN.brokers[0].triggers if t.key == trigger], 0.0)
+    return task
+
+
+def test_an_oversized_retry_dead_letters_its_whole_event_with_the_reason():
+    task = intake_task("ns/gifts", big_event())
+    item = WorkItem("u|ns/gifts|e1", False, task.to_bytes())
+    later = task.retried(1, 1.0, 3.5)
+    out = Outbox(PLAN, SMALL).records(item, Retrying(later, 503, "status 503"))
+    assert not [r for r in out if r.topic == SMALL.retry]  # its record holds the event twice: ~60 KB
+    [dead] = [r for r in out if r.topic == SMALL.dead_letters]
+    assert dead.headers == {"knflow_kind": b"oversized"} and dead.key == b"e1"
+    doc = json.loads(dead.value)
+    assert doc["event_id"] == "e1" and doc["trigger"] == "ns/gifts"
+    assert doc["reason"].startswith("not retried: its ") and "exceeds the job's record limit of 50000 bytes" in doc["reason"]
+    assert doc["event"]["id"] == "e1" and doc["event"]["data"] == {"blob": "x" * 30_000}  # ~30 KB: kept whole
+    assert [json.loads(r.value)["k"] for r in out if r.topic == SMALL.outcomes] == ["retried", "dead_lettered"]
+    # Within the limit, the same outcome is a retry as before.
+    assert [r.topic for r in Outbox(PLAN, TOPICS).records(item, Retrying(later, 503, "status 503"))
+            if r.topic != TOPICS.outcomes] == [TOPICS.retry]
+
+
+def test_an_oversized_retry_of_an_ordered_key_releases_its_gate():
+    task = intake_task("ns/ordered", big_event())
+    assert len(task.to_bytes()) > SMALL.max_record_bytes
+    item = WorkItem("o|ns/ordered|room-1", True, task.to_bytes(), ticket=4)
+    out = Outbox(PLAN, SMALL).records(item, Retrying(task, 500, "status 500"))
+    [release] = [parse_retry_record(r.key, dict(r.headers), r.value) for r in out if r.topic == SMALL.retry]
+    assert (release.kind, release.key, release.ticket) == (RELEASE, "o|ns/ordered|room-1", 4)
+    assert len([r for r in out if r.topic == SMALL.dead_letters]) == 1
+
+
+def test_an_oversized_reply_is_dead_lettered_and_the_delivery_still_counts():
+    task = DeliveryTask("ns/gifts", event())
+    out = Outbox(PLAN, SMALL).records(WorkItem("u|ns/gifts|e1", False, task.to_bytes()),
+                                      Replied(task, 200, big_event("r1", size=70_000)))
+    assert not [r for r in out if r.topic == "knative-broker-ns-b"]
+    [dead] = [r for r in out if r.topic == SMALL.dead_letters]
+    doc = json.loads(dead.value)
+    assert "for topic 'knative-broker-ns-b'" in doc["reason"] and doc["headers"]["ce_id"] == "r1"
+    assert len(doc["raw"]) == 64 * 1024 and doc["event_id"] == "e1"  # a sample of the reply's value
+    assert outcome_kinds(out) == ["delivered", "replied", "dead_lettered"]
+
+
+def test_an_oversized_undecodable_record_is_dead_lettered_with_a_sample():
+    garbage = bytes(range(256)) * 200  # not UTF-8: its raw text is hex, twice its size
+    out = Intake(PLAN, SMALL).ingest("knative-broker-ns-b", None, {}, garbage, "t/0@9", now=0)
+    [dead] = [o for o in out if o.topic == SMALL.dead_letters]
+    doc = json.loads(dead.value)
+    assert doc["origin"] == "t/0@9" and "exceeds the job's record limit" in doc["reason"]
+    assert len(dead.value) < 200_000 and doc["raw"]  # the dead letter of the dead letter keeps a sample
