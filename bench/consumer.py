@@ -1,15 +1,18 @@
 """The benchmarks' HTTP consumer: a minimal HTTP/1.1 keep-alive server (asyncio protocol on
 uvloop) in its own process, so the measured side is the client.
 
-``start_consumer(latencies_ms, cpu)`` starts one server per latency (answering 200 with an
-empty body after that many ms) and returns a handle: ``ports`` (latency -> port),
-``counts()`` (requests answered so far, per request path) and ``stop()``.
+``Consumer(latencies_ms, cpu)`` starts one server per latency (answering 200 with an
+empty body after that many ms) and is the handle: ``ports`` (latency -> port), ``counts()``
+(requests answered so far, per request path), ``arrivals()`` (when the first request for
+each event whose ``ce-id`` starts with ``probe-`` arrived, in ``time.time()`` seconds) and
+``stop()``.
 """
 from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
 import os
+import time
 from collections import Counter
 from typing import Any
 
@@ -20,9 +23,10 @@ class _ConsumerProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive: read head + Content-Length body, answer 200 after ``delay``,
     count the request under its path."""
 
-    def __init__(self, delay: float, counts: Counter) -> None:
+    def __init__(self, delay: float, counts: Counter, arrivals: dict[bytes, float]) -> None:
         self.delay = delay
         self.counts = counts
+        self.arrivals = arrivals
         self.buf = bytearray()
         self.transport: Any = None
 
@@ -51,6 +55,10 @@ class _ConsumerProtocol(asyncio.Protocol):
                 return
             del buf[:total]
             self.counts[head.split(b" ", 2)[1]] += 1
+            probe = head.find(b"\r\nce-id: probe-")
+            if probe >= 0:
+                stop = head.find(b"\r\n", probe + 2)
+                self.arrivals.setdefault(head[probe + 9: stop if stop >= 0 else len(head)], time.time())
             if self.delay:
                 asyncio.get_running_loop().call_later(self.delay, self._write)
             else:
@@ -63,17 +71,21 @@ def _serve(latencies_ms: list[int], conn: Any, cpu: int | None) -> None:
     import uvloop
 
     counts: Counter = Counter()
+    arrivals: dict[bytes, float] = {}
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         ports = {}
         for ms in latencies_ms:
-            server = await loop.create_server(lambda ms=ms: _ConsumerProtocol(ms / 1000.0, counts), "127.0.0.1", 0,
+            server = await loop.create_server(lambda ms=ms: _ConsumerProtocol(ms / 1000.0, counts, arrivals), "127.0.0.1", 0,
                                               backlog=1024)
             ports[ms] = server.sockets[0].getsockname()[1]
         conn.send(ports)
-        while await loop.run_in_executor(None, conn.recv) == "counts":  # anything else: stop
-            conn.send({path.decode(): n for path, n in counts.items()})
+        while (ask := await loop.run_in_executor(None, conn.recv)) in ("counts", "arrivals"):  # else: stop
+            if ask == "counts":
+                conn.send({path.decode(): n for path, n in counts.items()})
+            else:
+                conn.send({event_id.decode(): at for event_id, at in arrivals.items()})
 
     uvloop.run(serve())
 
@@ -91,6 +103,10 @@ class Consumer:
 
     def counts(self) -> dict[str, int]:
         self._conn.send("counts")
+        return self._conn.recv()
+
+    def arrivals(self) -> dict[str, float]:
+        self._conn.send("arrivals")
         return self._conn.recv()
 
     def stop(self) -> None:

@@ -14,6 +14,11 @@ What it does, with every part real and started here (stopped at the end):
 4. the clock runs from the first request any consumer gets to the moment every trigger
    got what the router says it must get (the plan's own ``Router`` over the same events).
 
+5. then, with the backlog done, ``--probe-events`` more events at a steady ``--probe-rate``
+   per second, each written alone (acks=all, no linger): the latency of each, from just
+   before its Kafka write to the first request for it at any consumer (``steady`` line:
+   p50/p90/p99/max in ms).
+
 ``events_per_s``: backlog events routed and delivered per second of that window;
 ``deliveries_per_s``: POSTs per second. One line per trigger gives its deliveries and
 when its last one arrived: the ordered ``gift-leaderboard`` trigger delivers one event
@@ -21,7 +26,8 @@ per room at a time, each waiting for the previous one's release to come back thr
 the retry topic, so its rate is bounded per room, not by the machine.
 
 Usage: ``python bench/pipeline.py [--events 20000] [--parallelism 1]
-[--checkpoint-interval 10] [--no-outcomes] [--timeout 600]``.
+[--checkpoint-interval 10] [--no-outcomes] [--timeout 600] [--probe-events 1000]
+[--probe-rate 100] [--buffer-timeout-ms 100]``.
 """
 from __future__ import annotations
 
@@ -67,6 +73,39 @@ def _write_backlog(bootstrap: str, topic: str, events: list[Any], partitions: in
     return time.perf_counter() - start
 
 
+def _probe(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
+           timeout: float) -> dict[str, Any]:
+    """Write ``docs`` one by one at ``rate`` per second; latency of each to its first delivery."""
+    from kafka import KafkaProducer
+
+    from transforms.codec import encode_kafka, event_from_dict
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    for n, doc in enumerate(docs):
+        event_id = doc["id"] = f"probe-{n}"
+        key, headers, value = encode_kafka(event_from_dict(doc), "binary")
+        time.sleep(max(0.0, start + n / rate - time.perf_counter()))
+        sent[event_id] = time.time()
+        producer.send(topic, key=key, value=value, headers=list(headers))
+    producer.flush()
+    producer.close()
+    deadline = time.perf_counter() + timeout
+    while len(arrivals := consumer.arrivals()) < len(sent):
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"only {len(arrivals)} of {len(sent)} probe events arrived in {timeout:.0f}s")
+        time.sleep(0.2)
+    latencies = sorted((arrivals[event_id] - at) * 1000 for event_id, at in sent.items())
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1)
+
+    return {"case": "steady", "events": len(docs), "rate_per_s": rate, "ops_per_s": rate,
+            "latency_ms_p50": pct(50), "latency_ms_p90": pct(90), "latency_ms_p99": pct(99),
+            "latency_ms_max": round(latencies[-1], 1)}
+
+
 def _expected(plan: Any, events: list[Any], ref_urls: dict[str, str]) -> Counter:
     """Deliveries per consumer path: the plan's router over the events."""
     from urllib.parse import urlsplit
@@ -90,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-outcomes", action="store_true", help="pass --no-outcomes to the job")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every delivery")
+    parser.add_argument("--probe-events", type=int, default=1000, help="events of the steady latency phase (0: none)")
+    parser.add_argument("--probe-rate", type=float, default=100.0, help="their rate per second")
+    parser.add_argument("--buffer-timeout-ms", type=int, default=None, help="pass --buffer-timeout-ms to the job")
     args = parser.parse_args(argv)
     if shutil.which("java") is None:
         raise SystemExit("bench/pipeline.py needs Java 17+ on PATH (Kafka and Flink)")
@@ -125,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         command += [arg for name, ref_url in ref_urls.items() for arg in ("--ref-url", f"{name}={ref_url}")]
         if args.no_outcomes:
             command.append("--no-outcomes")
+        if args.buffer_timeout_ms is not None:
+            command += ["--buffer-timeout-ms", str(args.buffer_timeout_ms)]
         with open(log_path, "w") as log:
             job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -150,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         window = end - first
         counts = consumer.counts()
         common = {"bench": "pipeline", "impl": "flink-minicluster", "events": len(events),
-                  "parallelism": args.parallelism, "outcomes": not args.no_outcomes}
+                  "parallelism": args.parallelism, "outcomes": not args.no_outcomes,
+                  "buffer_timeout_ms": 100 if args.buffer_timeout_ms is None else args.buffer_timeout_ms}
         for path, n in sorted(want.items()):
             print(json.dumps({**common, "case": f"trigger{path}", "deliveries": n, "received": counts.get(path, 0),
                               "done_after_s": round(finished[path] - first, 2),
@@ -163,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                           "job_start_to_first_delivery_s": round(first - launched, 1),
                           "backlog_write_s": round(write_s, 1),
                           "wall_seconds": round(time.perf_counter() - started, 1)}), flush=True)
+        if args.probe_events:
+            docs = list(make_events.events(args.probe_events))
+            print(json.dumps({**common, **_probe(kafka.bootstrap, plan.brokers[0].topic, docs, args.probe_rate,
+                                                  consumer, 60.0)}), flush=True)
         return 0
     finally:
         if job is not None and job.poll() is None:

@@ -49,6 +49,7 @@ class FlinkJobOptions:
     outcomes: bool = True
     bundle_size: int = 1000
     bundle_time_ms: int = 20
+    buffer_timeout_ms: int = 100  # how long a network buffer between operators may wait to fill (Flink's default)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger records are dead-lettered (kafka_plane.fit)
     connector_jar: str | None = None
     restore_from: str | None = None
@@ -163,6 +164,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
             config.set_string("execution.state-recovery.path", options.restore_from)
         env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(options.parallelism)
+    env.set_buffer_timeout(options.buffer_timeout_ms)
     if options.checkpoint_interval > 0:
         env.enable_checkpointing(int(options.checkpoint_interval * 1000))
     if options.ship_code:

@@ -80,6 +80,9 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="where a new job starts reading: the group's committed offsets (else earliest), earliest, latest")
     flink.add_argument("--async-capacity", type=int, default=1000,
                        help="delivery attempts in flight per parallel subtask (default: %(default)s)")
+    flink.add_argument("--buffer-timeout-ms", type=int, default=100, metavar="MS",
+                       help="longest wait of a network buffer between Flink operators before it is sent half "
+                            "full: lower is lower latency, 0 sends every record at once (default: %(default)s)")
     flink.add_argument("--max-record-bytes", type=_record_limit, default=DEFAULT_MAX_RECORD_BYTES, metavar="BYTES",
                        help="largest Kafka record the job writes; a larger one (a retry of a huge event, a huge "
                             "reply) is dead-lettered with a sample. Topics knflow creates take it "
@@ -113,6 +116,7 @@ def flink_options(args: Any, plan: Any = None) -> Any:
         checkpoint_interval=args.checkpoint_interval, async_capacity=args.async_capacity,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
         outcomes=args.outcomes, restore_from=args.restore_from, max_record_bytes=args.max_record_bytes,
+        buffer_timeout_ms=args.buffer_timeout_ms,
     )
     if args.checkpoint_dir:
         options.checkpoint_dir = args.checkpoint_dir

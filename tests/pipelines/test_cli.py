@@ -116,12 +116,29 @@ def test_beam_main_takes_beam_pipeline_options():
     assert row.split()[1:3] == ["300", "300"]
 
 
-def test_max_record_bytes_reaches_the_job_and_has_a_floor():
-    from pipelines.cli import build_parser
-    from pipelines.options import flink_options
+BUILD_JOB = """
+import json, sys
+from eventing.compiler import load_plan
+from pipelines.cli import build_parser
+from pipelines.flink_job import build_job
+from pipelines.options import flink_options
 
-    args = build_parser().parse_args(["run", str(EXAMPLE), "--max-record-bytes", "8388608"])
-    options = flink_options(args)
-    assert options.max_record_bytes == 8388608 and options.topics.max_record_bytes == 8388608
+options = flink_options(build_parser().parse_args(sys.argv[1:]))
+env, _t_env, _table = build_job(load_plan(sys.argv[2]), options)
+print(json.dumps({"buffer_timeout": env.get_buffer_timeout(), "limit": options.topics.max_record_bytes}))
+"""
+
+
+@pytest.mark.flink
+def test_record_limit_and_buffer_timeout_reach_the_job():
+    # In a process of its own: PyFlink, once imported, takes over Beam's bundle processing,
+    # and the DirectRunner tests of this session share the pytest process.
+    result = subprocess.run([sys.executable, "-c", BUILD_JOB, "run", str(EXAMPLE), "--max-record-bytes", "8388608",
+                             "--buffer-timeout-ms", "7"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"buffer_timeout": 7, "limit": 8388608}
+
+
+def test_max_record_bytes_has_a_floor():
     result = knflow("run", str(EXAMPLE), "--max-record-bytes", "1000")
     assert result.returncode == 2 and "--max-record-bytes: must be at least 1048576 bytes, got 1000" in result.stderr
