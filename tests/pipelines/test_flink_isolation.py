@@ -85,8 +85,10 @@ spec:
         record_property(key, value)
     # The down trigger's retries are pending the whole time (first retry due 5 s after
     # each attempt, then 10 s, ...), yet every wave reached the healthy consumer quickly
-    # and checkpoints kept completing.
-    assert max(latencies) < 15, latencies
+    # and checkpoints kept completing. The first wave also waits for the Python worker to
+    # warm up (8.8 s measured), and no retry is pending yet when it is posted: the waves
+    # after it are the isolation evidence.
+    assert max(latencies[1:]) < 15, latencies
     assert checkpoint_marks[-1] - checkpoint_marks[0] >= 5, checkpoint_marks
     summary = summary_rows(output)
     down, ok = summary[f"{namespace}/down"], summary[f"{namespace}/healthy"]
