@@ -26,7 +26,7 @@ from eventing.plan import Plan
 from pipelines.delivery_settings import DeliverySettings
 from pipelines.event_loop import install_policy
 from transforms.delivery import DeliveryEngine, DeliveryTask, decide
-from transforms.kafka_plane import Intake, OutRecord, Outbox, Topics, fit, parse_retry_record
+from transforms.kafka_plane import Intake, OutRecord, Outbox, Topics, dead_letter_record, parse_retry_record
 from transforms.records import DeadLetter, raw_text
 from transforms.scheduler import Scheduled, WorkItem, on_scheduled, on_timer
 
@@ -47,7 +47,7 @@ OUT, WORK, SCHEDULED = 0, 1, 2
 def item_row(item: WorkItem | Scheduled | OutRecord) -> Row:
     """Any item a Python operator emits -> its ``ITEM_FIELDS`` row."""
     if isinstance(item, OutRecord):
-        return Row(OUT, item.topic, item.key, item.value, dict(item.headers))
+        return Row(OUT, *sink_row(item))
     kind = WORK if isinstance(item, WorkItem) else SCHEDULED
     return Row(kind, item.key, None, pickle.dumps(item, pickle.HIGHEST_PROTOCOL), None)
 
@@ -101,7 +101,7 @@ class RetryRecordFunction(FlatMapFunction):
         except (ValueError, UnicodeDecodeError) as exc:
             record = DeadLetter(reason=f"unreadable retry record: {exc}",
                                 origin=f"{row['topic']}/{row['partition']}@{row['offset']}", raw=raw_text(_bytes(row["value"])))
-            yield item_row(fit(self.topics, OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {})))
+            yield item_row(dead_letter_record(self.topics, record, None))
 
 
 class SchedulerFunction(KeyedProcessFunction):
@@ -247,6 +247,5 @@ class DeliverFunction(AsyncFunction):
 def internal_error(topics: Topics, reason: str, origin: str, raw: bytes | None) -> OutRecord:
     """A record the job could not process (a bug, not bad input) for the dead-letter topic."""
     record = DeadLetter(reason=reason, origin=origin, raw=raw_text(raw))
-    return fit(topics, OutRecord(topics.dead_letters, None, record.to_json().encode(), {"knflow_kind": b"internal_error"}),
-               origin)
+    return dead_letter_record(topics, record, b"internal_error")
 

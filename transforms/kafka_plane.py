@@ -88,6 +88,13 @@ def fit(topics: Topics, record: OutRecord, origin: str = "", event_id: str | Non
     return OutRecord(topics.dead_letters, None, dead.to_json().encode(), {KIND_HEADER: b"oversized"})
 
 
+def dead_letter_record(topics: Topics, letter: DeadLetter, kind: bytes | None, key: bytes | None = None) -> OutRecord:
+    """``letter`` for the job's dead-letter topic (``kind``: its ``knflow_kind`` header), within
+    the record limit (``fit``). Every dead letter the job writes to Kafka is made here."""
+    record = OutRecord(topics.dead_letters, key, letter.to_json().encode(), {KIND_HEADER: kind} if kind else {})
+    return fit(topics, record, letter.origin, letter.event_id, letter.trigger)
+
+
 def _outcome(topics: Topics, kind: str, trigger: str | None, event_id: str | None, **extra) -> list[OutRecord]:
     if topics.outcomes is None:
         return []
@@ -134,8 +141,8 @@ class Intake:
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         record = DeadLetter(reason=reason, origin=origin, raw=raw_text(value),
                             headers={k: raw_text(v) or "" for k, v in pairs})
-        dead = OutRecord(self.topics.dead_letters, None, record.to_json().encode(), {KIND_HEADER: b"undecodable"})
-        return [fit(self.topics, dead, origin)] + _outcome(self.topics, "undecodable", None, None, origin=origin)
+        return ([dead_letter_record(self.topics, record, b"undecodable")]
+                + _outcome(self.topics, "undecodable", None, None, origin=origin))
 
 
 def retry_record(topics: Topics, item: Scheduled) -> OutRecord:
@@ -202,7 +209,7 @@ class Outbox:
             else:
                 record = DeadLetter(reason=outcome.reason, trigger=trigger, event_id=outcome.event.get_id(),
                                     event=event_to_dict(outcome.event))
-                out.append(OutRecord(topics.dead_letters, event_id.encode(), record.to_json().encode(), {KIND_HEADER: b"dead_letter"}))
+                out.append(dead_letter_record(topics, record, b"dead_letter", event_id.encode()))
         if settled and item.ordered:
             out.append(retry_record(topics, Scheduled(RELEASE, item.key, True, ticket=item.ticket)))
         if any(record_size(record) > topics.max_record_bytes for record in out):
@@ -216,22 +223,22 @@ class Outbox:
         topics = self.topics
         fitted: list[OutRecord] = []
         after: list[OutRecord] = []
+        origin = f"outcome of {task.trigger}"
         for record in out:
-            if record_size(record) <= topics.max_record_bytes:
+            size = record_size(record)
+            if size <= topics.max_record_bytes:
                 fitted.append(record)
                 continue
-            origin = f"outcome of {task.trigger}"
             if record.topic == topics.retry and not settled:
                 settled = True
                 dead = DeadLetter(
-                    reason=(f"not retried: its {record_size(record)}-byte retry record exceeds the job's record "
-                            f"limit of {topics.max_record_bytes} bytes (--max-record-bytes), after "
-                            f"{task.attempt} attempt(s)"),
+                    reason=(f"not retried: its {size}-byte retry record exceeds the job's record limit of "
+                            f"{topics.max_record_bytes} bytes (--max-record-bytes), after {task.attempt} attempt(s)"),
                     origin=origin, trigger=task.trigger, event_id=task.event_id, event=event_to_dict(task.event))
-                record = OutRecord(topics.dead_letters, task.event_id.encode(), dead.to_json().encode(),
-                                   {KIND_HEADER: b"oversized"})
+                fitted.append(dead_letter_record(topics, dead, b"oversized", task.event_id.encode()))
                 if item.ordered:
                     after.append(retry_record(topics, Scheduled(RELEASE, item.key, True, ticket=item.ticket)))
-            fitted.append(fit(topics, record, origin, task.event_id, task.trigger))
+            else:
+                fitted.append(fit(topics, record, origin, task.event_id, task.trigger))
             after += _outcome(topics, "dead_lettered", task.trigger, task.event_id, reason="oversized record")
         return fitted + after
