@@ -4,13 +4,16 @@ The expression sees every context attribute and extension by name (``type``,
 ``source``, ``myextension``, ``time`` as a timestamp, ...) plus ``data``: the decoded
 JSON payload (integral JSON numbers are ``int``, others ``double``), or the string or
 bytes of a non-JSON payload. ``true`` is PASS; ``false``, any other value, and any
-evaluation error (a missing attribute, a type error) are FAIL, and errors are counted.
+evaluation error (no such key, no matching overload, division by zero, ...) are FAIL, and
+errors are counted.
 
-celpy parses every expression and stays the reference implementation. The expression is
-compiled once per trigger by ``filters.cel_compiler`` into a Python function with exactly
-celpy's results (``engine == "compiled"``); what the compiler does not handle is evaluated
-by celpy (``engine == "celpy"``, ``fallback_reason`` says why). Events are converted once
-per event and shared by all triggers (``EventView.cache``).
+The contract is the CEL specification (cel-spec ``langdef.md`` and its conformance
+tests). celpy parses every expression; ``filters.cel_compiler`` compiles it once per
+trigger into a Python function with the specification's results (``engine ==
+"compiled"``). An expression the compiler declines (protobuf messages, celpy's
+non-standard macros, ...) is evaluated by celpy instead (``engine == "celpy"``,
+``fallback_reason`` says why; ``knflow plan`` shows it), with celpy's semantics. Events
+are converted once per event and shared by all triggers (``EventView.cache``).
 """
 from __future__ import annotations
 
@@ -56,10 +59,18 @@ def celpy_activation(event: EventView) -> dict[str, Any]:
     return activation
 
 
+def parse_source(expression: str):
+    """celpy's parse tree of ``expression`` (backquoted field names made parseable, see
+    ``cel_compiler.ir.unquote_fields``); raises ``celpy.CELParseError``."""
+    from filters.cel_compiler.ir import unquote_fields
+
+    return _ENV.compile(unquote_fields(expression)[0])
+
+
 def parse(expression: str, path: str):
     """Parse with celpy; a syntax error names line and column of ``expression``."""
     try:
-        return _ENV.compile(expression)
+        return parse_source(expression)
     except celpy.CELParseError as exc:
         line = getattr(exc, "line", None)
         column = getattr(exc, "column", None)

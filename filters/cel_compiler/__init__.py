@@ -1,15 +1,15 @@
 """A CEL compiler for trigger filters: celpy's parse tree -> one Python function.
 
-``compile_expression(ast, expression)`` returns ``evaluate(event) -> value`` with exactly
-celpy's results (celpy is the reference, quirks included; see ``runtime``):
+``compile_expression(ast, expression)`` returns ``evaluate(event) -> value`` with the CEL
+specification's results (see ``runtime``; checked against the cel-spec conformance files
+and, by a differential test, against cel-cpp through ``cel-expr-python``):
 
 * ``True``/``False`` for CEL booleans, other native values otherwise;
-* a raised exception for a CEL error (``CelError``) or for anything celpy itself raises.
+* a raised :class:`CelError` for a CEL error, its message in the specification's terms.
 
 Events are converted once (``event.cache["cel.compiled"]``) and shared by all compiled
-triggers. What the compiler does not handle raises :class:`Unsupported` at compile time;
-rare run-time situations (a macro over a non-iterable value, an error value kept inside
-a map literal, events with exotic attribute values) are evaluated by celpy.
+triggers. What the compiler does not handle raises :class:`Unsupported` at compile time
+(``CelFilter`` then evaluates that expression with celpy and says so).
 """
 from __future__ import annotations
 
@@ -24,70 +24,35 @@ from filters.cel_compiler.runtime import CelError
 __all__ = ["CelError", "Unsupported", "compile_expression", "requirements"]
 
 
-class _CelpyProgram:
-    """The celpy fallback of one expression, built on first use."""
-
-    def __init__(self, ast: Any) -> None:
-        self.ast = ast
-        self.program = None
-        self.stats = {"celpy": 0}  # how often celpy evaluated this expression
-
-    def evaluate_values(self, values: Any) -> Any:
-        import celpy
-
-        from filters.cel import _ENV
-
-        if self.program is None:
-            self.program = _ENV.program(self.ast)
-        self.stats["celpy"] += 1
-        result = self.program.evaluate(values)
-        if isinstance(result, celpy.CELEvalError):
-            raise result
-        return result
-
-    def evaluate_event(self, event: Any) -> Any:
-        from filters.cel import celpy_activation
-
-        result = self.evaluate_values(celpy_activation(event))
-        try:
-            return rt.from_celpy(result)
-        except rt.CelError:
-            return rt.Opaque(result)
-
-
 def compile_expression(ast: Any, expression: str = "", *, fold: bool = True) -> Callable[[Any], Any]:
     """Compile celpy's parse tree of ``expression`` into ``evaluate(event)``.
 
-    ``fold=False`` keeps constant sub-expressions for run time (tests use it to exercise
-    the run-time paths on constant-only conformance expressions).
+    ``evaluate.evaluate_values(values)`` evaluates on a mapping of names to CEL values (as
+    ``runtime`` represents them; tests use it). ``fold=False`` keeps constant
+    sub-expressions for run time (tests use it to exercise the run-time paths on
+    constant-only conformance expressions).
     """
     try:
-        node = ir.build(ast)
+        node = ir.build(ast, ir.unquote_fields(expression)[1])
         if fold:
             node = codegen.fold(node)
         src, consts = codegen.generate(node)
         namespace = dict(codegen.BASE_GLOBALS)
         namespace.update(consts)
-        fallback = _CelpyProgram(ast)
-        namespace["_celpy_event"] = fallback.evaluate_event
         exec(compile(src, "<cel " + ascii(expression[:60]) + ">", "exec"), namespace)
     except (SyntaxError, RecursionError, MemoryError) as exc:
         raise Unsupported(f"expression too deeply nested for the compiler ({type(exc).__name__})") from None
     evaluate = namespace["_cel_event"]
     body = namespace["_cel_activation"]
+    qualified = namespace["_cel_qualified"]
 
-    def evaluate_celpy_values(values: Any) -> Any:
-        """Evaluate on a celpy activation (name -> celpy value); result as a celpy value."""
-        act = rt.activation_from_celpy(values)
-        if act is rt.CELPY_ONLY:
-            return fallback.evaluate_values(values)
-        try:
-            return rt.to_celpy(body(act))
-        except rt.Fallback:
-            return fallback.evaluate_values(values)
+    def evaluate_values(values: Any) -> Any:
+        act = rt.Activation(values)
+        if any("." in name for name in act):
+            return qualified(act)
+        return body(act)
 
     evaluate.source = src
     evaluate.expression = expression
-    evaluate.evaluate_celpy_values = evaluate_celpy_values
-    evaluate.stats = fallback.stats
+    evaluate.evaluate_values = evaluate_values
     return evaluate

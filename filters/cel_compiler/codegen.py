@@ -3,10 +3,9 @@
 The generated code keeps values native (see ``runtime``), tests exact types inline for
 the common cases and calls runtime helpers otherwise. CEL error values are raised
 ``CelError`` exceptions; ``&&``/``||`` chains evaluate each operand in its own ``try``
-(zero cost in CPython 3.11 when nothing is raised) and combine the results like celpy's
-left fold of ``logical_and``/``logical_or``, stopping at the first absorbing value unless
-a later operand could raise something celpy would not absorb (see ``ir.may_raw``), in
-which case that operand is still "probed".
+(zero cost in CPython 3.11 when nothing is raised) and stop at the first absorbing value:
+the specification's ``&&``/``||`` are commutative, ``false`` wins over an error on either
+side, so skipping the rest is exact.
 """
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import datetime
 import math
 import re
 from typing import Any
-
-from celpy.evaluation import base_functions
 
 from filters.cel_compiler import ir
 from filters.cel_compiler import runtime as rt
@@ -47,11 +44,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Names every generated function can use.
 BASE_GLOBALS: dict[str, Any] = {
     "_CelError": rt.CelError,
-    "_Propagating": rt.Propagating,
-    "_Fallback": rt.Fallback,
     "_CelMap": rt.CelMap,
-    "_BoolType": rt.BoolType,
-    "_TimestampType": rt.TimestampType,
+    "_DT": datetime.datetime,
+    "_Uint": rt.Uint,
     "_Activation": rt.Activation,
     "_activate": rt.activate,
     "_raise": rt.raise_error,
@@ -72,7 +67,7 @@ BASE_GLOBALS: dict[str, Any] = {
     "_field": rt.field,
     "_has_field": rt.has_field,
     "_index": rt.index,
-    "_call": rt.call,
+    "_conv": rt.CONVERSIONS,
     "_nofn": rt.no_function,
     "_size": rt.size,
     "_starts_with": rt.starts_with,
@@ -85,8 +80,10 @@ BASE_GLOBALS: dict[str, Any] = {
     "_or_rest": rt.or_rest,
     "_cond_error": rt.cond_error,
     "_iterate": rt.iterate,
+    "_bool_body": rt.bool_body,
     "_make_map": rt.make_map,
     "_check": rt.check_error,
+    "_qual": rt.qualified,
 }
 
 _COMPARE = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
@@ -95,12 +92,12 @@ _STRING_METHODS = {"startsWith": ("_starts_with", "{o}.startswith({a})"), "endsW
 
 
 class Gen:
-    def __init__(self, consts: dict[str, Any], indent: int = 1, int_min: bool = True) -> None:
+    def __init__(self, consts: dict[str, Any], indent: int = 1, qualified: bool = False) -> None:
+        self.qualified = qualified  # resolve a.b.c as the longest declared name (see generate)
         self.lines: list[str] = []
         self.indent = indent
         self.consts = consts  # shared global namespace entries (name -> value)
         self.ntmp = 0
-        self.memo: dict = {ir._INT_MIN: int_min}
         self.literals: set[str] = set()
 
     # ---- helpers
@@ -110,9 +107,6 @@ class Gen:
     def tmp(self) -> str:
         self.ntmp += 1
         return f"_t{self.ntmp}"
-
-    def may_raw(self, node: Node) -> bool:
-        return ir.may_raw(node, self.memo)
 
     def const(self, value: Any) -> str:
         t = type(value)
@@ -171,23 +165,15 @@ class Gen:
         stop, unit = ("False", "True") if is_and else ("True", "False")
         items = node.items
         temps = [self.tmp() for _ in items]
-        raw = [self.may_raw(c) for c in items]
         levels = 0
         for i, (c, t) in enumerate(zip(items, temps)):
             self.gen_try(c, t, [f"{t} = _e"])
-            if not is_and and i < len(items) - 1:
-                # celpy: bool(3) || true is BoolType(3 or 1), not true
-                self.emit(f"if type({t}) is _BoolType:")
-                self.emit("    raise _Fallback('boolean with a numeric value')")
-            rest = [items[j] for j in range(i + 1, len(items)) if raw[j]]
-            if target == RETURN and not rest:
+            if target == RETURN:
                 self.emit(f"if {t} is {stop}:")
                 self.emit(f"    return {stop}")
                 continue
             self.emit(f"if {t} is {stop}:")
             self.indent += 1
-            for r in rest:
-                self.gen_probe(r)
             self.assign(target, stop)
             self.indent -= 1
             self.emit("else:")
@@ -205,12 +191,8 @@ class Gen:
         self.indent -= levels
 
     def gen_cond(self, node: Cond, target: str) -> None:
-        raw_a, raw_b = self.may_raw(node.then), self.may_raw(node.other)
         c = self.tmp()
-        if raw_a or raw_b:
-            self.gen_try(node.cond, c, [f"{c} = _e"])
-        else:
-            self.gen_into(node.cond, c)
+        self.gen_into(node.cond, c)
         self.emit(f"if {c} is True:")
         self.indent += 1
         self.gen_into(node.then, target)
@@ -221,91 +203,65 @@ class Gen:
         self.indent -= 1
         self.emit("else:")
         self.indent += 1
-        if raw_a or raw_b:
-            # celpy evaluates the branch picked by Python truthiness, then fails
-            self.emit(f"if {c}:")
-            self.indent += 1
-            self.gen_probe_full(node.then) if raw_a else self.emit("pass")
-            self.indent -= 1
-            self.emit("else:")
-            self.indent += 1
-            self.gen_probe_full(node.other) if raw_b else self.emit("pass")
-            self.indent -= 1
         self.emit(f"_cond_error({c})")
         if target != RETURN:
             self.emit(f"{target} = None")
         self.indent -= 1
 
     def gen_has(self, node: Has, target: str) -> None:
-        arg = node.arg
-        self.emit("try:")
-        self.indent += 1
-        if isinstance(arg, ir.Field):
-            o = self.gen_expr(arg.obj)
-            bound, name = self.bind(o)
-            k = self.const(arg.name)
-            self.assign(target, f"({k} in {name}) if type({bound}) is _CelMap else _has_field({name}, {k})")
-        else:
-            t = self.tmp()
-            self.gen_into(arg, t)
-            self.assign(target, "True")
-        self.indent -= 1
-        self.emit("except _CelError:")
-        self.indent += 1
-        self.assign(target, "False")
-        self.indent -= 1
+        arg = node.arg  # a Field (ir.Builder checks)
+        o = self.gen_expr(arg.obj)
+        bound, name = self.bind(o)
+        k = self.const(arg.name)
+        self.assign(target, f"({k} in {name}) if type({bound}) is _CelMap else _has_field({name}, {k})")
 
     def gen_macro(self, node: Macro, target: str) -> None:
         r = self.tmp()
-        self.gen_into(node.recv, r)  # an error receiver is the result (celpy returns it)
+        self.gen_into(node.recv, r)
         it = self.tmp()
         self.emit(f"{it} = {r} if (type({r}) is list or type({r}) is _CelMap) else _iterate({r})")
         v = node.pyname
         b = self.tmp()
         if node.kind in ("all", "exists"):
+            # false (all) / true (exists) wins over errors; else the first error; a
+            # non-boolean is an error too
             stop, unit = ("False", "True") if node.kind == "all" else ("True", "False")
-            found, n, other = self.tmp(), self.tmp(), self.tmp()
+            found, other = self.tmp(), self.tmp()
             self.emit(f"{found} = False")
-            self.emit(f"{n} = 0")
             self.emit(f"{other} = None")
             self.emit(f"for {v} in {it}:")
             self.indent += 1
             self.gen_try(node.body, b, [f"{b} = _e"])
-            self.emit("except _Propagating as _e:")
-            self.emit(f"    {b} = _e.error")
             self.emit(f"if {b} is {stop}:")
             self.emit(f"    {found} = True")
-            if not self.may_raw(node.body):
-                self.emit("    break")
-            self.emit(f"elif {b} is not {unit}:")
-            if node.kind == "exists":
-                self.emit(f"    if type({b}) is _BoolType: raise _Fallback('boolean with a numeric value')")
-            self.emit(f"    {n} += 1")
+            self.emit("    break")
+            self.emit(f"if {b} is not {unit} and {other} is None:")
             self.emit(f"    {other} = {b}")
             self.indent -= 1
             self.emit(f"if {found}:")
             self.indent += 1
             self.assign(target, stop)
             self.indent -= 1
-            self.emit(f"elif {n} == 0:")
+            self.emit(f"elif {other} is None:")
             self.indent += 1
             self.assign(target, unit)
             self.indent -= 1
             self.emit("else:")
             self.indent += 1
             rest = "_and_rest" if node.kind == "all" else "_or_rest"
-            self.assign(target, f"{rest}({other}) if {n} == 1 else {rest}({other}, {other})")
+            self.assign(target, f"{rest}({other})")
             self.indent -= 1
             return
-        propagate = ["raise _Propagating(_e) from None"]
         if node.kind == "exists_one":
             count = self.tmp()
             self.emit(f"{count} = 0")
             self.emit(f"for {v} in {it}:")
             self.indent += 1
-            self.gen_try(node.body, b, propagate)
-            self.emit(f"if {b}:")
+            self.gen_into(node.body, b)
+            self.emit(f"if {b} is True:")
             self.emit(f"    {count} += 1")
+            self.emit(f"elif {b} is not False:")
+            self.emit(f"    _bool_body({b}, 'exists_one')")
             self.indent -= 1
             self.assign(target, f"{count} == 1")
             return
@@ -313,30 +269,26 @@ class Gen:
         self.emit(f"{out} = []")
         self.emit(f"for {v} in {it}:")
         self.indent += 1
-        self.gen_try(node.body, b, propagate)
         if node.kind == "filter":
-            self.emit(f"if {b}:")
+            self.gen_into(node.body, b)
+            self.emit(f"if {b} is True:")
             self.emit(f"    {out}.append({v})")
+            self.emit(f"elif {b} is not False:")
+            self.emit(f"    _bool_body({b}, 'filter')")
         else:
+            if node.pred is not None:
+                p = self.tmp()
+                self.gen_into(node.pred, p)
+                self.emit(f"if {p} is not True:")
+                self.emit(f"    if {p} is False: continue")
+                self.emit(f"    _bool_body({p}, 'map')")
+            self.gen_into(node.body, b)
             self.emit(f"{out}.append({b})")
         self.indent -= 1
         self.assign(target, out)
 
     def gen_map(self, node: MapLit, target: str) -> None:
-        # celpy keeps error values inside map literals: let celpy handle those events
-        exprs = []
-        for x in (x for pair in node.pairs for x in pair):
-            if isinstance(x, Const):
-                exprs.append(self.const(x.value))
-            else:
-                t = self.tmp()
-                self.emit("try:")
-                self.indent += 1
-                self.gen_into(x, t)
-                self.indent -= 1
-                self.emit("except _CelError:")
-                self.emit("    raise _Fallback('error value in a map literal') from None")
-                exprs.append(t)
+        exprs = self.operands([x for pair in node.pairs for x in pair])
         pairs = [f"({k}, {v})" for k, v in zip(exprs[0::2], exprs[1::2])]
         keys = [k for k, _ in node.pairs]
         if all(isinstance(k, Const) and type(k.value) is str for k in keys) and len({k.value for k in keys}) == len(keys):
@@ -344,35 +296,9 @@ class Gen:
         else:
             self.assign(target, f"_make_map({', '.join(pairs)})")
 
-    def gen_probe_full(self, node: Node) -> None:
-        t = self.tmp()
-        self.gen_try(node, t, ["pass"])
-
-    def gen_probe(self, node: Node) -> None:
-        """Run what of ``node`` could raise something celpy would not absorb."""
-        if not self.may_raw(node):
-            return
-        if isinstance(node, Macro) and node.kind in ("all", "exists") and not self.may_raw(node.body):
-            r = self.tmp()
-            self.gen_try(node.recv, r, ["pass"])
-            self.emit("else:")
-            self.emit(f"    if not (type({r}) is list or type({r}) is _CelMap): _iterate({r})")
-            return
-        if isinstance(node, Cond) or ir.self_raw(node, self.memo[ir._INT_MIN]):
-            return self.gen_probe_full(node)
-        for child in ir.children(node):
-            self.gen_probe(child)
-
     # ---- operands
     def operands(self, nodes: list) -> list[str]:
-        if any(self.may_raw(n) for n in nodes[1:]):
-            temps = []
-            for n in nodes:
-                t = self.tmp()
-                self.gen_try(n, t, [f"{t} = _e"])
-                temps.append(t)
-            self.emit(f"_check({', '.join(temps)})")
-            return temps
+        """Expressions for ``nodes``, evaluated left to right (statements hoisted)."""
         exprs: list[str] = []
         for n in nodes:
             mark = len(self.lines)
@@ -411,6 +337,14 @@ class Gen:
         return node.pyname
 
     def e_Field(self, node: Field) -> str:
+        if self.qualified:
+            parts, root = [node.name], node.obj
+            while isinstance(root, Field):
+                parts.append(root.name)
+                root = root.obj
+            if isinstance(root, Ident):
+                parts.append(root.name)
+                return f"_qual(A, {tuple(reversed(parts))!r})"
         o = self.gen_expr(node.obj)
         bound, name = self.bind(o)
         k = self.const(node.name)
@@ -463,38 +397,27 @@ class Gen:
         else:
             return None
         kt = type(k)
-        if kt is rt.TimestampType:
-            # compare instants against the same instant in datetime.timezone.utc: when the
-            # event's time is UTC too (the usual case) no tzinfo code runs
-            utc = datetime.datetime(k.year, k.month, k.day, k.hour, k.minute, k.second, k.microsecond, k.tzinfo, fold=k.fold).astimezone(datetime.timezone.utc)
-            kutc = self.const(utc)
+        if kt is datetime.datetime:
             bound, name = self.bind(other)
-            expr = f"{name} {op} {kutc}" if const_right else f"{kutc} {op} {name}"
             kexpr = b if const_right else a
+            expr = f"{name} {op} {kexpr}" if const_right else f"{kexpr} {op} {name}"
             slow = f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})"
-            return f"(({expr}) if type({bound}) is _TimestampType else {slow})"
+            return f"(({expr}) if type({bound}) is _DT else {slow})"
         if kt not in (str, int, float, bool):
             return None
-        if op in ("==", "!="):
-            types = [kt]
-        elif kt is str:
-            types = [str]
-        elif kt is bool:
+        if kt is bool and op not in ("==", "!="):
             return None
-        elif kt is int:
-            # float < int works in celpy (float.__lt__), int < float is an error; see
-            # runtime.lt about INT64_MIN
-            types = ["int", "float"] if const_right and k != rt.INT64_MIN else ["int"]
-        else:  # float constant
-            types = ["float"]
-        types = [t if isinstance(t, str) else t.__name__ for t in types]
+        types = [kt.__name__]
+        if kt is int and abs(k) <= 2**53:
+            # Python compares a double with an int exactly, the specification converts the
+            # int to a double: the same for ints a double holds exactly (|k| <= 2^53)
+            types.append("float")
         bound, name = self.bind(other)
         test = f"type({bound}) is {types[0]}"
         if len(types) == 2:
             test = f"({test} or type({name}) is {types[1]})"
         kexpr = b if const_right else a
-        pyop = op
-        expr = f"{name} {pyop} {kexpr}" if const_right else f"{kexpr} {pyop} {name}"
+        expr = f"{name} {op} {kexpr}" if const_right else f"{kexpr} {op} {name}"
         slow = f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})"
         return f"(({expr}) if {test} else {slow})"
 
@@ -512,10 +435,9 @@ class Gen:
             return f"{_STRING_METHODS[name][0]}({args[0]}, {args[1]})"
         if name == "matches" and n == 2:
             return f"_matches({args[0]}, {args[1]})"
-        fn = base_functions.get(name)
-        if fn is None:
-            return f"_nofn({', '.join([repr(name)] + args)})"
-        return f"_call({', '.join([self.const(fn)] + args)})"
+        if name in rt.CONVERSIONS and n == 1:
+            return f"_conv[{name!r}]({args[0]})"
+        return f"_nofn({', '.join([repr(name)] + args)})"
 
     def e_Method(self, node: Method) -> str:
         name = node.name
@@ -538,10 +460,7 @@ class Gen:
             return f"_matches({o}, {args[0]})"
         if name in rt.TIMESTAMP_METHODS and n in (0, 1):
             return f"_ts_get({name!r}, {', '.join([o] + args)})"
-        fn = base_functions.get(name)
-        if fn is None:
-            return f"_nofn({', '.join([repr(name), o] + args)})"
-        return f"_call({', '.join([self.const(fn), o] + args)})"
+        return f"_nofn({', '.join([repr(name), o] + args)})"
 
 
 # ---- constant folding ----------------------------------------------------------------
@@ -562,33 +481,33 @@ def fold(node: Node) -> Node:
         node.args = [fold(a) for a in node.args]
     elif isinstance(node, Macro):
         node.recv, node.body = fold(node.recv), fold(node.body)
+        if node.pred is not None:
+            node.pred = fold(node.pred)
     elif isinstance(node, (And, Or, ListLit)):
         node.items = [fold(x) for x in node.items]
     elif isinstance(node, Cond):
         node.cond, node.then, node.other = fold(node.cond), fold(node.then), fold(node.other)
-    elif isinstance(node, (Not, Neg, Has)):
+    elif isinstance(node, Has):
+        node.arg.obj = fold(node.arg.obj)
+    elif isinstance(node, (Not, Neg)):
         node.arg = fold(node.arg)
     elif isinstance(node, Bin):
         node.left, node.right = fold(node.left), fold(node.right)
     elif isinstance(node, MapLit):
         node.pairs = [(fold(k), fold(v)) for k, v in node.pairs]
     if isinstance(node, _FOLDABLE) and all(ir.is_const(c) for c in ir.children(node)):
-        if isinstance(node, MapLit) and any(isinstance(c, ErrConst) for c in ir.children(node)):
-            return node  # celpy keeps the error inside the map
         try:
             fn = compile_body(node)
             value = fn(rt.Activation())
         except rt.CelError as exc:
             return ErrConst(str(exc.args[0]) if exc.args else "error")
-        except Exception:  # raised by celpy (not an error value): keep it at run time
-            return node
         return Const(value)
     return node
 
 
 def compile_body(node: Node) -> Any:
     consts: dict[str, Any] = {}
-    g = Gen(consts, indent=1, int_min=ir.int_min_possible(node))
+    g = Gen(consts, indent=1)
     g.gen_into(node, RETURN)
     src = "def _body(A):\n" + "\n".join(g.lines) + "\n"
     namespace = dict(BASE_GLOBALS)
@@ -598,32 +517,36 @@ def compile_body(node: Node) -> Any:
 
 
 def generate(node: Node) -> tuple[str, dict[str, Any]]:
-    """Python source defining ``_cel_event(event)`` and ``_cel_activation(A)``."""
+    """Python source defining ``_cel_event(event)``, ``_cel_activation(A)`` and
+    ``_cel_qualified(A)``.
+
+    ``_cel_qualified`` resolves ``a.b.c`` as the specification asks when variable names
+    may contain dots (the longest declared prefix ``a.b.c``, ``a.b`` or ``a`` wins). An
+    event's variables are CloudEvents attribute names, which never contain a dot, so
+    events use the plain form; the qualified one serves ``evaluate_values``.
+    """
     consts: dict[str, Any] = {}
-    g = Gen(consts, indent=2, int_min=ir.int_min_possible(node))
+    g = Gen(consts, indent=1)
     g.gen_into(node, RETURN)
     body = "\n".join(g.lines)
+    q = Gen(consts, indent=1, qualified=True)
+    q.gen_into(node, RETURN)
+    qualified = "\n".join(q.lines)
     src = f"""\
 def _cel_event(event):
     try:
         A = event.cache[{rt.CACHE_KEY!r}]
     except KeyError:
         A = _activate(event)
-    if A.__class__ is not _Activation:
-        return _celpy_event(event)
-    try:
 {body}
-    except _Fallback:
-        return _celpy_event(event)
-    except _Propagating as _p:
-        raise _p.error from None
 
 
 def _cel_activation(A):
-    try:
 {body}
-    except _Propagating as _p:
-        raise _p.error from None
+
+
+def _cel_qualified(A):
+{qualified}
 """
     return src, consts
 

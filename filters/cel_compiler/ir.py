@@ -1,19 +1,18 @@
-"""celpy's lark parse tree -> a small expression IR, with static analysis.
+"""celpy's lark parse tree -> a small expression IR.
 
-The IR keeps exactly what celpy's ``Evaluator`` distinguishes. Anything this compiler does
-not handle raises :class:`Unsupported` with the reason (the trigger then uses celpy).
+celpy stays the parser only; literals are decoded here by the specification's rules
+(``literals``). Anything this compiler does not handle raises :class:`Unsupported` with
+the reason (the trigger then uses celpy).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import lark
-from celpy import celtypes
-from celpy.evaluation import Activation as CelpyActivation
-from celpy.evaluation import CELEvalError, Evaluator
 
-from filters.cel_compiler import runtime as rt
+from filters.cel_compiler.literals import LiteralError, literal
 
 
 class Unsupported(Exception):
@@ -85,6 +84,7 @@ class Macro(Node):
     var: str
     pyname: str
     body: Node
+    pred: Any = None  # map(x, pred, body): the filter of the three-argument form
 
 
 @dataclass(eq=False)
@@ -146,12 +146,14 @@ def children(node: Node) -> list:
     if isinstance(node, Method):
         return [node.obj, *node.args]
     if isinstance(node, Macro):
-        return [node.recv, node.body]
+        return [node.recv, node.body] + ([node.pred] if node.pred is not None else [])
     if isinstance(node, (And, Or, ListLit)):
         return list(node.items)
     if isinstance(node, Cond):
         return [node.cond, node.then, node.other]
-    if isinstance(node, (Not, Neg, Has)):
+    if isinstance(node, Has):
+        return [node.arg.obj]  # has(a.f): the field is tested, not evaluated
+    if isinstance(node, (Not, Neg)):
         return [node.arg]
     if isinstance(node, Bin):
         return [node.left, node.right]
@@ -176,13 +178,12 @@ _MULTIPLICATIONS = {"multiplication_mul": "*", "multiplication_div": "/", "multi
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}
 _CELPY_EXTENSION_MACROS = {"reduce", "min"}
 
-_LITERAL_EVALUATOR = Evaluator(ast=lark.Tree("literal", []), activation=CelpyActivation())
-
 
 class Builder:
-    def __init__(self) -> None:
+    def __init__(self, quoted: dict[str, str] | None = None) -> None:
         self.scopes: list[dict[str, str]] = []
         self.counter = 0
+        self.quoted = quoted or {}  # placeholder identifier -> backquoted field name
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -255,7 +256,8 @@ class Builder:
 
     def b_member_dot(self, t):
         obj, name = t.children
-        return Field(self.build(obj), str(name))
+        name = str(name)
+        return Field(self.build(obj), self.quoted.get(name, name))
 
     def b_member_index(self, t):
         obj, key = t.children
@@ -271,17 +273,18 @@ class Builder:
         if name in _CELPY_EXTENSION_MACROS:
             raise Unsupported(f"the non-standard {name}() macro is not supported")
         if name in _MACROS:
-            if len(args) != 2:
+            if len(args) != 2 and not (name == "map" and len(args) == 3):
                 raise Unsupported(f"the {name}() macro needs exactly 2 arguments")
             recv = self.build(obj)
             var = self._macro_var(args[0])
             pyname = self.fresh("_v")
             self.scopes.append({var: pyname})
             try:
-                body = self.build(args[1])
+                body = self.build(args[-1])
+                pred = self.build(args[1]) if len(args) == 3 else None
             finally:
                 self.scopes.pop()
-            return Macro(name, recv, var, pyname, body)
+            return Macro(name, recv, var, pyname, body, pred)
         return Method(self.build(obj), name, [self.build(a) for a in args])
 
     def _macro_var(self, tree) -> str:
@@ -324,6 +327,8 @@ class Builder:
             if len(args) != 1:
                 raise Unsupported(f"{name}() needs exactly one argument")
             arg = self.build(args[0])
+            if name == "has" and not isinstance(arg, Field):
+                raise Unsupported("has() needs a field selection (has(a.b))")
             return Has(arg) if name == "has" else arg
         return Call(name, [self.build(a) for a in args])
 
@@ -339,113 +344,54 @@ class Builder:
         return MapLit(list(zip(items[0::2], items[1::2])))
 
     def b_literal(self, t):
+        token = t.children[0]
         try:
-            value = _LITERAL_EVALUATOR.literal(t)
-        except Exception as exc:  # celpy raises (not returns) for these: keep celpy
-            raise Unsupported(f"literal {t.children!r}: {exc}") from None
-        if isinstance(value, CELEvalError):
-            return ErrConst(str(value.args[0]) if value.args else "invalid literal")
-        return Const(rt.from_celpy(value))
+            return Const(literal(token.type, str(token)))
+        except LiteralError as exc:
+            return ErrConst(str(exc))
 
 
-def build(ast: Any) -> Node:
-    return Builder().build(ast)
+def build(ast: Any, quoted: dict[str, str] | None = None) -> Node:
+    return Builder(quoted).build(ast)
+
+
+_PLACEHOLDER = "__knflow_quoted_{}__"
+
+
+def unquote_fields(expression: str) -> tuple[str, dict[str, str]]:
+    """Backquoted field names (``m.`content-type```, cel-spec 2024) for celpy's parser,
+    which predates them: each becomes a placeholder identifier; returns the rewritten
+    text and placeholder -> name. String literals are skipped."""
+    if "`" not in expression:
+        return expression, {}
+    out, names, pos, n = [], {}, 0, len(expression)
+    while pos < n:
+        c = expression[pos]
+        if c in "\"'":
+            # skip a string literal (raw or not, single or triple quoted)
+            quote = expression[pos : pos + 3] if expression[pos : pos + 3] in ('"""', "\'\'\'") else c
+            raw = any(ch in "rR" for ch in expression[max(0, pos - 2) : pos])
+            end = pos + len(quote)
+            while end < n and expression[end : end + len(quote)] != quote:
+                end += 2 if (expression[end] == "\\" and not raw) else 1
+            end = min(n, end + len(quote))
+            out.append(expression[pos:end])
+            pos = end
+            continue
+        if c == ".":
+            m = re.compile(r"\.\s*`([^`\n]+)`").match(expression, pos)
+            if m:
+                name = _PLACEHOLDER.format(len(names))
+                names[name] = m.group(1)
+                out.append("." + name)
+                pos = m.end()
+                continue
+        out.append(c)
+        pos += 1
+    return "".join(out), names
 
 
 # ---- analysis ------------------------------------------------------------------------
-
-_PURE_UNARY_METHODS = {"size"}
-
-
-def may_raw(node: Node, memo: dict | None = None) -> bool:
-    """Can evaluating ``node`` raise something that ``&&``/``||`` would not absorb?
-
-    In celpy every operand of ``&&``, ``||`` and of strict operators is evaluated, and
-    errors are values; but some failures are raised instead (an error in a ``map`` body,
-    a macro over a non-iterable value, Python exceptions escaping a function). Where the
-    compiled code skips an operand (short-circuit), it must still run such operands.
-    """
-    if memo is None:
-        memo = {}
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    result = _may_raw(node, memo)
-    memo[key] = result
-    return result
-
-
-def _may_raw(node: Node, memo: dict) -> bool:
-    return self_raw(node, memo.get(_INT_MIN, False)) or any(may_raw(c, memo) for c in children(node))
-
-
-_INT_MIN = "int64-min-possible"
-_RELATIONS_OPS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
-_ARITHMETIC_OPS = frozenset({"+", "-", "*", "/", "%"})
-
-INT64_MIN_NOTE = """\
-CPython compares a float with a big negative int by negating the int; celpy's
-``IntType.__neg__`` raises ValueError for INT64_MIN, and celpy lets that escape (it only
-catches TypeError in relations). So a comparison can *raise* when an int operand is
-exactly INT64_MIN. Events holding INT64_MIN are evaluated by celpy (see runtime); if the
-expression itself can make INT64_MIN (such a constant, int arithmetic, int()), relations
-count as raw-prone for that expression."""
-
-
-def int_min_possible(root: Node) -> bool:
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Const) and _holds_int_min(node.value):
-            return True
-        if isinstance(node, Neg) or (isinstance(node, Bin) and node.op in _ARITHMETIC_OPS):
-            return True
-        if isinstance(node, (Call, Method)) and node.name not in _NO_INT_RESULT:
-            return True
-        stack.extend(children(node))
-    return False
-
-
-_NO_INT_RESULT = frozenset({"size", "startsWith", "endsWith", "contains", "matches", "string", "bool", "bytes", "double", "type", "timestamp", "duration"}) | {
-    "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getFullYear", "getMonth", "getHours", "getMilliseconds", "getMinutes", "getSeconds",
-}
-
-
-def _holds_int_min(value: Any) -> bool:
-    if type(value) is int:
-        return value == rt.INT64_MIN
-    if type(value) is list:
-        return any(_holds_int_min(v) for v in value)
-    if type(value) is rt.CelMap:
-        return any(_holds_int_min(k) or _holds_int_min(v) for k, v in value.items())
-    return type(value) is rt.Opaque
-
-
-def self_raw(node: Node, int_min: bool = True) -> bool:
-    """Can the node itself (not counting its operands) raise past ``&&``/``||``?"""
-    if int_min and isinstance(node, Bin) and node.op in _RELATIONS_OPS:
-        return True
-    if isinstance(node, Macro):
-        return True  # iteration over a non-iterable raises; map/filter bodies raise errors
-    if isinstance(node, MapLit):
-        # an error value inside a map literal is kept in the map by celpy: we use celpy
-        return any(not isinstance(x, Const) for pair in node.pairs for x in pair)
-    if isinstance(node, (Call, Method)):
-        name = node.name
-        if name in rt.TIMESTAMP_METHODS:
-            # Duration.getX(tz) raises AssertionError; astimezone() can overflow at the
-            # extremes. Attributes are converted with those cases excluded (see runtime).
-            recv = node.obj if isinstance(node, Method) else (node.args[0] if node.args else None)
-            if isinstance(recv, Ident):
-                return False
-            if isinstance(recv, Const) and type(recv.value) is celtypes.TimestampType:
-                return not 2 <= recv.value.year <= 9998
-            return True
-        if name in ("int", "uint", "bool"):
-            return True  # e.g. int(double inf) raises OverflowError in celpy
-        if name in ("timestamp", "duration"):
-            return True
-    return False
 
 
 def is_const(node: Node) -> bool:

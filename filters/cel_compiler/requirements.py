@@ -7,12 +7,13 @@ conjunct ``attr == "literal"`` (either order), ``("prefix", attr, literal)`` for
 attribute or extension (not ``data``, not a function or macro variable).
 
 Why this is sound: a chain of ``&&`` is true only when every conjunct is the boolean
-``true`` (celpy's ``logical_and`` returns a non-boolean operand or an error otherwise).
+``true`` (the specification's ``&&`` is an error or false otherwise).
 ``attr == "lit"`` is true only when ``attr`` is a string attribute equal to ``lit``: a
-missing attribute is an error (or, for names such as ``type``, a function value that
-never equals a string); bytes, timestamps and booleans compare unequal, numbers raise.
-``attr.startsWith("lit")`` is true only for a string attribute starting with ``lit``
-(``bytes.startswith(str)`` raises). ``attr in [...]`` is true only when some element
+missing attribute is an error (or, for names such as ``type``, a type value that never
+equals a string), and a value of any other type compares unequal (heterogeneous
+equality; celpy, where it evaluates instead, raises for some). ``attr.startsWith("lit")``
+is true only for a string attribute starting with ``lit`` (other receivers: no matching
+overload). ``attr in [...]`` is true only when some element
 equals the attribute, and a string literal equals nothing but an equal string. A string attribute's ``EventView.string()`` is
 itself, so the index may require ``event.string(attr) == lit`` / ``.startswith(lit)``
 whenever the filter does not FAIL. Anything else contributes nothing ([] is always
@@ -23,10 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 import lark
-from celpy.celtypes import StringType
-from celpy.evaluation import Activation, Evaluator
-
-_LITERALS = Evaluator(ast=lark.Tree("literal", []), activation=Activation())
+from filters.cel_compiler.literals import LiteralError
+from filters.cel_compiler.literals import literal as decode_literal
 
 
 def _conjuncts(expr: Any) -> list:
@@ -100,10 +99,10 @@ def _string(node: Any) -> str | None:
     if token.type not in ("STRING_LIT", "MLSTRING_LIT"):
         return None
     try:
-        value = _LITERALS.literal(literal)
-    except Exception:
+        value = decode_literal(token.type, str(token))
+    except LiteralError:
         return None
-    return str.__str__(value) if type(value) is StringType else None
+    return value if type(value) is str else None
 
 
 def _string_list(addition: Any) -> tuple | None:

@@ -1,226 +1,180 @@
-"""Values and operations used by compiled CEL code.
+"""Values and operations of compiled CEL code, following the CEL specification.
 
 Representation (chosen so the hot paths are plain Python operations):
 
 =====================  =======================================================
-CEL / celpy value      compiled representation
+CEL type               compiled representation
 =====================  =======================================================
-``BoolType``           ``bool``
-``IntType``            ``int`` (always within int64)
-``DoubleType``         ``float``
-``StringType``         ``str``
-``BytesType``          ``bytes``
-``None``               ``None``
-``ListType``           ``list`` (never mutated once built)
-``MapType``            :class:`CelMap` (a ``dict`` whose keys are str/int/bool)
-``UintType``,          the celpy object itself (they are not confusable with
-``TimestampType``,     the natives above, whose checks are by exact type)
-``DurationType``,
-type values, ...
-anything else          :class:`Opaque` wrapping the celpy object: the plain
-                       Python ``str``/``float``/``list``/... values that celpy
-                       produces for e.g. ``"a" + "b"`` or ``1.0 * 2.0`` (celpy
-                       treats them differently from its own wrapper types, e.g.
-                       ``type("a" + "b") != string``), maps with other keys, ...
+``bool``               ``bool``
+``int``                ``int`` (always within int64)
+``uint``               :class:`Uint` (an ``int`` subclass, within uint64)
+``double``             ``float``
+``string``             ``str``
+``bytes``              ``bytes``
+``null_type``          ``None``
+``list``               ``list`` (never mutated once built)
+``map``                :class:`CelMap` (a ``dict``; keys bool/int/uint/string)
+``timestamp``          ``datetime.datetime`` in UTC (microsecond precision)
+``duration``           ``datetime.timedelta`` (microsecond precision)
+``type``               :class:`CelType`
 =====================  =======================================================
 
-Every operation first tries a fast path for the common native types, and otherwise
-*delegates* that single operation to celpy's own implementation (``base_functions``),
-converting the operands with :func:`to_celpy` and the result back with
-:func:`from_celpy`, and mapping exceptions exactly the way celpy's ``Evaluator`` does
-for that kind of node. So the rare type combinations behave like celpy by construction,
-quirks included (``1.0 < 2`` is true but ``2 < 1.0`` is an error, ``true == 1`` is true
-but ``1 == true`` is an error, ...).
+Semantics are the specification's (``langdef.md``), as the conformance suite and the
+reference implementation (cel-cpp, through ``cel-expr-python``) check them:
+heterogeneous equality (``1 == 1.0``, ``[1] == [1.0]``, ``1 == "a"`` is false, never an
+error), numeric ordering across int/uint/double, int64/uint64 overflow errors, IEEE
+doubles, ``&&``/``||`` absorbing errors commutatively, strict map/filter bodies.
 
-Errors: a CEL error value is raised as :class:`CelError`; ``&&``, ``||``, ``?:``,
-``has()``, ``all()`` and ``exists()`` catch it like celpy absorbs error values. Errors
-that celpy *raises* instead of returning (an error inside a ``map``/``filter``/
-``exists_one`` body) travel as :class:`Propagating`, which only ``all``/``exists`` bodies
-catch. Situations not worth emulating raise :class:`Fallback`, and the whole expression
-is then evaluated by celpy for that event.
+Errors: a CEL error value is a raised :class:`CelError` whose message says what went
+wrong in the specification's terms (``no such key``, ``no matching overload``,
+``division by zero``, ...). ``&&``, ``||``, ``all()`` and ``exists()`` catch it.
 """
 from __future__ import annotations
 
 import datetime
-import operator
+import math
 import re
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import re2
-from celpy import celtypes
-from celpy.celtypes import (
-    BoolType,
-    BytesType,
-    DoubleType,
-    DurationType,
-    IntType,
-    ListType,
-    MapType,
-    StringType,
-    TimestampType,
-)
-from celpy.evaluation import CELEvalError, base_functions
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+_TWO63 = 9223372036854775808.0
+_TWO64 = 18446744073709551616.0
 
 
 class CelError(Exception):
-    """A CEL error value (celpy's ``CELEvalError`` result), raised."""
+    """A CEL error value, raised; the message is meant for people (``knflow match``)."""
 
 
-class Propagating(Exception):
-    """An error celpy raises rather than returns (inside map/filter/exists_one bodies).
+class Uint(int):
+    """A CEL ``uint``. Equal (and hashing equal) to the ``int`` of the same value, so
+    map lookups by number work across int/uint as the specification asks."""
 
-    It is not absorbed by ``&&``/``||``/``?:``/``has()``; ``all``/``exists`` bodies catch it.
-    """
-
-    def __init__(self, error: CelError) -> None:
-        super().__init__(*error.args)
-        self.error = error
-
-
-class Fallback(Exception):
-    """Evaluate the whole expression with celpy for this event (rare situations)."""
-
-
-class Opaque:
-    """A celpy value without a native representation; every operation delegates."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"Opaque({self.value!r})"
+        return f"{int(self)}u"
+
+
+class CelType:
+    """A CEL type value (``type(1) == int``); compared by identity."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+BOOL_T, INT_T, UINT_T, DOUBLE_T = CelType("bool"), CelType("int"), CelType("uint"), CelType("double")
+STRING_T, BYTES_T, LIST_T, MAP_T = CelType("string"), CelType("bytes"), CelType("list"), CelType("map")
+NULL_T, TYPE_T = CelType("null_type"), CelType("type")
+TIMESTAMP_T, DURATION_T = CelType("google.protobuf.Timestamp"), CelType("google.protobuf.Duration")
+
+#: Identifiers that name a type when no variable of that name exists.
+TYPE_IDENTS = {t.name: t for t in (BOOL_T, INT_T, UINT_T, DOUBLE_T, STRING_T, BYTES_T, LIST_T, MAP_T, NULL_T, TYPE_T)}
+
+_DT = datetime.datetime
+_TD = datetime.timedelta
+_UTC = datetime.timezone.utc
+_EPOCH = _DT(1970, 1, 1, tzinfo=_UTC)
+_ONE_US = _TD(microseconds=1)
 
 
 class CelMap(dict):
-    """A CEL map; a missing key is a CEL error (celpy: ``no such member``/``no such key``)."""
+    """A CEL map; a missing key is a CEL error."""
 
     __slots__ = ()
 
     def __missing__(self, key: Any) -> Any:
-        raise CelError(f"no such member in mapping: {key!r}")
+        raise CelError(f"no such key: {_show(key)}")
 
 
 class Activation(dict):
-    """Identifier -> value for one event; unknown names resolve like celpy's Activation.
+    """Identifier -> value for one event.
 
-    celpy resolves an identifier among the variables first, then among the functions
-    (so ``type`` is the ``type`` function when the event has no ``type`` attribute),
-    else it is an ``undeclared reference`` error.
+    A name that is no variable but names a type (``int``, ``string``, ``type``, ...) is that
+    type value; anything else is an ``undeclared reference`` error. A variable wins over
+    the type of the same name: a CloudEvent always has a ``type`` attribute, so ``type``
+    is that attribute; ``type(x)`` (a call) is always the built-in function.
     """
 
     __slots__ = ()
 
     def __missing__(self, key: str) -> Any:
         try:
-            return base_functions[key]
+            return TYPE_IDENTS[key]
         except KeyError:
-            raise CelError(f"undeclared reference to '{key}'") from None
+            raise CelError(f"undeclared reference to '{key}' (no such attribute)") from None
+
+
+_TYPE_OF = {
+    bool: BOOL_T,
+    int: INT_T,
+    Uint: UINT_T,
+    float: DOUBLE_T,
+    str: STRING_T,
+    bytes: BYTES_T,
+    type(None): NULL_T,
+    list: LIST_T,
+    CelMap: MAP_T,
+    _DT: TIMESTAMP_T,
+    _TD: DURATION_T,
+    CelType: TYPE_T,
+}
+
+
+def kind(v: Any) -> str:
+    t = _TYPE_OF.get(type(v))
+    return t.name if t is not None else type(v).__name__
+
+
+def _show(v: Any) -> str:
+    if type(v) is str:
+        return repr(v)
+    return format_value(v)
+
+
+def no_overload(fn: str, *args: Any) -> CelError:
+    return CelError(f"no matching overload for '{fn}' applied to ({', '.join(kind(a) for a in args)})")
+
+
+def raise_error(message: str) -> Any:
+    raise CelError(message)
 
 
 # --------------------------------------------------------------------------------------
-# Conversions
+# Events
 
 
-def to_celpy(v: Any) -> Any:
-    """Native -> celpy value (exact inverse of :func:`from_celpy`)."""
-    t = type(v)
-    if t is str:
-        return StringType(v)
-    if t is bool:
-        return BoolType(v)
-    if t is int:
-        return IntType(v)
-    if t is float:
-        return DoubleType(v)
-    if v is None:
-        return None
-    if t is bytes:
-        return BytesType(v)
-    if t is list:
-        return ListType([to_celpy(x) for x in v])
-    if t is CelMap:
-        return MapType({to_celpy(k): to_celpy(x) for k, x in v.items()})
-    if t is Opaque:
-        return v.value
-    if t is CelError:
-        raise Fallback("an error value inside a container")
-    return v
+class Invalid:
+    """A value the event holds that has no CEL type: every operation on it is an error."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
-_NATIVE_KEYS = (StringType, IntType, BoolType)
-_PLAIN = frozenset({str, int, float, bool, bytes, list, dict, tuple, set, frozenset})
-
-
-def from_celpy(v: Any) -> Any:
-    """celpy value -> native (see the module docstring)."""
-    t = type(v)
-    if t is StringType:
-        return str.__str__(v)
-    if t is BoolType:
-        # celpy's bool(3) is BoolType(3): "true", yet != true. Keep such values as they are.
-        if v == 1:
-            return True
-        if v == 0:
-            return False
-        return v
-    if t is IntType:
-        return int(v)
-    if t is DoubleType:
-        return float(v)
-    if v is None:
-        return None
-    if t is BytesType:
-        return bytes(v)
-    if t is ListType:
-        out = []
-        for x in v:
-            if isinstance(x, CELEvalError):
-                return Opaque(v)
-            out.append(from_celpy(x))
-        return out
-    if t is MapType:
-        items = []
-        for k, x in v.items():
-            if type(k) not in _NATIVE_KEYS or isinstance(x, CELEvalError):
-                return Opaque(v)
-            items.append((from_celpy(k), from_celpy(x)))
-        return CelMap(items)
-    if t in _PLAIN:
-        return Opaque(v)
-    if isinstance(v, CELEvalError):
-        raise CelError(*v.args[:1])
-    return v
-
-
-_IDENT = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*\Z").match
-
-
-class _Exotic(Exception):
-    """The event holds something the compiled code does not handle; use celpy."""
-
-
-def _slow(value: Any) -> Any:
-    """Anything not plain JSON: let celpy convert it, then take it over if simple."""
-    from filters.cel import to_cel  # the reference conversion
-
-    converted = from_celpy(to_cel(value))
-    if type(converted) is TimestampType:
-        if not 2 <= converted.year <= 9998:  # astimezone() could overflow: celpy raises
-            raise _Exotic
-        return converted
-    if type(converted) is int and converted == INT64_MIN:
-        raise _Exotic
-    if type(converted) in (str, bool, int, float, bytes) or converted is None:
-        return converted
-    raise _Exotic
+def timestamp_value(v: Any) -> _DT:
+    """A datetime as a CEL timestamp: the same instant in UTC (naive means UTC)."""
+    tz = v.tzinfo
+    if tz is _UTC:
+        return v if type(v) is _DT else _DT(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, _UTC)
+    if tz is None:
+        return _DT(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, _UTC)
+    try:
+        u = v.astimezone(_UTC)
+    except OverflowError:
+        return Invalid(v)
+    return _DT(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, _UTC)
 
 
 def _json(v: Any) -> Any:
@@ -228,378 +182,409 @@ def _json(v: Any) -> Any:
     if t is str or t is float or t is bool or v is None:
         return v
     if t is int:
-        if INT64_MIN < v <= INT64_MAX:
-            return v
-        if v == INT64_MIN:
-            raise _Exotic  # see ir.INT64_MIN_NOTE
-        return _slow(v)  # raises like celpy (int64 overflow)
+        return v if INT64_MIN <= v <= INT64_MAX else float(v)  # a JSON number beyond int64
     if t is dict:
         m = CelMap()
         for k, x in v.items():
-            if type(k) is not str:
-                raise _Exotic
             tx = type(x)
-            if tx is str or tx is float or tx is bool or x is None or (tx is int and INT64_MIN < x <= INT64_MAX):
-                m[k] = x
-            else:
-                m[k] = _json(x)
+            m[k if type(k) is str else str(k)] = x if (tx is str or tx is float or tx is bool or x is None or (tx is int and INT64_MIN <= x <= INT64_MAX)) else _json(x)
         return m
     if t is list:
-        out = []
-        for x in v:
-            tx = type(x)
-            if tx is str or tx is float or tx is bool or x is None or (tx is int and INT64_MIN < x <= INT64_MAX):
-                out.append(x)
-            else:
-                out.append(_json(x))
-        return out
-    from filters.cel import to_cel
-
-    to_cel(v)  # raises for what celpy cannot convert (e.g. bytes inside JSON)
-    raise _Exotic
-
-
-_DATETIME = datetime.datetime
-_UTC_TZ = datetime.timezone.utc
+        return [x if (type(x) is str or type(x) is float or type(x) is bool or x is None or (type(x) is int and INT64_MIN <= x <= INT64_MAX)) else _json(x) for x in v]
+    return convert_value(v)
 
 
 def convert_value(v: Any) -> Any:
-    """One attribute value or payload as ``filters.cel.to_cel`` would see it."""
+    """One attribute value or payload as a CEL value."""
     t = type(v)
     if t is str or t is bool or t is float or t is bytes or v is None:
         return v
     if t is int:
-        if INT64_MIN < v <= INT64_MAX:
-            return v
-        if v == INT64_MIN:
-            raise _Exotic  # see ir.INT64_MIN_NOTE
-        return _slow(v)
+        return v if INT64_MIN <= v <= INT64_MAX else float(v)
     if t is dict or t is list:
         return _json(v)
-    if t is _DATETIME or t is TimestampType:
-        # what TimestampType(value) builds (celpy's to_cel), without its Python __new__
-        if not 2 <= v.year <= 9998:
-            raise _Exotic  # astimezone() could overflow: celpy raises
-        return _DATETIME.__new__(TimestampType, v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.tzinfo or _UTC_TZ)
-    return _slow(v)
+    if isinstance(v, _DT):
+        return timestamp_value(v)
+    if isinstance(v, _TD):
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, tuple):
+        return _json(list(v))
+    return Invalid(v)
 
 
 #: ``EventView.cache`` key of the converted event; shared by every compiled trigger.
 CACHE_KEY = "cel.compiled"
-#: Cached instead of an Activation when the event must be evaluated by celpy.
-CELPY_ONLY = object()
 
 
-_VALID_NAMES: set[str] = set()
-
-
-def activate(event: Any) -> Any:
-    """The :class:`Activation` of ``event`` (same names as ``filters.cel.celpy_activation``)."""
-    try:
-        act = Activation()
-        for name, value in event.attributes.items():
-            if name not in _VALID_NAMES:
-                if type(name) is not str or not _IDENT(name):
-                    raise _Exotic  # celpy nests dotted names or rejects the name
-                if len(_VALID_NAMES) < 4096:
-                    _VALID_NAMES.add(name)
-            t = type(value)
-            act[name] = value if t is str or t is bool else convert_value(value)
-        data = event.data
-        if data is not None:
-            act["data"] = convert_value(data)
-    except Exception:  # conversion errors and exotic values: celpy decides (and raises)
-        act = CELPY_ONLY
+def activate(event: Any) -> Activation:
+    """The :class:`Activation` of ``event``: attributes by name, and ``data`` if present."""
+    act = Activation()
+    for name, value in event.attributes.items():
+        t = type(value)
+        act[name] = value if t is str or t is bool else convert_value(value)
+    data = event.data
+    if data is not None:
+        act["data"] = convert_value(data)
     event.cache[CACHE_KEY] = act
     return act
 
 
-def _exotic_celpy(value: Any, top: bool) -> bool:
-    """The cases :func:`activate` leaves to celpy, for values that are celpy values already."""
-    if type(value) is IntType:
-        return value == INT64_MIN
-    if type(value) is TimestampType:
-        return top and not 2 <= value.year <= 9998
-    if isinstance(value, DurationType):
-        return top
-    if isinstance(value, (list, tuple)):
-        return any(_exotic_celpy(v, False) for v in value)
-    if isinstance(value, dict):
-        return any(_exotic_celpy(k, False) or _exotic_celpy(v, False) for k, v in value.items())
+# --------------------------------------------------------------------------------------
+# Equality and ordering
+
+_NUM = frozenset({int, Uint, float})
+_ORDERED = frozenset({int, Uint, float, str, bytes, bool, _DT, _TD})
+
+
+def _cmp_double_int(d: float, i: int, unsigned: bool) -> Any:
+    """-1/0/1 comparing a double with an int or uint (None for NaN), as cel-cpp/cel-go do:
+    out of the integer type's range decides by sign, else the integer as a double."""
+    if d != d:
+        return None
+    if unsigned:
+        if d < 0:
+            return -1
+        if d > _TWO64:
+            return 1
+    else:
+        if d < -_TWO63:
+            return -1
+        if d > _TWO63:
+            return 1
+    f = float(i)
+    return (d > f) - (d < f)
+
+
+def num_cmp(a: Any, b: Any) -> Any:
+    ta, tb = type(a), type(b)
+    if ta is float:
+        if tb is float:
+            if a != a or b != b:
+                return None
+            return (a > b) - (a < b)
+        return _cmp_double_int(a, b, tb is Uint)
+    if tb is float:
+        c = _cmp_double_int(b, a, ta is Uint)
+        return None if c is None else -c
+    return (a > b) - (a < b)
+
+
+def eq(a: Any, b: Any) -> bool:
+    ta = type(a)
+    if ta is type(b):
+        if ta is list:
+            return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b))
+        if ta is CelMap:
+            if len(a) != len(b):
+                return False
+            for k, v in a.items():
+                found, w = map_find(b, k)
+                if not found or not eq(v, w):
+                    return False
+            return True
+        if ta is Invalid:
+            return False
+        return a == b
+    if ta in _NUM and type(b) in _NUM:
+        return num_cmp(a, b) == 0
     return False
 
 
-def activation_from_celpy(values: dict[str, Any]) -> Any:
-    """An Activation from celpy values (used by tests and the conformance suite)."""
-    act = Activation()
-    for name, value in values.items():
-        if not _IDENT(name) or _exotic_celpy(value, True):
-            return CELPY_ONLY
-        act[name] = from_celpy(value)
-    return act
+def ne(a: Any, b: Any) -> bool:
+    return not eq(a, b)
+
+
+def _order(fn: str, a: Any, b: Any) -> Any:
+    ta, tb = type(a), type(b)
+    if ta in _NUM and tb in _NUM:
+        return num_cmp(a, b)
+    raise no_overload(fn, a, b)
+
+
+def lt(a: Any, b: Any) -> bool:
+    t = type(a)
+    if t is type(b) and t in _ORDERED:
+        return a < b
+    c = _order("_<_", a, b)
+    return c is not None and c < 0
+
+
+def le(a: Any, b: Any) -> bool:
+    t = type(a)
+    if t is type(b) and t in _ORDERED:
+        return a <= b
+    c = _order("_<=_", a, b)
+    return c is not None and c <= 0
+
+
+def gt(a: Any, b: Any) -> bool:
+    t = type(a)
+    if t is type(b) and t in _ORDERED:
+        return a > b
+    c = _order("_>_", a, b)
+    return c is not None and c > 0
+
+
+def ge(a: Any, b: Any) -> bool:
+    t = type(a)
+    if t is type(b) and t in _ORDERED:
+        return a >= b
+    c = _order("_>=_", a, b)
+    return c is not None and c >= 0
+
+
+def map_find(m: dict, key: Any) -> tuple[bool, Any]:
+    """(found, value) of ``m[key]`` with the specification's key equality (numbers
+    compare by value across int/uint/double); an error for keys no map can hold."""
+    tk = type(key)
+    if tk is str:
+        if key in m:
+            return True, dict.__getitem__(m, key)
+        return False, None
+    if tk is bool:
+        for k, v in m.items():
+            if type(k) is bool and k == key:
+                return True, v
+        return False, None
+    if tk in _NUM:
+        for k, v in m.items():
+            tk2 = type(k)
+            if (tk2 is int or tk2 is Uint) and num_cmp(key, k) == 0:
+                return True, v
+        return False, None
+    raise CelError(f"unsupported map key type: {kind(key)}")
+
+
+def in_(item: Any, container: Any) -> bool:
+    tc = type(container)
+    if tc is list:
+        if type(item) is str:
+            return item in container  # a string equals nothing but an equal string
+        for x in container:
+            if eq(item, x):
+                return True
+        return False
+    if tc is CelMap:
+        return map_find(container, item)[0]
+    raise no_overload("@in", item, container)
 
 
 # --------------------------------------------------------------------------------------
-# Delegation to celpy, with the exceptions each kind of Evaluator node turns into errors
-
-REL_CATCH = (TypeError,)
-ADD_CATCH = (TypeError, ValueError, OverflowError)
-MUL_CATCH = (TypeError, ZeroDivisionError, ValueError, OverflowError)
-UNARY_CATCH = (TypeError, ValueError)
-INDEX_CATCH = (TypeError, KeyError, IndexError)
-CALL_CATCH = (ValueError, TypeError, AttributeError)
+# Arithmetic
 
 
-def delegate(fn: Any, catch: tuple, *args: Any) -> Any:
-    cargs = [to_celpy(a) for a in args]
+def _int(r: int) -> int:
+    if INT64_MIN <= r <= INT64_MAX:
+        return r
+    raise CelError("integer overflow")
+
+
+def _uint(r: int) -> Uint:
+    if 0 <= r <= UINT64_MAX:
+        return Uint(r)
+    raise CelError("unsigned integer overflow")
+
+
+_TS_MIN_US = -62135596800 * 1_000_000
+
+
+def _ts(f: Any, *args: Any) -> _DT:
     try:
-        r = fn(*cargs)
-    except catch as ex:
-        raise CelError(f"{type(ex).__name__}: {ex}") from None
-    if isinstance(r, CELEvalError):
-        raise CelError(*r.args[:1])
-    return from_celpy(r)
+        return f(*args)
+    except OverflowError:
+        raise CelError("timestamp out of range") from None
 
 
-_F = base_functions
-_PRIM = frozenset({str, int, float, bool, bytes, TimestampType, DurationType})
-
-
-def raise_error(message: str) -> Any:
-    raise CelError(message)
-
-
-# ---- relations
-
-
-def eq(a: Any, b: Any) -> Any:
-    t = type(a)
-    if t is type(b) and t in _PRIM:
-        return a == b
-    return delegate(_F["_==_"], REL_CATCH, a, b)
-
-
-def ne(a: Any, b: Any) -> Any:
-    t = type(a)
-    if t is type(b) and t in _PRIM:
-        return a != b
-    return delegate(_F["_!=_"], REL_CATCH, a, b)
-
-
-# float < int is native in celpy (``float.__lt__``), int < float an error. CPython compares
-# a float with a big negative int by negating the int, and celpy's IntType.__neg__ raises
-# for INT64_MIN: that case is left to celpy.
-
-
-def lt(a: Any, b: Any) -> Any:
-    t = type(a)
-    if (t is type(b) and t in _PRIM) or (t is float and type(b) is int and b != INT64_MIN):
-        return a < b
-    return delegate(_F["_<_"], REL_CATCH, a, b)
-
-
-def le(a: Any, b: Any) -> Any:
-    t = type(a)
-    if (t is type(b) and t in _PRIM) or (t is float and type(b) is int and b != INT64_MIN):
-        return a <= b
-    return delegate(_F["_<=_"], REL_CATCH, a, b)
-
-
-def gt(a: Any, b: Any) -> Any:
-    t = type(a)
-    if (t is type(b) and t in _PRIM) or (t is float and type(b) is int and b != INT64_MIN):
-        return a > b
-    return delegate(_F["_>_"], REL_CATCH, a, b)
-
-
-def ge(a: Any, b: Any) -> Any:
-    t = type(a)
-    if (t is type(b) and t in _PRIM) or (t is float and type(b) is int and b != INT64_MIN):
-        return a >= b
-    return delegate(_F["_>=_"], REL_CATCH, a, b)
-
-
-def in_(item: Any, container: Any) -> Any:
-    tc = type(container)
-    ti = type(item)
-    if tc is list:
-        if ti is str:
-            if item in container:
-                return True
-            for x in container:
-                if type(x) is not str:
-                    break
-            else:
-                return False
-        elif ti is int:
-            for x in container:
-                if type(x) is not int:
-                    break
-            else:
-                return item in container
-    elif tc is CelMap and ti is str:
-        if item in container:
-            return True
-        for k in container:
-            if type(k) is not str:
-                break
-        else:
-            return False
-    return delegate(_F["_in_"], REL_CATCH, item, container)
-
-
-# ---- arithmetic
+def _dur(d: _TD) -> _TD:
+    """A duration result: within int64 nanoseconds, as cel-cpp's arithmetic."""
+    if -9223372036854775 <= d // _ONE_US <= 9223372036854775:
+        return d
+    raise CelError("duration out of range (integer overflow)")
 
 
 def add(a: Any, b: Any) -> Any:
-    if type(a) is int and type(b) is int:
-        r = a + b
-        if INT64_MIN <= r <= INT64_MAX:
-            return r
-        raise CelError("return error for overflow")
-    return delegate(operator.add, ADD_CATCH, a, b)
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        if ta is int:
+            return _int(a + b)
+        if ta is float or ta is str or ta is bytes or ta is list:
+            return a + b
+        if ta is Uint:
+            return _uint(a + b)
+        if ta is _TD:
+            return _dur(a + b)
+    elif ta is _DT and tb is _TD:
+        return _ts(_DT.__add__, a, b)
+    elif ta is _TD and tb is _DT:
+        return _ts(_DT.__add__, b, a)
+    raise no_overload("_+_", a, b)
 
 
 def sub(a: Any, b: Any) -> Any:
-    if type(a) is int and type(b) is int:
-        r = a - b
-        if INT64_MIN <= r <= INT64_MAX:
-            return r
-        raise CelError("return error for overflow")
-    return delegate(operator.sub, ADD_CATCH, a, b)
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        if ta is int:
+            return _int(a - b)
+        if ta is float:
+            return a - b
+        if ta is Uint:
+            return _uint(a - b)
+        if ta is _TD:
+            return _dur(a - b)
+        if ta is _DT:
+            return _dur(a - b)
+    elif ta is _DT and tb is _TD:
+        return _ts(_DT.__sub__, a, b)
+    raise no_overload("_-_", a, b)
 
 
 def mul(a: Any, b: Any) -> Any:
-    if type(a) is int and type(b) is int:
-        r = a * b
-        if INT64_MIN <= r <= INT64_MAX:
-            return r
-        raise CelError("return error for overflow")
-    return delegate(operator.mul, MUL_CATCH, a, b)
+    ta = type(a)
+    if ta is type(b):
+        if ta is int:
+            return _int(a * b)
+        if ta is float:
+            return a * b
+        if ta is Uint:
+            return _uint(a * b)
+    raise no_overload("_*_", a, b)
+
+
+def _trunc_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return -q if (a < 0) != (b < 0) else q
 
 
 def div(a: Any, b: Any) -> Any:
-    if type(a) is int and type(b) is int:
-        if b == 0:
-            raise CelError("modulus or divide by zero")
-        q = abs(a) // abs(b)  # Go: truncate toward zero
-        r = -q if (a < 0) != (b < 0) else q
-        if INT64_MIN <= r <= INT64_MAX:
-            return r
-        raise CelError("return error for overflow")
-    return delegate(operator.truediv, MUL_CATCH, a, b)
+    ta = type(a)
+    if ta is type(b):
+        if ta is int or ta is Uint:
+            if b == 0:
+                raise CelError("division by zero")
+            r = _trunc_div(a, b)
+            return _int(r) if ta is int else Uint(r)
+        if ta is float:
+            if b == 0.0:
+                if a != a or a == 0.0:
+                    return math.nan
+                return math.copysign(math.inf, a) * math.copysign(1.0, b)
+            return a / b
+    raise no_overload("_/_", a, b)
 
 
 def mod(a: Any, b: Any) -> Any:
-    if type(a) is int and type(b) is int:
+    ta = type(a)
+    if ta is type(b) and (ta is int or ta is Uint):
         if b == 0:
-            raise CelError("modulus or divide by zero")
-        r = abs(a) % abs(b)  # Go: the sign of the dividend
-        return -r if a < 0 else r
-    return delegate(operator.mod, MUL_CATCH, a, b)
+            raise CelError("modulus by zero")
+        r = abs(a) % abs(b)  # the sign of the dividend
+        return (-r if a < 0 else r) if ta is int else Uint(r)
+    raise no_overload("_%_", a, b)
 
 
 def neg(a: Any) -> Any:
     t = type(a)
     if t is int:
-        if a == INT64_MIN:
-            raise CelError("return error for overflow")
-        return -a
+        return _int(-a)
     if t is float:
         return -a
-    return delegate(operator.neg, UNARY_CATCH, a)
+    raise no_overload("-_", a)
 
 
 def not_(a: Any) -> Any:
     if type(a) is bool:
         return not a
-    return delegate(_F["!_"], UNARY_CATCH, a)
+    raise no_overload("!_", a)
 
 
-# ---- selection
+# --------------------------------------------------------------------------------------
+# Selection
 
 
 def field(obj: Any, name: str) -> Any:
-    """``obj.name`` (celpy ``member_dot``)."""
+    """``obj.name``."""
     if type(obj) is CelMap:
         return obj[name]
-    v = to_celpy(obj)
-    if isinstance(v, celtypes.MessageType):
-        raise Fallback("protobuf message")
-    if isinstance(v, MapType):
-        try:
-            r = v[name]
-        except KeyError:
-            raise CelError(f"no such member in mapping: {name!r}") from None
-        return from_celpy(r)
-    raise CelError(f"{type(v).__name__} does not support field selection")
+    raise CelError(f"type '{kind(obj)}' does not support field selection (.{name})")
 
 
 def has_field(obj: Any, name: str) -> bool:
     """``has(obj.name)`` once ``obj`` evaluated without error."""
     if type(obj) is CelMap:
         return name in obj
-    try:
-        field(obj, name)
-    except CelError:
-        return False
-    return True
+    raise CelError(f"type '{kind(obj)}' does not support field selection: has(.{name})")
 
 
 def index(obj: Any, key: Any) -> Any:
-    """``obj[key]`` (celpy ``member_index``)."""
+    """``obj[key]``."""
     t = type(obj)
-    if t is CelMap and type(key) is str:
-        return obj[key]
-    if t is list and type(key) is int:
-        try:
-            return obj[key]  # celpy indexes a Python list: -1 is the last element
-        except IndexError:
-            raise CelError("invalid_argument") from None
-    return delegate(operator.getitem, INDEX_CATCH, obj, key)
+    if t is CelMap:
+        found, v = map_find(obj, key)
+        if found:
+            return v
+        raise CelError(f"no such key: {_show(key)}")
+    if t is list:
+        tk = type(key)
+        if tk is int or tk is Uint:
+            i = key
+        elif tk is float and key == key and key in (math.floor(key),) and not math.isinf(key):
+            i = int(key)
+        else:
+            raise no_overload("_[_]", obj, key)
+        if 0 <= i < len(obj):
+            return obj[i]
+        raise CelError(f"index out of range: index {i}, size {len(obj)}")
+    raise no_overload("_[_]", obj, key)
 
 
-# ---- functions
+def qualified(act: dict, parts: tuple) -> Any:
+    """``a.b.c`` where variable names may hold dots: the longest declared prefix wins."""
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        if name in act:
+            v = act[name]
+            for p in parts[i:]:
+                v = v[p] if type(v) is CelMap else field(v, p)
+            return v
+    v = act[parts[0]]  # undeclared (or a type name)
+    for p in parts[1:]:
+        v = field(v, p)
+    return v
 
 
-def call(fn: Any, *args: Any) -> Any:
-    """A celpy base function (global or method form) with celpy's error mapping."""
-    return delegate(fn, CALL_CATCH, *args)
-
-
-def no_function(name: str, *args: Any) -> Any:
-    raise CelError(f"undeclared reference to {name!r}")
+# --------------------------------------------------------------------------------------
+# Functions
 
 
 def size(x: Any) -> Any:
     t = type(x)
     if t is str or t is list or t is CelMap or t is bytes:
         return len(x)
-    if x is None:
-        return 0
-    return delegate(_F["size"], CALL_CATCH, x)
+    raise no_overload("size", x)
 
 
 def starts_with(s: Any, p: Any) -> Any:
     if type(s) is str and type(p) is str:
         return s.startswith(p)
-    return delegate(_F["startsWith"], CALL_CATCH, s, p)
+    raise no_overload("startsWith", s, p)
 
 
 def ends_with(s: Any, p: Any) -> Any:
     if type(s) is str and type(p) is str:
         return s.endswith(p)
-    return delegate(_F["endsWith"], CALL_CATCH, s, p)
+    raise no_overload("endsWith", s, p)
 
 
 def contains(s: Any, p: Any) -> Any:
     if type(s) is str and type(p) is str:
         return p in s
-    return delegate(_F["contains"], CALL_CATCH, s, p)
+    raise no_overload("contains", s, p)
 
 
 class Regex:
-    """``re2.search(pattern, text) is not None`` (what celpy's ``matches`` computes).
+    """``re2.search(pattern, text) is not None`` (what ``matches`` computes).
 
     google-re2's ``search()`` decodes every group's span back to str offsets, which
     costs about 4x the match itself; a yes/no answer only needs the raw match of the
@@ -624,18 +609,13 @@ class Regex:
             pass
 
     def search(self, text: str) -> bool:
-        if self.raw is not None:
-            try:
-                b = text.encode("utf-8")
-            except UnicodeEncodeError:
-                # lone surrogates: re2 raises UnicodeEncodeError, a ValueError, which
-                # celpy's method evaluation turns into an error value
-                raise CelError("invalid UTF-8") from None
-            return self.raw(self.anchor, b, 0, len(b))[0] != self.null
         try:
-            return self.compiled.search(text) is not None
-        except (ValueError, TypeError, AttributeError) as ex:  # celpy's CALL_CATCH
-            raise CelError(str(ex)) from None
+            b = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CelError("invalid UTF-8 in the string matched") from None
+        if self.raw is not None:
+            return self.raw(self.anchor, b, 0, len(b))[0] != self.null
+        return self.compiled.search(text) is not None
 
 
 _REGEX: dict[str, Any] = {}
@@ -649,7 +629,7 @@ def regex(pattern: str) -> Any:
         pass
     try:
         compiled = Regex(re2.compile(pattern))
-    except re2.error:
+    except (re2.error, UnicodeEncodeError, TypeError):
         compiled = None
     if len(_REGEX) < 4096:
         _REGEX[pattern] = compiled
@@ -660,52 +640,309 @@ def matches(s: Any, p: Any) -> Any:
     if type(s) is str and type(p) is str:
         compiled = regex(p)
         if compiled is None:
-            raise CelError("match error")
+            raise CelError(f"invalid regular expression: {p!r}")
         return compiled.search(s)
-    return delegate(_F["matches"], CALL_CATCH, s, p)
+    raise no_overload("matches", s, p)
 
 
-_TYPES = {
-    str: StringType,
-    int: IntType,
-    float: DoubleType,
-    bool: BoolType,
-    bytes: BytesType,
-    list: ListType,
-    CelMap: MapType,
-    type(None): type(None),
-}
-
-
-def type_of(x: Any) -> Any:
+def type_of(x: Any) -> CelType:
     try:
-        return _TYPES[type(x)]
+        return _TYPE_OF[type(x)]
     except KeyError:
-        return delegate(_F["type"], CALL_CATCH, x)
+        raise no_overload("type", x) from None
 
 
-# ---- timestamps
+# ---- conversions
 
-_TZ: dict[Any, Any] = {}
-_UTC = TimestampType.tz_parse(None)  # the zone celpy uses when none is given
-_NOARG = object()
+_INT_TEXT = re.compile(r"[+-]?[0-9]+\Z")
+_UINT_TEXT = re.compile(r"[0-9]+\Z")
+_DOUBLE_TEXT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)\Z", re.IGNORECASE)
 
 
-def _zone(name: str) -> Any:
+def to_int(x: Any) -> int:
+    t = type(x)
+    if t is int:
+        return x
+    if t is Uint:
+        if x > INT64_MAX:
+            raise CelError("uint out of int64 range")
+        return int(x)
+    if t is float:
+        if not -_TWO63 < x < _TWO63:  # NaN too
+            raise CelError("double out of int64 range")
+        return int(x)
+    if t is str:
+        if _INT_TEXT.match(x):
+            v = int(x)
+            if INT64_MIN <= v <= INT64_MAX:
+                return v
+            raise CelError("string out of int64 range")
+        raise CelError(f"cannot convert string {x!r} to int")
+    if t is _DT:
+        return (x - _EPOCH) // _TD(seconds=1)
+    raise no_overload("int", x)
+
+
+def to_uint(x: Any) -> Uint:
+    t = type(x)
+    if t is Uint:
+        return x
+    if t is int:
+        if x < 0:
+            raise CelError("int out of uint64 range")
+        return Uint(x)
+    if t is float:
+        if not 0 <= x < _TWO64:
+            raise CelError("double out of uint64 range")
+        return Uint(int(x))
+    if t is str:
+        if _UINT_TEXT.match(x):
+            v = int(x)
+            if v <= UINT64_MAX:
+                return Uint(v)
+            raise CelError("string out of uint64 range")
+        raise CelError(f"cannot convert string {x!r} to uint")
+    raise no_overload("uint", x)
+
+
+def to_double(x: Any) -> float:
+    t = type(x)
+    if t is float:
+        return x
+    if t is int or t is Uint:
+        return float(x)
+    if t is str:
+        if _DOUBLE_TEXT.match(x):
+            return float(x)
+        raise CelError(f"cannot convert string {x!r} to double")
+    raise no_overload("double", x)
+
+
+def format_double(d: float) -> str:
+    """A double as cel-cpp/cel-go print it (the shortest round-trip digits, ``%g`` style)."""
+    if d != d:
+        return "NaN"
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if d == 0:
+        return "-0" if math.copysign(1.0, d) < 0 else "0"
+    sign, digits, exp = Decimal(repr(d)).normalize().as_tuple()
+    ds = "".join(map(str, digits))
+    e10 = len(ds) + exp - 1  # the exponent of the first digit
+    neg = "-" if sign else ""
+    if e10 < -4 or e10 >= 6:  # Go's strconv 'g' with the shortest digits (cel-cpp agrees)
+        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return f"{neg}{mant}e{'-' if e10 < 0 else '+'}{abs(e10):02d}"
+    if e10 < 0:
+        return f"{neg}0.{'0' * (-e10 - 1)}{ds}"
+    if len(ds) <= e10 + 1:
+        return f"{neg}{ds}{'0' * (e10 + 1 - len(ds))}"
+    return f"{neg}{ds[:e10 + 1]}.{ds[e10 + 1:]}"
+
+
+def _frac(us: int) -> str:
+    if us == 0:
+        return ""
+    if us % 1000 == 0:
+        return f".{us // 1000:03d}"
+    return f".{us:06d}"
+
+
+def format_timestamp(ts: _DT) -> str:
+    return f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}{_frac(ts.microsecond)}Z"
+
+
+def format_duration(d: _TD) -> str:
+    us = d // _ONE_US
+    sign = "-" if us < 0 else ""
+    us = abs(us)
+    return f"{sign}{us // 1_000_000}{_frac(us % 1_000_000)}s"
+
+
+def to_string(x: Any) -> str:
+    t = type(x)
+    if t is str:
+        return x
+    if t is bool:
+        return "true" if x else "false"
+    if t is int or t is Uint:
+        return str(int(x))
+    if t is float:
+        return format_double(x)
+    if t is bytes:
+        try:
+            return x.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CelError("invalid UTF-8 in bytes converted to string") from None
+    if t is _DT:
+        return format_timestamp(x)
+    if t is _TD:
+        return format_duration(x)
+    raise no_overload("string", x)
+
+
+def format_value(v: Any) -> str:
+    """A value as CEL source text (for messages)."""
+    t = type(v)
+    if t is str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if t is bytes:
+        return "b" + repr(v)[1:]
+    if t is Uint:
+        return f"{int(v)}u"
+    if v is None:
+        return "null"
+    if t is bool or t is int or t is float:
+        return to_string(v)
+    if t is list:
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    if t is CelMap:
+        return "{" + ", ".join(f"{format_value(k)}: {format_value(x)}" for k, x in v.items()) + "}"
+    if t is _DT:
+        return f'timestamp("{format_timestamp(v)}")'
+    if t is _TD:
+        return f'duration("{format_duration(v)}")'
+    return repr(v)
+
+
+def to_bytes(x: Any) -> bytes:
+    t = type(x)
+    if t is bytes:
+        return x
+    if t is str:
+        try:
+            return x.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CelError("invalid UTF-8 in string converted to bytes") from None
+    raise no_overload("bytes", x)
+
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def to_bool(x: Any) -> bool:
+    t = type(x)
+    if t is bool:
+        return x
+    if t is str:
+        if x in _TRUE:
+            return True
+        if x in _FALSE:
+            return False
+        raise CelError(f"cannot convert string {x!r} to bool")
+    raise no_overload("bool", x)
+
+
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z")
+
+
+def parse_timestamp(s: str) -> _DT:
+    m = _RFC3339.match(s)
+    if m is None:
+        raise CelError(f"cannot parse timestamp {s!r} (RFC 3339 expected)")
+    y, mo, d, h, mi, sec, frac, z, sign, oh, om = m.groups()
+    try:
+        if int(sec) == 60:
+            raise ValueError("leap second")
+        naive = _DT(int(y), int(mo), int(d), int(h), int(mi), int(sec), int((frac or "0").ljust(9, "0")[:6]))
+        if z:
+            return naive.replace(tzinfo=_UTC)
+        offset = _TD(hours=int(oh), minutes=int(om))
+        if sign == "-":
+            offset = -offset
+        if offset >= _TD(days=1):
+            raise ValueError("offset")
+        return (naive - offset).replace(tzinfo=_UTC)
+    except ValueError:
+        raise CelError(f"cannot parse timestamp {s!r}") from None
+    except OverflowError:
+        raise CelError(f"timestamp {s!r} out of range") from None
+
+
+_TS_MIN_S, _TS_MAX_S = -62135596800, 253402300799
+
+
+def to_timestamp(x: Any) -> _DT:
+    t = type(x)
+    if t is _DT:
+        return x
+    if t is str:
+        return parse_timestamp(x)
+    if t is int:
+        if _TS_MIN_S <= x <= _TS_MAX_S:
+            return _EPOCH + _TD(seconds=x)
+        raise CelError("timestamp out of range")
+    raise no_overload("timestamp", x)
+
+
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_DURATION_MAX_NS = 315576000000 * 10**9
+
+
+def parse_duration(s: str) -> _TD:
+    text = s
+    neg = False
+    if text[:1] in ("+", "-"):
+        neg = text[0] == "-"
+        text = text[1:]
+    if text == "0":
+        return _TD(0)
+    total = Fraction(0)
+    pos = 0
+    if not text:
+        raise CelError(f"cannot parse duration {s!r}")
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None or m.group(1) in ("", "."):
+            raise CelError(f"cannot parse duration {s!r}")
+        total += Fraction(m.group(1)) * _UNIT_NS[m.group(2)]
+        pos = m.end()
+    ns = int(total)  # truncated toward zero
+    if ns > _DURATION_MAX_NS:
+        raise CelError(f"duration {s!r} out of range")
+    us = ns // 1000
+    return _TD(microseconds=-us if neg else us)
+
+
+def to_duration(x: Any) -> _TD:
+    t = type(x)
+    if t is _TD:
+        return x
+    if t is str:
+        return parse_duration(x)
+    raise no_overload("duration", x)
+
+
+# ---- timestamps and durations
+
+_TZ: dict[str, Any] = {}
+_OFFSET = re.compile(r"([+-]?)([0-9]{1,2}):([0-9]{2})\Z")
+
+
+def zone(name: str) -> Any:
     try:
         return _TZ[name]
     except KeyError:
         pass
-    try:
-        zone = TimestampType.tz_parse(StringType(name))
-    except Exception:
-        return None
+    m = _OFFSET.match(name)
+    if m:
+        off = _TD(hours=int(m.group(2)), minutes=int(m.group(3)))
+        z = datetime.timezone(-off if m.group(1) == "-" else off)
+    else:
+        try:
+            import zoneinfo
+
+            z = zoneinfo.ZoneInfo(name)
+        except Exception:
+            raise CelError(f"unknown time zone {name!r}") from None
     if len(_TZ) < 1024:
-        _TZ[name] = zone
-    return zone
+        _TZ[name] = z
+    return z
 
 
-def _ts_part(name: str, d: datetime.datetime) -> int:
+def _ts_part(name: str, d: _DT) -> int:
     if name == "getHours":
         return d.hour
     if name == "getMinutes":
@@ -729,122 +966,118 @@ def _ts_part(name: str, d: datetime.datetime) -> int:
     raise AssertionError(name)
 
 
-def _in_zone(ts: Any, key: Any, zone: Any) -> datetime.datetime:
-    """``ts.astimezone(zone)`` (what celpy computes), memoized on the timestamp object."""
-    memo = ts.__dict__.get("_cel_zones")
-    if memo is None:
-        memo = ts.__dict__["_cel_zones"] = {}
-    try:
-        return memo[key]
-    except KeyError:
-        pass
-    plain = datetime.datetime(ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond, ts.tzinfo, fold=ts.fold)
-    d = memo[key] = plain.astimezone(zone)
-    return d
+_DURATION_PARTS = {"getHours": 3600 * 10**6, "getMinutes": 60 * 10**6, "getSeconds": 10**6}
+_NOARG = object()
 
 
 def ts_get(name: str, ts: Any, tz: Any = _NOARG) -> Any:
     """``ts.getHours()`` etc., optionally with a time zone argument."""
-    if type(ts) is TimestampType:
+    t = type(ts)
+    if t is _DT:
         if tz is _NOARG:
-            return _ts_part(name, _in_zone(ts, None, _UTC))
+            return _ts_part(name, ts)
         if type(tz) is str:
-            zone = _zone(tz)
-            if zone is not None:
-                return _ts_part(name, _in_zone(ts, tz, zone))
+            try:
+                return _ts_part(name, ts.astimezone(zone(tz)))
+            except OverflowError:
+                raise CelError("timestamp out of range in that time zone") from None
+        raise no_overload(name, ts, tz)
+    if t is _TD and tz is _NOARG:
+        us = ts // _ONE_US
+        if name == "getMilliseconds":
+            return _trunc_div(us, 1000) - _trunc_div(us, 10**6) * 1000
+        unit = _DURATION_PARTS.get(name)
+        if unit is not None:
+            return _trunc_div(us, unit)
     if tz is _NOARG:
-        return delegate(_F[name], CALL_CATCH, ts)
-    return delegate(_F[name], CALL_CATCH, ts, tz)
+        raise no_overload(name, ts)
+    raise no_overload(name, ts, tz)
 
 
 TIMESTAMP_METHODS = frozenset(
-    {
-        "getDate",
-        "getDayOfMonth",
-        "getDayOfWeek",
-        "getDayOfYear",
-        "getFullYear",
-        "getMonth",
-        "getHours",
-        "getMilliseconds",
-        "getMinutes",
-        "getSeconds",
-    }
+    {"getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getFullYear", "getMonth", "getHours", "getMilliseconds", "getMinutes", "getSeconds"}
 )
 
+#: Global functions of one argument (conversions) by name.
+CONVERSIONS = {
+    "int": to_int,
+    "uint": to_uint,
+    "double": to_double,
+    "string": to_string,
+    "bytes": to_bytes,
+    "bool": to_bool,
+    "timestamp": to_timestamp,
+    "duration": to_duration,
+    "type": type_of,
+}
 
-# ---- logic
+
+def no_function(name: str, *args: Any) -> Any:
+    raise CelError(f"no matching overload: unknown function '{name}' applied to ({', '.join(kind(a) for a in args)})")
 
 
-def _odd_bools(values: tuple) -> None:
-    for v in values:
-        if type(v) is BoolType:  # e.g. bool(3): celpy combines it as a number
-            raise Fallback("boolean with a numeric value")
+# --------------------------------------------------------------------------------------
+# Logic
 
 
 def _rest(values: tuple, neutral: bool, op: str) -> Any:
-    """``&&`` / ``||`` over values none of which decides the result (celpy's left fold):
-    the single value that is not ``neutral`` is the result; more than one is an error."""
-    _odd_bools(values)
+    """``&&`` / ``||`` over values none of which decides the result: an error among them
+    is the result, else a non-boolean is a type error."""
+    for v in values:
+        if type(v) is CelError:
+            raise v
     others = [v for v in values if v is not neutral]
-    if len(others) == 1:
-        if type(others[0]) is CelError:
-            raise others[0]
-        return others[0]
-    raise CelError(f"no matching overload for _{op}_")
+    raise no_overload(op, *others)
 
 
 def and_rest(*values: Any) -> Any:
     """``&&`` over values none of which is false and not all true."""
-    return _rest(values, True, "&&")
+    return _rest(values, True, "_&&_")
 
 
 def or_rest(*values: Any) -> Any:
     """``||`` over values none of which is true and not all false."""
-    return _rest(values, False, "||")
+    return _rest(values, False, "_||_")
 
 
 def cond_error(c: Any) -> Any:
-    _odd_bools((c,))
     if type(c) is CelError:
         raise c
-    raise CelError(f"found no matching overload for _?_:_ applied to {type(c).__name__}")
+    raise no_overload("_?_:_", c)
 
 
-def iterate(r: Any) -> list:
-    """What celpy's macros iterate over, for a receiver that is not a list or map."""
-    if type(r) is Opaque:
-        src = r.value
-    elif type(r) is str or type(r) is bytes:
-        src = to_celpy(r)  # celpy iterates characters / byte values
-    else:
-        raise Fallback("macro over a value that is not iterable")
-    try:
-        return [from_celpy(x) for x in src]
-    except TypeError:
-        raise Fallback("macro over a value that is not iterable") from None
+def iterate(r: Any) -> Any:
+    """What a macro iterates over: a list's elements or a map's keys."""
+    t = type(r)
+    if t is list or t is CelMap:
+        return r
+    raise CelError(f"no matching overload: a macro needs a list or a map, got {kind(r)}")
 
 
-def make_map(*pairs: Any) -> Any:
-    """A map literal with arbitrary keys (celpy ``mapinits`` semantics)."""
-    m = MapType()
-    try:
-        for k, v in pairs:
-            k = to_celpy(k)
-            if k in m:
-                raise ValueError(f"Duplicate key {k!r}")
-            m[k] = to_celpy(v)
-    except (ValueError, TypeError) as ex:
-        raise CelError(str(ex)) from None
-    return from_celpy(m)
+def bool_body(b: Any, macro: str) -> bool:
+    if type(b) is bool:
+        return b
+    raise CelError(f"no matching overload: the {macro}() predicate returned {kind(b)}, not bool")
+
+
+_KEY_TYPES = frozenset({str, int, Uint, bool})
+
+
+def make_map(*pairs: Any) -> CelMap:
+    """A map literal: keys bool/int/uint/string, no key twice."""
+    m = CelMap()
+    for k, v in pairs:
+        if type(k) not in _KEY_TYPES:
+            raise CelError(f"unsupported map key type: {kind(k)}")
+        if map_find(m, k)[0]:
+            raise CelError(f"repeated map key: {format_value(k)}")
+        if k in m:  # true and 1 are one Python dict key
+            raise CelError(f"map keys {format_value(k)} and another of equal value are not supported together")
+        m[k] = v
+    return m
 
 
 def check_error(*values: Any) -> None:
     for v in values:
         if type(v) is CelError:
             raise v
-
-
-def to_result(v: Any) -> Any:
-    """A compiled result as the celpy value it stands for (for comparisons in tests)."""
-    return to_celpy(v)

@@ -1,14 +1,15 @@
-"""cel-spec conformance (``tests/simple/testdata/*.textproto``) for celpy and the compiler.
+"""cel-spec conformance (``tests/simple/testdata/*.textproto``) of knflow's CEL compiler.
 
-Every applicable test runs on both celpy (the reference implementation of the ``cel:``
-dialect) and ``filters.cel_compiler``. Each is checked against the spec's expected
-value or error, and the two are compared with each other: where celpy deviates from the
-spec, the compiler must give celpy's result (the differential is the contract). Sections
-that need protobuf messages, the type checker or extension libraries are skipped by name
-(``SKIP_SECTIONS``), as are individual tests that need them (``SKIP_TESTS``).
+The CEL specification is the contract: every applicable test must give the spec's
+expected value or error (``test_conformance_summary`` prints the counts per file). Sections that need protobuf messages, the type checker or
+extension libraries are not applicable to trigger filters and skipped by name
+(``SKIP_SECTIONS``, ``SKIP_TESTS``); the few cases knflow knowingly differs on are listed
+in ``EXCEPTIONS`` with the reason (and the README), and must still fail (so the list
+stays true).
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections import defaultdict
@@ -20,7 +21,7 @@ import celpy
 import pytest
 from celpy import celtypes
 
-from filters.cel import _ENV
+from filters.cel import _ENV, parse_source
 from filters.cel_compiler import Unsupported, compile_expression
 from filters.cel_compiler import runtime as rt
 from tests.conformance import conformance_path
@@ -217,6 +218,16 @@ SKIP_TESTS: dict[tuple[str, str, str], str] = {
     ("timestamps", "duration_conversions", "type_comparison"): _PROTO + " (type name google.protobuf.Duration)",
 }
 
+#: case id -> why knflow knowingly differs from the specification (see the README).
+_MICROS = "timestamps and durations hold microseconds (Python's datetime): nanosecond digits are truncated"
+EXCEPTIONS: dict[str, str] = {
+    "timestamps/timestamp_conversions/toString_timestamp_nanos": _MICROS,
+    "timestamps/timestamp_arithmetic/add_time_to_duration_nanos_negative": _MICROS,
+    "timestamps/timestamp_arithmetic/add_time_to_duration_nanos_positive": _MICROS,
+    "timestamps/timestamp_range/add_duration_nanos_over": _MICROS,
+    "timestamps/timestamp_range/add_duration_nanos_under": _MICROS,
+}
+
 _PROTO_HINTS = ("TestAllTypes", "google.protobuf", "cel.expr.conformance", "GlobalEnum", "NestedEnum")
 
 
@@ -268,21 +279,21 @@ def _text(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Expected values as celpy values
+# Expected values as the compiler's values (``filters.cel_compiler.runtime``)
 
 _TYPE_NAMES = {
-    "bool": celtypes.BoolType,
-    "int": celtypes.IntType,
-    "uint": celtypes.UintType,
-    "double": celtypes.DoubleType,
-    "string": celtypes.StringType,
-    "bytes": celtypes.BytesType,
-    "list": celtypes.ListType,
-    "map": celtypes.MapType,
-    "null_type": type(None),
-    "type": celtypes.TypeType,
-    "google.protobuf.Timestamp": celtypes.TimestampType,
-    "google.protobuf.Duration": celtypes.DurationType,
+    "bool": rt.BOOL_T,
+    "int": rt.INT_T,
+    "uint": rt.UINT_T,
+    "double": rt.DOUBLE_T,
+    "string": rt.STRING_T,
+    "bytes": rt.BYTES_T,
+    "list": rt.LIST_T,
+    "map": rt.MAP_T,
+    "null_type": rt.NULL_T,
+    "type": rt.TYPE_T,
+    "google.protobuf.Timestamp": rt.TIMESTAMP_T,
+    "google.protobuf.Duration": rt.DURATION_T,
 }
 
 
@@ -304,26 +315,26 @@ def _number(token: str) -> float | int:
 
 
 def to_value(value: Message) -> Any:
-    """cel.expr.Value -> celpy value."""
+    """cel.expr.Value -> the compiler's value."""
     kind, raw = value.fields[0]
     if kind == "null_value":
         return None
     if kind == "bool_value":
-        return celtypes.BoolType(str(raw) == "true")
+        return str(raw) == "true"
     if kind == "int64_value":
-        return celtypes.IntType(_number(raw))
+        return int(_number(raw))
     if kind == "uint64_value":
-        return celtypes.UintType(_number(raw))
+        return rt.Uint(int(_number(raw)))
     if kind == "double_value":
-        return celtypes.DoubleType(_number(raw))
+        return float(_number(raw))
     if kind == "string_value":
-        return celtypes.StringType(_text(raw))
+        return _text(raw)
     if kind == "bytes_value":
-        return celtypes.BytesType(raw)
+        return bytes(raw)
     if kind == "list_value":
-        return celtypes.ListType([to_value(v) for v in raw.all("values")])
+        return [to_value(v) for v in raw.all("values")]
     if kind == "map_value":
-        return celtypes.MapType({to_value(e.get("key")): to_value(e.get("value")) for e in raw.all("entries")})
+        return rt.CelMap({to_value(e.get("key")): to_value(e.get("value")) for e in raw.all("entries")})
     if kind == "type_value":
         name = _text(raw)
         if name not in _TYPE_NAMES:
@@ -333,82 +344,100 @@ def to_value(value: Message) -> Any:
         url, body = raw.fields[0]
         seconds = int(_number(body.get("seconds", Scalar("0"))))
         nanos = int(_number(body.get("nanos", Scalar("0"))))
+        delta = dt.timedelta(seconds=seconds, microseconds=nanos // 1000)
         if url.endswith("google.protobuf.Timestamp]"):
-            import datetime
-
-            base = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-            return celtypes.TimestampType(base + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000))
-        return celtypes.DurationType(seconds, nanos)
+            return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + delta
+        return delta
     raise LookupError(f"value kind {kind}")
+
+
+def from_celpy(value: Any) -> Any:
+    """A celpy result (expressions the compiler declines) as the compiler's value."""
+    if isinstance(value, celtypes.BoolType) or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, celtypes.UintType):
+        return rt.Uint(int(value))
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, dt.datetime):
+        return rt.timestamp_value(value)
+    if isinstance(value, dt.timedelta):
+        return dt.timedelta(value.days, value.seconds, value.microseconds)
+    if isinstance(value, dict):
+        return rt.CelMap({from_celpy(k): from_celpy(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return [from_celpy(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------------------
 # Comparing results
 
 
-def canonical(value: Any, strict: bool) -> Any:
-    """A comparable form. ``strict`` keeps exact Python types (compiler vs celpy);
-    otherwise values compare as CEL values (plain float counts as double, ...)."""
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, celtypes.BoolType):
-        return ("bool" if not strict else "BoolType", bool(value))
-    if isinstance(value, celtypes.UintType):
-        return ("uint", int(value))
-    if isinstance(value, int):
-        return ("int" if not strict else type(value).__name__, int(value))
-    if isinstance(value, float):
-        f = float(value)
-        return ("double" if not strict else type(value).__name__, "nan" if math.isnan(f) else f)
-    if isinstance(value, str):
-        return ("string" if not strict else type(value).__name__, str(value))
-    if isinstance(value, bytes):
-        return ("bytes" if not strict else type(value).__name__, bytes(value))
-    if value is None:
-        return ("null",)
-    if isinstance(value, celtypes.TimestampType):
-        return ("timestamp", value.timestamp(), str(value) if strict else None)
-    if isinstance(value, celtypes.DurationType):
-        return ("duration", value.total_seconds())
-    if isinstance(value, dict):
-        items = sorted((repr(canonical(k, strict)), canonical(v, strict)) for k, v in value.items())
-        return ("map" if not strict else type(value).__name__, tuple(items))
-    if isinstance(value, (list, tuple)):
-        return ("list" if not strict else type(value).__name__, tuple(canonical(v, strict) for v in value))
-    if isinstance(value, type):
-        return ("type", value.__name__)
-    return ("other", repr(value))
+def canonical(value: Any) -> Any:
+    """A comparable form that keeps CEL types apart (1, 1u and 1.0 differ)."""
+    t = type(value)
+    if t is float:
+        return ("double", "nan" if math.isnan(value) else value)
+    if t is rt.CelMap:
+        return ("map", tuple(sorted((repr(canonical(k)), canonical(v)) for k, v in value.items())))
+    if t is list:
+        return ("list", tuple(canonical(v) for v in value))
+    if t is rt.CelType:
+        return ("type", value.name)
+    if t is dt.timedelta:
+        return ("duration", value.days, value.seconds, value.microseconds)
+    return (rt.kind(value), value)
 
 
 @dataclass
 class Outcome:
     value: Any = None
-    error: str | None = None  # "error" (CEL error value) or "raised" (Python exception)
+    error: str | None = None  # the error's message ("parse error" when it does not parse)
 
-    def key(self) -> Any:
-        return ("ERROR",) if self.error else canonical(self.value, strict=True)
+    def __str__(self) -> str:
+        return f"error({self.error})" if self.error else repr(self.value)
 
 
 def run_celpy(ast: Any, values: dict) -> Outcome:
+    activation = {k: rt_to_celpy(v) for k, v in values.items()}
     try:
-        result = _ENV.program(ast).evaluate(values)
-    except celpy.CELEvalError as exc:
-        return Outcome(error=f"error: {exc.args[0] if exc.args else exc}")
-    except Exception as exc:  # celpy crashed (raised a Python exception)
-        return Outcome(error=f"raised {type(exc).__name__}: {exc}")
-    return Outcome(result)
+        result = _ENV.program(ast).evaluate(activation)
+    except Exception as exc:  # a CEL error, or celpy raising
+        return Outcome(error=f"{type(exc).__name__}: {exc}")
+    if isinstance(result, celpy.CELEvalError):
+        return Outcome(error=str(result))
+    return Outcome(from_celpy(result))
+
+
+def rt_to_celpy(v: Any) -> Any:
+    from filters.cel import to_cel
+
+    t = type(v)
+    if t is rt.Uint:
+        return celtypes.UintType(int(v))
+    if t is float:
+        return celtypes.DoubleType(v)
+    if t is list:
+        return celtypes.ListType([rt_to_celpy(x) for x in v])
+    if t is rt.CelMap:
+        return celtypes.MapType({rt_to_celpy(k): rt_to_celpy(x) for k, x in v.items()})
+    if t is dt.timedelta:
+        return celtypes.DurationType(v)
+    return to_cel(v)
 
 
 def run_compiled(fn: Any, values: dict) -> Outcome:
     try:
-        result = fn.evaluate_celpy_values(values)
+        return Outcome(fn.evaluate_values(values))
     except rt.CelError as exc:
-        return Outcome(error=f"error: {exc}")
-    except celpy.CELEvalError as exc:
-        return Outcome(error=f"error: {exc.args[0] if exc.args else exc}")
-    except Exception as exc:
-        return Outcome(error=f"raised {type(exc).__name__}: {exc}")
-    return Outcome(result)
+        return Outcome(error=str(exc) or "error")
 
 
 def meets_spec(outcome: Outcome, test: Message) -> bool:
@@ -420,12 +449,12 @@ def meets_spec(outcome: Outcome, test: Message) -> bool:
         return False
     expected = test.get("value")
     if expected is None:  # an unspecified result means true
-        return canonical(outcome.value, False) == ("bool", True)
+        return outcome.value is True
     try:
         want = to_value(expected)
     except LookupError:
         return False
-    return canonical(outcome.value, False) == canonical(want, False)
+    return canonical(outcome.value) == canonical(want)
 
 
 # --------------------------------------------------------------------------------------
@@ -483,34 +512,28 @@ def cases() -> list[Case]:
 class FileStats:
     total: int = 0
     skipped: int = 0
+    exceptions: int = 0  # documented exceptions (EXCEPTIONS), not run
     executed: int = 0
-    celpy_pass: int = 0
     compiler_pass: int = 0
-    agree: int = 0
-    compiled: int = 0  # compiled natively (not Unsupported)
-    runtime_celpy: int = 0  # compiled, but evaluated by celpy at run time (Fallback)
+    compiled: int = 0  # compiled (not Unsupported, so not evaluated by celpy)
     unsupported: dict = field(default_factory=lambda: defaultdict(int))
-    mismatches: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
 
 
-def run_case(case: Case, fold: bool = True) -> tuple[Outcome, Outcome, bool, bool, str | None]:
-    """(celpy outcome, compiler outcome, compiled natively, used celpy at run time, why not compiled)."""
+def run_case(case: Case, fold: bool = True) -> tuple[Outcome, bool, str | None]:
+    """(knflow's outcome, compiled, why not compiled)."""
+    expr = case.expr
     try:
-        ast = _ENV.compile(case.expr)
+        ast = parse_source(expr)
     except celpy.CELParseError:
-        # the compiler uses celpy's parser: neither can run it (the trigger is rejected)
-        failed = Outcome(error="parse error")
-        return failed, failed, False, False, "celpy cannot parse it"
+        return Outcome(error="parse error"), False, "celpy cannot parse it"
     values = bindings(case.test)
-    reference = run_celpy(ast, values)
     try:
-        fn = compile_expression(ast, case.expr, fold=fold)
+        fn = compile_expression(ast, expr, fold=fold)
     except Unsupported as exc:
-        # CelFilter then evaluates with celpy: the same outcome by construction
-        return reference, run_celpy(ast, values), False, False, str(exc)
-    before = fn.stats["celpy"]
-    outcome = run_compiled(fn, values)
-    return reference, outcome, True, fn.stats["celpy"] > before, None
+        # CelFilter then evaluates with celpy
+        return run_celpy(ast, values), False, str(exc)
+    return run_compiled(fn, values), True, None
 
 
 _RESULTS: dict[str, FileStats] = {}
@@ -522,15 +545,23 @@ def test_conformance_file(file: str) -> None:
     stats = _run_file(file, fold=True)
     _RESULTS[file] = stats
     assert stats.total > 0, f"no tests loaded from {file}.textproto"
-    assert not stats.mismatches, "compiler differs from celpy:\n" + "\n".join(stats.mismatches[:20])
-    assert stats.compiler_pass >= stats.celpy_pass
+    assert not stats.failures, "knflow differs from the CEL specification:\n" + "\n".join(stats.failures[:20])
 
 
 @pytest.mark.parametrize("file", FILES)
 def test_conformance_file_without_folding(file: str) -> None:
     """The same with constant folding off, so run-time code paths see every case."""
     stats = _run_file(file, fold=False)
-    assert stats.executed == stats.agree, "compiler differs from celpy:\n" + "\n".join(stats.mismatches[:20])
+    assert not stats.failures, "knflow (no folding) differs from the CEL specification:\n" + "\n".join(stats.failures[:20])
+
+
+def test_documented_exceptions_still_fail() -> None:
+    """Each documented exception is real: drop it from EXCEPTIONS once it passes."""
+    by_id = {c.id: c for c in cases()}
+    for case_id in EXCEPTIONS:
+        case = by_id[case_id]
+        outcome, _, _ = run_case(case)
+        assert not meets_spec(outcome, case.test), f"{case_id} passes now: remove it from EXCEPTIONS"
 
 
 def _run_file(file: str, fold: bool) -> FileStats:
@@ -542,22 +573,22 @@ def _run_file(file: str, fold: bool) -> FileStats:
         if case.skip:
             stats.skipped += 1
             continue
+        outcome, compiled, why = run_case(case, fold)
+        if case.id in EXCEPTIONS:
+            stats.exceptions += 1
+            continue
         stats.executed += 1
-        reference, outcome, compiled, runtime_celpy, why = run_case(case, fold)
         stats.compiled += compiled
-        stats.runtime_celpy += runtime_celpy
         if why:
             stats.unsupported[why] += 1
-        stats.celpy_pass += meets_spec(reference, case.test)
-        stats.compiler_pass += meets_spec(outcome, case.test)
-        if reference.key() == outcome.key():
-            stats.agree += 1
+        if meets_spec(outcome, case.test):
+            stats.compiler_pass += 1
         else:
-            stats.mismatches.append(f"{case.id}: {case.expr!r}: celpy {reference} compiler {outcome}")
+            stats.failures.append(f"{case.id}: {case.expr!r}: knflow {outcome}")
     return stats
 
 
-#: Applicable tests the loader must find across the suite (1178 tests, 120 skipped).
+#: Applicable tests the loader must find across the suite (1178 tests, 100 skipped).
 MIN_EXECUTED = 1000
 
 
@@ -567,29 +598,29 @@ def test_conformance_summary() -> None:
     if len(_RESULTS) < len(FILES):  # run alone: compute the missing files now
         for file in FILES:
             if file not in _RESULTS:
-                test_conformance_file(file)
-    lines = [f"{'file':14} {'total':>5} {'skip':>5} {'run':>5} {'celpy':>6} {'compiler':>8} {'agree':>6} {'native':>6} {'rt-celpy':>8}"]
+                _RESULTS[file] = _run_file(file, fold=True)
+    head = f"{'file':14} {'total':>5} {'n/a':>5} {'exc':>4} {'run':>5} {'pass':>6} {'compiled':>8}"
+    lines = ["cel-spec conformance: cases passing against the specification", head]
     totals = FileStats()
     for file in FILES:
         s = _RESULTS[file]
-        lines.append(f"{file:14} {s.total:5} {s.skipped:5} {s.executed:5} {s.celpy_pass:6} {s.compiler_pass:8} {s.agree:6} {s.compiled:6} {s.runtime_celpy:8}")
-        for name in ("total", "skipped", "executed", "celpy_pass", "compiler_pass", "agree", "compiled", "runtime_celpy"):
+        lines.append(f"{file:14} {s.total:5} {s.skipped:5} {s.exceptions:4} {s.executed:5} {s.compiler_pass:6} {s.compiled:8}")
+        for name in ("total", "skipped", "exceptions", "executed", "compiler_pass", "compiled"):
             setattr(totals, name, getattr(totals, name) + getattr(s, name))
         for why, n in s.unsupported.items():
             totals.unsupported[why] += n
     t = totals
-    lines.append(f"{'TOTAL':14} {t.total:5} {t.skipped:5} {t.executed:5} {t.celpy_pass:6} {t.compiler_pass:8} {t.agree:6} {t.compiled:6} {t.runtime_celpy:8}")
+    lines.append(f"{'TOTAL':14} {t.total:5} {t.skipped:5} {t.exceptions:4} {t.executed:5} {t.compiler_pass:6} {t.compiled:8}")
+    lines.append(f"against the specification: {t.compiler_pass} of {t.executed + t.exceptions} applicable cases pass ({t.exceptions} documented exceptions, EXCEPTIONS)")
     for why, n in sorted(t.unsupported.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  not compiled ({n}): {why}")
+        lines.append(f"  not compiled ({n}, evaluated by celpy): {why}")
     report = "\n".join(lines)
     print("\n" + report)
     out = Path(__file__).resolve().parents[2] / ".pytest_cache" / "cel_conformance.txt"
     out.parent.mkdir(exist_ok=True)
     out.write_text(report + "\n")
     assert t.executed >= MIN_EXECUTED, f"only {t.executed} conformance tests executed: loader bug?"
-    assert t.agree == t.executed
-    for file in FILES:
-        assert _RESULTS[file].compiler_pass >= _RESULTS[file].celpy_pass, file
+    assert t.compiler_pass == t.executed, "some applicable case does not meet the specification"
 
 
 def test_textproto_reader() -> None:
@@ -606,7 +637,8 @@ def test_textproto_reader() -> None:
     assert len(sections) == 2
     test = sections[0].get("test")
     assert test.get("name") == b"tAA\n" and test.get("expr") == b"ab"
-    assert to_value(test.get("value")) == celtypes.DoubleType(-1.5e-3)
-    assert to_value(sections[1].get("test").get("value")) == celtypes.ListType([celtypes.IntType(-2), celtypes.UintType(3)])
+    assert to_value(test.get("value")) == -1.5e-3
+    got = to_value(sections[1].get("test").get("value"))
+    assert got == [-2, 3] and type(got[1]) is rt.Uint
     assert doc.all("a") == ["1", "2"] and doc.get("b").get("c") == "FOO"
     assert doc.get("d").names() == ["[type.googleapis.com/google.protobuf.Duration]"]

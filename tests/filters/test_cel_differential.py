@@ -1,99 +1,146 @@
-"""The compiled CEL dialect must give exactly celpy's result, value or error.
+"""knflow's compiled CEL against cel-cpp, the reference implementation (``cel-expr-python``).
 
-Hypothesis generates expressions over CloudEvents attributes (type, source, subject, an
-int extension, a bool extension, time) and payload fields (nested maps, lists, numbers,
-strings), deliberately mixing types so that errors, celpy quirks and fallbacks occur,
-and events with and without those attributes. A matrix test runs every operator over
-pairs of values of every kind.
+Hypothesis generates expressions over CloudEvents attributes (source, subject, id, an int
+extension, a bool extension, bytes, a double, time) and payload fields (nested maps,
+lists, numbers, strings), deliberately mixing types so that errors and heterogeneous
+comparisons occur, and events with and without those attributes. Each is evaluated by
+knflow (``CelFilter``'s compiled function, on the event view as the router builds it)
+and by cel-cpp, dynamically (``disable_check``: the type checker is off, as knflow
+evaluates). Values must be equal, type included; an error in one must be an error in the
+other (messages differ between engines and are not compared).
+
+What is not generated, and why:
+- the ``type`` attribute: cel-cpp refuses to declare a variable named ``type`` (it is a
+  CEL built-in); knflow's resolution of it is tested separately below.
+- map literals with keys that are equal across types (``{1: 'a', 1u: 'b'}``, ``{1: 'a',
+  true: 'b'}``): cel-expr-python returns such maps as Python dicts, which merge the keys.
+- integers outside int64 in payloads (knflow turns them into doubles, as JSON numbers;
+  cel-expr-python into uint).
+- nanosecond timestamps and durations (knflow holds microseconds, see the README).
 """
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import math
 import pickle
 
-import celpy
 import pytest
-from celpy import celtypes
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from filters.base import EventView, FilterResult
-from filters.cel import _ENV, CelFilter, celpy_activation
+from filters.cel import CelFilter, parse_source
 from filters.cel_compiler import Unsupported, compile_expression
 from filters.cel_compiler import runtime as rt
 from filters.materialize import materialize
 
+cel = pytest.importorskip("cel_expr_python.cel", reason="cel-expr-python (requirements.txt) is not installed")
+
+_UTC = dt.timezone.utc
+
 # --------------------------------------------------------------------------------------
-# comparing outcomes
+# the reference
+
+#: Variables the reference declares: every attribute the events may carry, plus one no
+#: event has. ``time`` must be declared as a timestamp for the binding to take a datetime.
+VARIABLES = ["source", "subject", "id", "priority", "flag", "time", "blob", "ratio", "data", "nosuch"]
+_ENV = cel.NewEnv(variables={name: (cel.Type.TIMESTAMP if name == "time" else cel.Type.DYN) for name in VARIABLES})
+
+_REF_TYPES = {
+    "BOOL": "bool", "INT": "int", "UINT": "uint", "DOUBLE": "double", "STRING": "string", "BYTES": "bytes",
+    "NULL": "null_type", "TIMESTAMP": "google.protobuf.Timestamp", "DURATION": "google.protobuf.Duration", "TYPE": "type",
+}
 
 
-def canonical(value):
-    """Exact form of a celpy value: Python types matter (celpy distinguishes them)."""
-    if isinstance(value, float):
-        return (type(value).__name__, "nan" if math.isnan(value) else value)
-    if isinstance(value, (bool, int, str, bytes)):
-        return (type(value).__name__, value)
-    if value is None:
-        return ("None",)
-    if isinstance(value, celtypes.TimestampType):
-        return ("ts", value.isoformat())
-    if isinstance(value, dt.timedelta):
-        return (type(value).__name__, value.days, value.seconds, value.microseconds)
-    if isinstance(value, dict):
-        return (type(value).__name__, tuple((canonical(k), canonical(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, tuple(canonical(v) for v in value))
-    if isinstance(value, type):
-        return ("type", value.__module__, value.__qualname__)
-    if isinstance(value, celpy.CELEvalError):
-        return ("error-value",)
-    return ("other", type(value).__name__, repr(value))
+def _ref_canonical(v) -> tuple:
+    name = v.type().name()
+    if name.startswith("LIST"):
+        return ("list", tuple(_ref_canonical(x) for x in v.value()))
+    if name.startswith("MAP"):
+        return ("map", frozenset((_key(k), _ref_canonical(x)) for k, x in v.value().items()))
+    kind = _REF_TYPES.get(name, name)
+    value = v.value()
+    if kind == "type":
+        return ("type", _REF_TYPES.get(value.name(), value.name().lower()))
+    if kind == "double":
+        return ("double", "nan" if math.isnan(value) else value)
+    if kind == "bytes":
+        return ("bytes", bytes(value))
+    if kind == "null_type":
+        return ("null_type",)
+    return (kind, value)
 
 
-def celpy_outcome(ast, event: EventView):
+def _key(k) -> tuple:
+    if type(k) is bool:
+        return ("bool", k)
+    if isinstance(k, int):
+        return ("num", int(k))  # cel-expr-python gives map keys as plain values
+    return (type(k).__name__, k)
+
+
+def canonical(v) -> tuple:
+    """knflow's value in the same form as ``_ref_canonical``."""
+    t = type(v)
+    if t is list:
+        return ("list", tuple(canonical(x) for x in v))
+    if t is rt.CelMap:
+        return ("map", frozenset((_key(k), canonical(x)) for k, x in v.items()))
+    if t is rt.CelType:
+        return ("type", v.name)
+    if t is float:
+        return ("double", "nan" if math.isnan(v) else v)
+    if v is None:
+        return ("null_type",)
+    if t is rt.Uint:
+        return ("uint", int(v))
+    return (rt.kind(v), v)
+
+
+def reference(expression: str, event: EventView):
+    """cel-cpp's outcome, or None when cel-cpp cannot parse the expression."""
     try:
-        result = _ENV.program(ast).evaluate(celpy_activation(event))
-    except Exception as exc:  # a CEL error or celpy raising
-        return ("ERROR", type(exc).__name__)
-    return canonical(result)
+        program = _ENV.compile(expression, disable_check=True)
+    except RuntimeError:
+        return None
+    data = {k: v for k, v in event.attributes.items() if k in VARIABLES}
+    if event.data is not None:
+        data["data"] = event.data
+    result = program.eval(data=data)
+    if result.type().name() == "ERROR":
+        return ("ERROR", str(result.value()))
+    return _ref_canonical(result)
 
 
-def compiled_outcome(fn, event: EventView):
+def knflow(fn, event: EventView):
     try:
-        result = fn(event)
-    except Exception as exc:
-        return ("ERROR", type(exc).__name__)
-    return canonical(rt.to_celpy(result))
+        return canonical(fn(event))
+    except rt.CelError as exc:
+        return ("ERROR", str(exc))
 
 
 def same(a, b) -> bool:
-    if a[0] == "ERROR" and b[0] == "ERROR":
-        return True  # both fail (the message may differ)
+    if a[0] == "ERROR" or b[0] == "ERROR":
+        return a[0] == b[0]  # both fail (the messages differ)
     return a == b
 
 
 # --------------------------------------------------------------------------------------
 # events
 
-_UTC = dt.timezone.utc
-
 times = st.one_of(
     st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(_UTC)),
     st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2030, 1, 1), timezones=st.sampled_from([dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=9, minutes=30))])),
-    st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2030, 1, 1)),  # naive
+    st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2030, 1, 1)),  # naive: UTC
 )
-small_ints = st.one_of(st.integers(-5, 300), st.sampled_from([rt.INT64_MAX, rt.INT64_MIN, 2**63, -(2**63) - 1]))
-# Strings stay short: celpy folds all()/exists() over a string's characters, and each
-# error it meets embeds the repr of the previous one, doubling in size per character.
+small_ints = st.one_of(st.integers(-5, 300), st.sampled_from([rt.INT64_MAX, rt.INT64_MIN, 2**53 + 1]))
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     small_ints,
     st.floats(allow_nan=True, allow_infinity=True, width=64),
-    st.sampled_from([0.0, -0.0, 1.5, 100.0, 99.99, 1e300]),
-    st.sampled_from(["", "vip", "gold", "a", "abc", "VIP", "é", "🙂", "100", "1.5", "true", "1h", "2024"]),
+    st.sampled_from([0.0, -0.0, 1.5, 100.0, 99.99, 1e300, 3.0, 9.5]),
+    st.sampled_from(["", "vip", "gold", "a", "abc", "VIP", "é", "🙂", "100", "1.5", "true", "1h", "2024", "-7", "0"]),
     st.text(max_size=4),
 )
 json_values = st.recursive(
@@ -108,11 +155,11 @@ payloads = st.one_of(
         optional={
             "amount": st.one_of(st.integers(-10, 1000), st.floats(-10, 1000), st.none(), st.just("12")),
             "user": st.fixed_dictionaries({}, optional={"level": st.one_of(st.integers(0, 5), st.floats(0, 5), st.just("3")), "name": st.sampled_from(["ann", "bob", ""])}),
-            "tags": st.lists(st.sampled_from(["vip", "new", "gold", 1, None, 2.5]), max_size=4),
+            "tags": st.lists(st.sampled_from(["vip", "new", "gold", 1, None, 2.5, 3]), max_size=4),
             "items": st.lists(st.fixed_dictionaries({}, optional={"sku": st.sampled_from(["a1", "b2"]), "qty": st.integers(0, 5), "price": st.one_of(st.integers(0, 200), st.floats(0, 200))}), max_size=3),
             "region": st.sampled_from(["eu", "us", "apac"]),
             "x": json_values,
-            "big": st.sampled_from([2**63, 5]),
+            "coins": st.sampled_from([150, 150.0, 150.5, 149.99, -1]),
         },
     ),
     json_values,
@@ -122,10 +169,9 @@ payloads = st.one_of(
 
 
 @st.composite
-def events(draw, short: bool = False):
+def events(draw):
     attrs = {"specversion": "1.0", "id": draw(st.sampled_from(["1", "abc", ""]))}
-    types = ["order", "c.order", "refund", "x"] if short else ["com.example.order.created", "com.example.refund", "com.example.order", "other"]
-    attrs["type"] = draw(st.sampled_from(types))
+    attrs["type"] = draw(st.sampled_from(["com.example.order", "other"]))
     attrs["source"] = draw(st.sampled_from(["/shop/1", "/shop/e", "/blog", "", "shop"]))
     optional = {
         "subject": st.sampled_from(["orders/1", "vip/7", ""]),
@@ -145,20 +191,21 @@ def events(draw, short: bool = False):
 # expressions
 
 LEAVES = [
-    "type", "source", "subject", "id", "priority", "flag", "time", "blob", "ratio", "data", "nosuch", "int", "string",
+    "source", "subject", "id", "priority", "flag", "time", "blob", "ratio", "data", "nosuch",
     "data.amount", "data.user", "data.user.level", "data.user.name", "data.tags", "data.items", "data.region", "data.x",
-    "data.x.a", "data.x.b", "data['x']", "data.tags[0]", "data.tags[-1]", "data.items[0].price", "data.big",
-    "0", "1", "-1", "5", "100", "9223372036854775807", "-9223372036854775808", "2u", "0u", "1.5", "0.0", "-0.0", "100.0",
-    '"vip"', '"com.example.order"', '""', '"/shop"', "'a'", 'b"x"', "true", "false", "null", "[]", "{}",
-    '["vip", "gold"]', "[1, 2, 3]", '[1, "a", 2.5]', '{"a": 1, "b": "x"}', "{1: 'one', true: 'yes'}",
-    'timestamp("2024-01-01T00:00:00Z")', 'duration("1h")', 'duration("90m")', "int", "double", "list", "map", "type",
+    "data.x.a", "data.x.b", "data['x']", "data.tags[0]", "data.tags[1]", "data.tags[-1]", "data.items[0].price", "data.coins",
+    "0", "1", "-1", "5", "100", "150", "9223372036854775807", "-9223372036854775808", "2u", "0u", "1.5", "0.0", "-0.0",
+    "100.0", "150.0", "3.0",
+    '"vip"', '""', '"/shop"', "'a'", 'b"x"', "true", "false", "null", "[]", "{}",
+    '["vip", "gold"]', "[1, 2, 3]", "[true, 1]", "[0.0 / 0.0]", '[1, "a", 2.5]', "[1.0, 2u]", '{"a": 1, "b": "x"}', "{1: 'one', 'k': 2.5}",
+    'timestamp("2024-01-01T00:00:00Z")', 'duration("1h")', 'duration("90m")', 'duration("1.5s")', "int", "double", "string", "uint", "list", "map", "bool", "null_type",
 ]
 
 BINARY = ["==", "!=", "<", "<=", ">", ">=", "in", "+", "-", "*", "/", "%", "&&", "||"]
-CALLS1 = ["size({})", "int({})", "uint({})", "double({})", "string({})", "bool({})", "bytes({})", "type({})", "dyn({})", "has({}.a)", "has({}.level)", "!{}", "-{}", "({})", "[{}]", '{{"k": {}}}', "{}.size()", "timestamp({})", "duration({})"]
+CALLS1 = ["size({})", "int({})", "uint({})", "double({})", "string({})", "bool({})", "bytes({})", "type({})", "dyn({})", "has({}.a)", "has({}.level)", "!{}", "-{}", "({})", "[{}]", '{{"k": {}}}', "{}.size()", "timestamp({})", "duration({})", "type({}) == int", "type({}) == double"]
 METHODS = ["{}.startsWith({})", "{}.endsWith({})", "{}.contains({})", "{}.matches({})", "{}[{}]", "{}.getHours({})", "{}.getDayOfWeek({})"]
 METHODS0 = ["{}.getHours()", "{}.getFullYear()", "{}.getDayOfYear()", "{}.getMilliseconds()", "{}.getMonth()", "{}.getDate()", "{}.getDayOfMonth()", "{}.getMinutes()", "{}.getSeconds()"]
-STRING_ARGS = ['"vip"', '"/shop"', '"^c.*r$"', '"[a-"', '"America/New_York"', '"+05:30"', '"UTC"', '"orders"', '"Mars/Base"']
+STRING_ARGS = ['"vip"', '"/shop"', '"^c.*r$"', '"[a-"', '"America/New_York"', '"+05:30"', '"UTC"', '"orders"', '"Mars/Base"', '"-7"', '"1.5"', '"2024-01-01T10:00:00+01:00"', '"3h2m"']
 MACROS = ["all", "exists", "exists_one", "map", "filter"]
 
 
@@ -180,7 +227,7 @@ def expressions(draw, depth: int = 3, scope: tuple = ()):
         return draw(st.sampled_from(METHODS0)).format(draw(sub))
     if kind == 7:
         return f"{draw(sub)} ? {draw(sub)} : {draw(sub)}"
-    var = draw(st.sampled_from(["v", "w", "type"]))  # "type" shadows the attribute
+    var = draw(st.sampled_from(["v", "w"]))
     body = draw(expressions(depth=depth - 1, scope=scope + (var,)))
     return f"{draw(sub)}.{draw(st.sampled_from(MACROS))}({var}, {body})"
 
@@ -188,20 +235,23 @@ def expressions(draw, depth: int = 3, scope: tuple = ()):
 # filters the way people write them, to check the hot paths on realistic shapes
 TEMPLATES = st.sampled_from(
     [
-        'type == {s} && data.amount > {n} && source.startsWith("/shop")',
-        "type == {s} || subject == {s}",
+        'source == {s} && data.amount > {n} && source.startsWith("/shop")',
+        "source == {s} || subject == {s}",
         "data.tags.exists(t, t == {s})",
+        "data.coins != {n}",
         "has(data.user.level) && data.user.level >= {n}",
-        "priority >= {n} && type.endsWith({s})",
+        "priority >= {n} && source.endsWith({s})",
         "time.getHours() >= {n} && time.getHours() < 17",
         'time.getDayOfWeek("America/New_York") == {n}',
-        "type in [{s}, \"com.example.refund\"] && !(source == {s})",
+        'source in [{s}, "/blog"] && !(subject == {s})',
         "size(data.items) > {n} && data.items.all(i, i.qty > 0)",
         "data.items.filter(i, i.price > {n}).size() == 0",
         "data.amount * 2 > {n} || data.amount / 2 < {n}",
-        '{s}.matches("^com\\\\.") && type.matches("order")',
+        '{s}.matches("^/shop") && source.matches("shop")',
         "data.region == {s} ? data.amount > {n} : false",
         'time > timestamp("2024-01-01T00:00:00Z") && data.x != {n}',
+        "data.x == [{n}] || data.x == {{'a': {n}}}",
+        "data.amount in [{n}, 2.5, 10u]",
     ]
 )
 
@@ -209,146 +259,129 @@ TEMPLATES = st.sampled_from(
 @st.composite
 def realistic(draw):
     template = draw(TEMPLATES)
-    s = draw(st.sampled_from(['"vip"', '"com.example.order"', '"com.example.order.created"', '"eu"', '"order"', "1", "null"]))
-    n = draw(st.sampled_from(["0", "1", "3", "100", "9.5", "2u", '"3"']))
+    s = draw(st.sampled_from(['"vip"', '"/shop/1"', '"/blog"', '"eu"', '"orders/1"', "1", "null"]))
+    n = draw(st.sampled_from(["0", "1", "3", "100", "150", "9.5", "150.0", "2u", '"3"', "-1"]))
     return template.replace("{s}", s).replace("{n}", n)
+
+
+COUNTS = {"compared": 0, "reference_rejects": 0}
 
 
 def check(expression: str, evts: list) -> None:
     try:
-        ast = _ENV.compile(expression)
-    except celpy.CELParseError:
-        return
-    try:
-        fn = compile_expression(ast, expression)
-    except Unsupported:
-        return
+        fn = compile_expression(parse_source(expression), expression)
+    except Exception:  # celpy cannot parse it, or knflow declines it: celpy's business
+        assume(False)
     for event in evts:
-        want = celpy_outcome(ast, event)
-        got = compiled_outcome(fn, event)
-        assert same(want, got), f"{expression!r} on {event.attributes!r} data={event.data!r}: celpy {want} compiled {got}\n{fn.source}"
+        want = reference(expression, event)
+        if want is None:
+            COUNTS["reference_rejects"] += 1
+            assume(False)
+        got = knflow(fn, event)
+        COUNTS["compared"] += 1
+        assert same(want, got), f"{expression!r} on {event.attributes!r} data={event.data!r}: cel-cpp {want} knflow {got}\n{fn.source}"
 
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 
 @SETTINGS
-@given(expressions(), st.lists(events(short=True), min_size=1, max_size=3))
-def test_random_expressions_match_celpy(expression, evts):
+@given(expressions(), st.lists(events(), min_size=1, max_size=3))
+def test_random_expressions_match_cel_cpp(expression, evts):
     check(expression, evts)
 
 
 @SETTINGS
 @given(realistic(), st.lists(events(), min_size=1, max_size=3))
-def test_realistic_filters_match_celpy(expression, evts):
+def test_realistic_filters_match_cel_cpp(expression, evts):
     check(expression, evts)
 
 
+def test_the_differential_compared_something():
+    if COUNTS["compared"] == 0:
+        test_random_expressions_match_cel_cpp()
+    assert COUNTS["compared"] > 300, COUNTS
+
+
+@pytest.mark.parametrize(
+    "expression, data, expected",
+    [
+        ("data.coins != 150", {"coins": 150.5}, True),
+        ("data.coins == 150", {"coins": 150.0}, True),
+        ("1 == 1.0", None, True),
+        ("[1, 2] == [1.0, 2.0]", None, True),
+        ("{'a': 1} == {'a': 1u}", None, True),
+        ('1 == "1"', None, False),
+        ("data.coins >= 100", {"coins": 100.5}, True),
+        ("data.coins < 2u", {"coins": 1.5}, True),
+        ("0.0 / 0.0 == 0.0 / 0.0", None, False),
+    ],
+)
+def test_heterogeneous_equality(expression, data, expected):
+    fn = compile_expression(parse_source(expression), expression)
+    event = EventView({"type": "t", "source": "/s"}, data)
+    assert fn(event) is expected
+    assert reference(expression, event) == ("bool", expected)
+
+
 # --------------------------------------------------------------------------------------
-# every operator over pairs of values of every kind
-
-SAMPLES = {
-    "int": celtypes.IntType(3),
-    "int_min": celtypes.IntType(rt.INT64_MIN),
-    "int0": celtypes.IntType(0),
-    "uint": celtypes.UintType(3),
-    "double": celtypes.DoubleType(3.0),
-    "big_double": celtypes.DoubleType(-9223372036854775809.0),
-    "nan": celtypes.DoubleType(math.nan),
-    "plain_float": 3.0,
-    "bool": celtypes.BoolType(True),
-    "false": celtypes.BoolType(False),
-    "str": celtypes.StringType("3"),
-    "plain_str": "ab",
-    "bytes": celtypes.BytesType(b"3"),
-    "null": None,
-    "list": celtypes.ListType([celtypes.IntType(3), celtypes.StringType("3")]),
-    "strs": celtypes.ListType([celtypes.StringType("3"), celtypes.StringType("x")]),
-    "ints": celtypes.ListType([celtypes.IntType(1), celtypes.IntType(3)]),
-    "plain_list": [celtypes.IntType(3)],
-    "map": celtypes.MapType({celtypes.StringType("3"): celtypes.IntType(1)}),
-    "intmap": celtypes.MapType({celtypes.IntType(3): celtypes.BoolType(True)}),
-    "ts": celtypes.TimestampType("2024-01-01T10:00:00Z"),
-    "ts_tz": celtypes.TimestampType("2024-01-01T10:00:00+05:30"),
-    "dur": celtypes.DurationType("3600s"),
-    "type": celtypes.IntType,
-}
-OPERATORS = ["==", "!=", "<", "<=", ">", ">=", "in", "+", "-", "*", "/", "%", "[]", "&&", "||"]
+# `type`: an attribute of every CloudEvent, and a CEL built-in
 
 
-def _expr(op: str) -> str:
-    return "a[b]" if op == "[]" else f"a {op} b"
+@pytest.mark.parametrize(
+    "expression, expected",
+    [
+        ("type(data.coins) == int", True),
+        ("type(data.price) == double", True),
+        ("type(data.name) == string && type(data.tags) == list && type(data) == map", True),
+        ("type(1u) == uint && type(null) == null_type && type(true) == bool && type(b'') == bytes", True),
+        ("type(type(1)) == type", False),  # `type` is the event's attribute here, a string
+        ('type == "com.example.order"', True),
+        ('type(type) == string', True),
+        ("type(data.coins) == type(1)", True),
+        ("type(data.coins) == double", False),
+        ('[type(1), type("a")] == [int, string]', True),
+    ],
+)
+def test_type_is_the_attribute_and_type_of_the_builtin(expression, expected):
+    event = EventView({"type": "com.example.order", "source": "/s", "specversion": "1.0", "id": "1"}, {"coins": 150, "price": 1.5, "name": "x", "tags": []})
+    f = CelFilter(expression, "p")
+    assert f.engine == "compiled"
+    assert f.filter(event) is (FilterResult.PASS if expected else FilterResult.FAIL)
+    assert f.errors == 0
 
 
-def _celpy_values(ast, values):
-    try:
-        result = _ENV.program(ast).evaluate(values)
-    except Exception as exc:
-        return ("ERROR", type(exc).__name__)
-    return canonical(result)
+def test_type_without_a_type_attribute_is_the_type_of_types():
+    # not a valid CloudEvent, but the resolution is defined: the type value `type`
+    fn = compile_expression(parse_source("type(type) == type && type(1) == int"), "")
+    assert fn(EventView({"source": "/s"}, None)) is True
+    fn = compile_expression(parse_source("type == type(int)"), "")
+    assert fn(EventView({"source": "/s"}, None)) is True
 
 
-def _compiled_values(fn, values):
-    try:
-        result = fn.evaluate_celpy_values(values)
-    except Exception as exc:
-        return ("ERROR", type(exc).__name__)
-    return canonical(result)
+# --------------------------------------------------------------------------------------
+# errors in the specification's terms
 
 
-@pytest.mark.parametrize("op", OPERATORS)
-def test_operator_matrix(op):
-    ast = _ENV.compile(_expr(op))
-    fn = compile_expression(ast, _expr(op))
-    bad = []
-    for (na, a), (nb, b) in itertools.product(SAMPLES.items(), repeat=2):
-        values = {"a": a, "b": b}
-        want, got = _celpy_values(ast, values), _compiled_values(fn, values)
-        if not same(want, got):
-            bad.append(f"{na} {op} {nb}: celpy {want} compiled {got}")
-    assert not bad, "\n".join(bad)
-
-
-LITERALS = ["3", "0", "-9223372036854775808", "3u", "3.0", "0.0", '"3"', 'b"3"', "true", "null", '["3", "x"]', "[1, 3]", "[1, 2.5]"]
-
-
-@pytest.mark.parametrize("op", [o for o in OPERATORS if o not in ("&&", "||")])
-def test_operator_matrix_with_constants(op):
-    """Constant operands take the inline fast paths of the generated code."""
-    bad = []
-    for lit in LITERALS:
-        pair = (f"a[{lit}]", f"{lit}[a]") if op == "[]" else (f"a {op} {lit}", f"{lit} {op} a")
-        for expr in pair:
-            ast = _ENV.compile(expr)
-            fn = compile_expression(ast, expr)
-            for name, value in SAMPLES.items():
-                values = {"a": value, "b": value}
-                want, got = _celpy_values(ast, values), _compiled_values(fn, values)
-                if not same(want, got):
-                    bad.append(f"{expr} with a={name}: celpy {want} compiled {got}")
-    assert not bad, "\n".join(bad)
-
-
-FUNCTIONS = [
-    "size(a)", "a.size()", "int(a)", "uint(a)", "double(a)", "string(a)", "bool(a)", "bytes(a)", "type(a)", "type(a) == int",
-    "dyn(a)", "!a", "-a", "has(a.x)", "a.x", "a.startsWith(b)", "a.endsWith(b)", "a.contains(b)", "a.matches(b)",
-    "a.getHours()", "a.getHours(b)", "getHours(a)", "a.getDayOfYear()", "a.getMilliseconds()", "a.exists(x, x == b)",
-    "a.all(x, x != b)", "a.exists_one(x, x == b)", "a.map(x, x)", "a.filter(x, x == b)", "[a, b]", "{a: b}", "{'k': a}",
-    "a ? b : a", "timestamp(a)", "duration(a)", "a.foo()", "foo(a)", "_in_(a, b)", "a.int()",
-]
-
-
-@pytest.mark.parametrize("expr", FUNCTIONS)
-def test_function_matrix(expr):
-    ast = _ENV.compile(expr)
-    fn = compile_expression(ast, expr)
-    bad = []
-    for (na, a), (nb, b) in itertools.product(SAMPLES.items(), list(SAMPLES.items())[::3]):
-        values = {"a": a, "b": b}
-        want, got = _celpy_values(ast, values), _compiled_values(fn, values)
-        if not same(want, got):
-            bad.append(f"{expr} a={na} b={nb}: celpy {want} compiled {got}")
-    assert not bad, "\n".join(bad)
+@pytest.mark.parametrize(
+    "expression, data, words",
+    [
+        ("data.missing == 1", {"coins": 1}, "no such key"),
+        ('data.coins < "a"', {"coins": 1}, "no matching overload"),
+        ("data.coins / 0 == 1", {"coins": 1}, "division by zero"),
+        ("data.coins % 0 == 1", {"coins": 1}, "modulus by zero"),
+        ("data.tags[5] == 1", {"tags": []}, "index out of range"),
+        ("data.coins + 1 > 0", {"coins": rt.INT64_MAX}, "overflow"),
+        ("nosuch == 1", {}, "undeclared reference to 'nosuch'"),
+        ("data.coins.size() == 1", {"coins": 1}, "no matching overload for 'size' applied to (int)"),
+    ],
+)
+def test_errors_are_explained(expression, data, words):
+    f = CelFilter(expression, "p")
+    explanation = f.explain(EventView({"type": "t", "source": "/s"}, data))
+    assert explanation.result is FilterResult.FAIL
+    assert words in explanation.detail, explanation.detail
+    assert f.errors == 1
 
 
 # --------------------------------------------------------------------------------------
@@ -366,6 +399,7 @@ def test_celfilter_uses_the_compiler_and_shares_the_conversion():
     assert a.errors == 0  # false && <error> is false
     assert a.filter(EventView({"type": "com.example.order"}, None)) is FilterResult.FAIL
     assert a.errors == 1  # true && <error>: data is undeclared, an error, counted
+    assert materialize({"cel": "data.amount > 100 && false"}).filter(EventView({"type": "x"}, None)) is FilterResult.FAIL
 
 
 def test_celfilter_falls_back_to_celpy_with_a_reason():
@@ -383,13 +417,15 @@ def test_celfilter_pickles_as_its_spec():
     assert g.filter(event) is FilterResult.PASS
 
 
-def test_exotic_events_are_evaluated_by_celpy():
-    # a dotted attribute name: celpy nests it (a.b resolves); the compiled path defers
-    event = EventView({"type": "t", "a.b": "x"}, None)
-    f = CelFilter("type == 't'", "p")
-    g = CelFilter("a.b == 'x'", "p")
-    assert f.filter(event) is FilterResult.PASS and g.filter(event) is FilterResult.PASS
-    # out-of-range integers make celpy's activation fail: every filter errors
-    event = EventView({"type": "t"}, {"n": 2**70})
-    h = CelFilter("true", "p")
-    assert h.filter(event) is FilterResult.FAIL and h.errors == 1
+def test_backquoted_field_names():
+    f = CelFilter("data.`content-type` == 'application/json' && has(data.`a.b`)", "p")
+    assert f.engine == "compiled"
+    assert f.filter(EventView({"type": "t"}, {"content-type": "application/json", "a.b": 1})) is FilterResult.PASS
+    assert f.filter(EventView({"type": "t"}, {"content-type": "application/json"})) is FilterResult.FAIL
+
+
+def test_unusual_event_values():
+    # integers beyond int64 are doubles (JSON numbers); timestamps in any zone are instants
+    event = EventView({"type": "t", "time": dt.datetime(2024, 1, 1, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))}, {"n": 2**70})
+    assert CelFilter("data.n > 1.0e21 && type(data.n) == double", "p").filter(event) is FilterResult.PASS
+    assert CelFilter("time.getHours() == 3 && time == timestamp('2024-01-01T03:00:00Z')", "p").filter(event) is FilterResult.PASS
