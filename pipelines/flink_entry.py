@@ -26,8 +26,7 @@ def main(argv: list[str]) -> None:
     plan = load_plan(args.manifests)
     options = FlinkJobOptions(**json.loads(args.options_json))
     options.ship_code = True
-    _env, _t_env, table = build_job(plan, options)
-    table.execute_insert("knflow_out")
+    build_job(plan, options).execute_async(f"knflow-{options.job_name}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,19 @@
 """Plan -> PyFlink DataStream job (embedded mini-cluster by default, or a Flink cluster).
 
-    broker topics --Kafka table source (key, value, headers)--> Intake (decode, route)
-        |-- WorkItem (unordered) -------------------------------------------.
-        |-- Scheduled NEW (ordered) --> Scheduler (keyed state, timers) ----+--> Deliver (async I/O,
-        '-- OutRecord (dead letter, outcome)                       ^        |    one short attempt)
-    retry topic --> RetryRecord --> Scheduled RETRY / RELEASE -----'        |
-                                                                             v
-    Kafka sink (topic column) <-- OutRecords: retry/release -> retry topic, reply -> broker topic,
-                                               dead letter -> dead-letter topic, outcomes topic
+    broker topics --KafkaSource (PackedRecordDeserializer: record -> bytes)--> Batcher (JVM:
+    batches per partition, a few ms) --key by partition--> BrokerPartitionFunction (Python:
+    decode, route, deliver; retries, ordered queues and chains in flight in keyed state)
+    --batch of out records--> Unbatch (JVM) --> KafkaSink (PackedRecordSerializer): replies
+    -> broker topic, dead letters -> dead-letter topic / KafkaSink topics, outcome records.
 
-Retries wait in the Scheduler's checkpointed state, never inside an attempt, so one slow
-consumer cannot hold a bundle or a checkpoint hostage.
-
-The Python operators all emit one row type (``flink_functions.ITEM_FIELDS``) and SQL
-``WHERE kind = ...`` splits it, in the JVM: an unordered task crosses into Python twice in
-all (intake, deliver), where a Python ``filter`` per kind made it five times.
+Why this shape (``bench/pipeline.py``; the README's Performance section has the numbers):
+every crossing between the JVM and Python costs more than routing an event, and a Row with
+a MAP of headers costs ~20 us to decode where BYTES cost under 1 us. So what crosses is
+bytes, once per batch: the JVM packs each record (``pipelines/java``), groups a
+partition's records for at most ``batch_delay_ms``, and the one Python operator answers a
+batch with one batch. Retries wait in the operator's checkpointed state and timers, never
+inside an attempt and never in Kafka; an ordered key's next event starts when the one
+before settles, in the same operator.
 """
 from __future__ import annotations
 
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 CONNECTOR_DIR = REPO / "deploy" / ".cache" / "flink"
+KNFLOW_JAR = REPO / "deploy" / ".cache" / "knflow-java" / "knflow-flink.jar"
 
 
 @dataclass
@@ -43,7 +43,9 @@ class FlinkJobOptions:
     parallelism: int = 1
     checkpoint_interval: float = 10.0  # seconds; 0 disables checkpointing
     checkpoint_dir: str | None = None  # None: .run/checkpoints locally; the cluster's own setting on submit
-    async_capacity: int = 1000
+    batch_records: int = 500  # a partition's batch closes at this many records ...
+    batch_delay_ms: int = 5  # ... or this long after the oldest open batch began
+    batch_wait_ms: int = 200  # how long a batch waits for its deliveries before slow ones run on in state
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     start_from: str = "group"  # group (committed offsets, else earliest) | earliest | latest
     outcomes: bool = True
@@ -79,90 +81,104 @@ def connector_jar(explicit: str | None = None) -> str:
     return str(jars[-1])
 
 
-def _startup(options: FlinkJobOptions) -> str:
+def knflow_jar() -> str:
+    """knflow's own JVM classes (``pipelines/java``), built by ``deploy/build-java.sh``."""
+    if not KNFLOW_JAR.is_file():
+        from filters.errors import KnflowError
+
+        raise KnflowError(f"{KNFLOW_JAR} is missing: run deploy/setup.sh (or deploy/build-java.sh)")
+    return str(KNFLOW_JAR)
+
+
+def job_jars(options: FlinkJobOptions) -> list[str]:
+    return [connector_jar(options.connector_jar), knflow_jar()]
+
+
+def _starting_offsets(options: FlinkJobOptions) -> Any:
+    from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer
+
     if options.start_from == "earliest":
-        return "'scan.startup.mode' = 'earliest-offset'"
+        return KafkaOffsetsInitializer.earliest()
     if options.start_from == "latest":
-        return "'scan.startup.mode' = 'latest-offset'"
-    return "'scan.startup.mode' = 'group-offsets', 'properties.auto.offset.reset' = 'earliest'"
+        return KafkaOffsetsInitializer.latest()
+    return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
 
 
-def _source_ddl(name: str, topics: list[str], options: FlinkJobOptions) -> str:
-    return f"""
-CREATE TABLE `{name}` (
-  `key` BYTES,
-  `value` BYTES,
-  `headers` MAP<STRING, BYTES> METADATA,
-  `topic` STRING METADATA VIRTUAL,
-  `partition` INT METADATA VIRTUAL,
-  `offset` BIGINT METADATA VIRTUAL
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '{";".join(topics)}',
-  'properties.bootstrap.servers' = '{options.bootstrap_servers}',
-  'properties.group.id' = '{options.group_id}',
-  {_startup(options)},
-  'scan.topic-partition-discovery.interval' = '10s',
-  'key.format' = 'raw', 'key.fields' = 'key',
-  'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY'
-)"""
+def _jvm() -> Any:
+    from pyflink.java_gateway import get_gateway
+
+    return get_gateway().jvm
 
 
-def _sink_ddl(options: FlinkJobOptions, topics: list[str]) -> str:
-    # The `topic` metadata column chooses each record's topic among those listed.
-    return f"""
-CREATE TABLE `knflow_out` (
-  `topic` STRING METADATA,
-  `key` BYTES,
-  `value` BYTES,
-  `headers` MAP<STRING, BYTES> METADATA
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '{";".join(topics)}',
-  'properties.bootstrap.servers' = '{options.bootstrap_servers}',
-  'key.format' = 'raw', 'key.fields' = 'key',
-  'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY',
-  'sink.delivery-guarantee' = 'at-least-once',
-  'properties.max.request.size' = '{kafka_limit(options.max_record_bytes)}'
-)"""
+def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: str) -> Any:
+    """A DataStream of packed records (bytes) of ``topics``, offsets committed to the job's group."""
+    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.datastream.connectors.kafka import KafkaSource
+
+    builder = (KafkaSource.builder().set_bootstrap_servers(options.bootstrap_servers).set_topics(*topics)
+               .set_group_id(options.group_id).set_starting_offsets(_starting_offsets(options))
+               .set_property("partition.discovery.interval.ms", "10000")
+               .set_property("commit.offsets.on.checkpoint", "true"))
+    builder._j_builder.setDeserializer(_jvm().io.knflow.flink.PackedRecordDeserializer())
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name,
+                           type_info=Types.PRIMITIVE_ARRAY(Types.BYTE()))
 
 
-def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
-    """Build the job on ``env`` (default: a new local environment); returns (env, table_env, sink table)."""
-    from pyflink.common import Configuration, Time, Types
+def batched(stream: Any, options: FlinkJobOptions) -> Any:
+    """Packed records -> batches per source partition (the JVM ``Batcher``)."""
+    from pyflink.common import Types
+    from pyflink.datastream import DataStream
+
+    batcher = _jvm().io.knflow.flink.Batcher(options.batch_records, 4 * 1024 * 1024, options.batch_delay_ms)
+    j_type = Types.PRIMITIVE_ARRAY(Types.BYTE()).get_java_type_info()
+    return DataStream(stream._j_data_stream.transform("batch per partition", j_type, batcher))
+
+
+def packed_sink(stream: Any, options: FlinkJobOptions) -> None:
+    """Batches of packed out records -> Kafka (``Unbatch`` + ``PackedRecordSerializer``), at least once."""
+    from pyflink.common import Types
+    from pyflink.datastream import DataStream
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaSink
+
+    jvm = _jvm()
+    j_type = Types.PRIMITIVE_ARRAY(Types.BYTE()).get_java_type_info()
+    records = DataStream(stream._j_data_stream.flatMap(jvm.io.knflow.flink.Unbatch(), j_type)).name("unbatch")
+    builder = (KafkaSink.builder().set_bootstrap_servers(options.bootstrap_servers)
+               .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+               .set_property("max.request.size", str(kafka_limit(options.max_record_bytes))))
+    builder._j_builder.setRecordSerializer(jvm.io.knflow.flink.PackedRecordSerializer())
+    records.sink_to(builder.build()).name("kafka sink")
+
+
+def environment(options: FlinkJobOptions) -> Any:
+    """A local StreamExecutionEnvironment configured from ``options``."""
+    from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
-    from pyflink.datastream.async_data_stream import AsyncDataStream
-    from pyflink.table import DataTypes, Schema, StreamTableEnvironment
 
-    from pyflink.table.expressions import col
+    config = Configuration()
+    config.set_string("python.executable", sys.executable)
+    config.set_string("python.client.executable", sys.executable)
+    config.set_string("pipeline.jars", ";".join("file://" + jar for jar in job_jars(options)))
+    config.set_string("pipeline.name", f"knflow-{options.job_name}")
+    config.set_string("python.fn-execution.bundle.size", str(options.bundle_size))
+    config.set_string("python.fn-execution.bundle.time", str(options.bundle_time_ms))
+    checkpoint_dir = options.checkpoint_dir
+    if checkpoint_dir is None and not options.ship_code:
+        checkpoint_dir = str(REPO / ".run" / "checkpoints")
+    if options.checkpoint_interval > 0:
+        if checkpoint_dir is not None:
+            if "://" not in checkpoint_dir:
+                Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+                checkpoint_dir = "file://" + str(Path(checkpoint_dir).resolve())
+            config.set_string("execution.checkpointing.dir", checkpoint_dir)
+        config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if options.restore_from:
+        config.set_string("execution.state-recovery.path", options.restore_from)
+    return StreamExecutionEnvironment.get_execution_environment(config)
 
-    from pipelines.flink_functions import (
-        ITEM_FIELDS, OUT, SCHEDULED, SINK_FIELDS, WORK, DeliverFunction, IntakeFunction, RetryRecordFunction,
-        SchedulerFunction,
-    )
 
-    topics = options.topics
-    if env is None:
-        config = Configuration()
-        config.set_string("python.executable", sys.executable)
-        config.set_string("python.client.executable", sys.executable)
-        config.set_string("pipeline.jars", "file://" + connector_jar(options.connector_jar))
-        config.set_string("pipeline.name", f"knflow-{options.job_name}")
-        config.set_string("python.fn-execution.bundle.size", str(options.bundle_size))
-        config.set_string("python.fn-execution.bundle.time", str(options.bundle_time_ms))
-        checkpoint_dir = options.checkpoint_dir
-        if checkpoint_dir is None and not options.ship_code:
-            checkpoint_dir = str(REPO / ".run" / "checkpoints")
-        if options.checkpoint_interval > 0:
-            if checkpoint_dir is not None:
-                if "://" not in checkpoint_dir:
-                    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-                    checkpoint_dir = "file://" + str(Path(checkpoint_dir).resolve())
-                config.set_string("execution.checkpointing.dir", checkpoint_dir)
-            config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
-        if options.restore_from:
-            config.set_string("execution.state-recovery.path", options.restore_from)
-        env = StreamExecutionEnvironment.get_execution_environment(config)
+def configure(env: Any, options: FlinkJobOptions) -> None:
     env.set_parallelism(options.parallelism)
     env.set_buffer_timeout(options.buffer_timeout_ms)
     if options.checkpoint_interval > 0:
@@ -170,60 +186,33 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     if options.ship_code:
         for package in ("eventing", "filters", "transforms", "pipelines"):
             env.add_python_file(str(REPO / package))
-    t_env = StreamTableEnvironment.create(env)
-    t_env.get_config().set("table.exec.resource.default-parallelism", str(options.parallelism))
 
-    t_env.execute_sql(_source_ddl("knflow_brokers", [b.topic for b in plan.brokers], options))
-    t_env.execute_sql(_source_ddl("knflow_retry", [topics.retry], options))
-    t_env.execute_sql(_sink_ddl(options, output_topics(plan, options)))
 
-    def row_type(fields: tuple[str, ...]) -> tuple[Any, Any]:
-        """The DataStream type and the Table schema of rows with these columns."""
-        types = {"kind": (Types.INT(), DataTypes.INT()), "topic": (Types.STRING(), DataTypes.STRING()),
-                 "key": (Types.PRIMITIVE_ARRAY(Types.BYTE()), DataTypes.BYTES()),
-                 "value": (Types.PRIMITIVE_ARRAY(Types.BYTE()), DataTypes.BYTES()),
-                 "headers": (Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())),
-                             DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES()))}
-        schema = Schema.new_builder()
-        for name in fields:
-            schema = schema.column(name, types[name][1])
-        return Types.ROW_NAMED(list(fields), [types[name][0] for name in fields]), schema.build()
+def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
+    """Build the job on ``env`` (default: a new local environment); returns the environment."""
+    from pyflink.common import Types
 
-    item_type, item_schema = row_type(ITEM_FIELDS)
-    sink_type, sink_schema = row_type(SINK_FIELDS)
+    from pipelines.flink_functions import BrokerPartitionFunction
+    from transforms.packing import batch_group
 
-    brokers = t_env.to_data_stream(t_env.from_path("knflow_brokers"))
-    intake = brokers.flat_map(IntakeFunction(plan, topics), output_type=item_type).name("intake: decode + route")
-    retries = (t_env.to_data_stream(t_env.from_path("knflow_retry"))
-               .flat_map(RetryRecordFunction(topics), output_type=item_type).name("retry records"))
-    items = t_env.from_data_stream(intake, item_schema).union_all(t_env.from_data_stream(retries, item_schema))
-
-    def of_kind(table: Any, kind: int) -> Any:  # a JVM filter: no Python crossing
-        return table.where(col("kind") == kind)
-
-    due = (t_env.to_data_stream(of_kind(items, SCHEDULED))
-           .key_by(lambda row: row[1], key_type=Types.STRING())
-           .process(SchedulerFunction(), output_type=item_type).name("scheduler: retries + ordered keys"))
-    work = of_kind(items, WORK).union_all(t_env.from_data_stream(due, item_schema))
-    outcomes = AsyncDataStream.unordered_wait(
-        t_env.to_data_stream(work),
-        DeliverFunction(plan, topics, options.delivery),
-        # No operator timeout: PyFlink starts a timer THREAD per element for one, which held
-        # the job to ~380 events/s (bench/pipeline.py; 580 without). DeliverFunction bounds
-        # each attempt itself.
-        Time.milliseconds(0),
-        options.async_capacity,
-        output_type=sink_type,
-    ).name("deliver: one attempt")
-    table = (of_kind(items, OUT).select(*(col(name) for name in SINK_FIELDS))
-             .union_all(t_env.from_data_stream(outcomes, sink_schema)))
-    return env, t_env, table
+    if env is None:
+        env = environment(options)
+    configure(env, options)
+    records = packed_source(env, [b.topic for b in plan.brokers], options, "broker topics")
+    function = BrokerPartitionFunction(plan, options.topics, options.delivery, options.batch_wait_ms,
+                                       max(1, options.batch_delay_ms))
+    out = (batched(records, options)
+           .key_by(batch_group, key_type=Types.STRING())
+           .process(function, output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
+           .name("decode, route, deliver"))
+    packed_sink(out, options)
+    return env
 
 
 def output_topics(plan: Plan, options: FlinkJobOptions) -> list[str]:
     """Every topic the job writes: broker topics (replies) and the job's own topics."""
     topics = options.topics
-    names = [b.topic for b in plan.brokers] + [topics.retry, topics.dead_letters] + list(plan.kafka_sink_topics())
+    names = [b.topic for b in plan.brokers] + [topics.dead_letters] + list(plan.kafka_sink_topics())
     if topics.outcomes:
         names.append(topics.outcomes)
     return names

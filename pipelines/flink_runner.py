@@ -93,9 +93,7 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
     prepare_topics(plan, options, partitions)
     topics = options.topics
     start = _end_offsets(options.bootstrap_servers, topics.outcomes) if topics.outcomes else {}
-    _env, _t_env, table = build_job(plan, options)
-    result = table.execute_insert("knflow_out")
-    client = result.get_job_client()
+    client = build_job(plan, options).execute_async(f"knflow-{options.job_name}")
     print(f"knflow: job {client.get_job_id()} running on the embedded Flink mini-cluster "
           f"(brokers: {', '.join(b.topic for b in plan.brokers)})", flush=True)
     if on_started:

@@ -78,8 +78,13 @@ def _add_flink_arguments(parser: Any) -> None:
     flink.add_argument("--checkpoint-dir", default=None, help="checkpoint storage directory (default: .run/checkpoints)")
     flink.add_argument("--start-from", choices=("group", "earliest", "latest"), default="group",
                        help="where a new job starts reading: the group's committed offsets (else earliest), earliest, latest")
-    flink.add_argument("--async-capacity", type=int, default=1000,
-                       help="delivery attempts in flight per parallel subtask (default: %(default)s)")
+    flink.add_argument("--batch-records", type=int, default=500, metavar="N",
+                       help="a source partition's batch for the Python operator closes at N records (default: %(default)s)")
+    flink.add_argument("--batch-delay-ms", type=int, default=5, metavar="MS",
+                       help="... or MS milliseconds after it began: the latency batching may add (default: %(default)s)")
+    flink.add_argument("--batch-wait-ms", type=int, default=200, metavar="MS",
+                       help="how long a batch waits for its deliveries before slower ones go on in checkpointed "
+                            "state, collected later (default: %(default)s)")
     flink.add_argument("--buffer-timeout-ms", type=int, default=100, metavar="MS",
                        help="longest wait of a network buffer between Flink operators before it is sent half "
                             "full: lower is lower latency, 0 sends every record at once (default: %(default)s)")
@@ -113,7 +118,8 @@ def flink_options(args: Any, plan: Any = None) -> Any:
 
     options = FlinkJobOptions(
         bootstrap_servers=args.bootstrap_servers, job_name=args.job_name, parallelism=args.parallelism,
-        checkpoint_interval=args.checkpoint_interval, async_capacity=args.async_capacity,
+        checkpoint_interval=args.checkpoint_interval, batch_records=args.batch_records,
+        batch_delay_ms=args.batch_delay_ms, batch_wait_ms=args.batch_wait_ms,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
         outcomes=args.outcomes, restore_from=args.restore_from, max_record_bytes=args.max_record_bytes,
         buffer_timeout_ms=args.buffer_timeout_ms,

@@ -2,12 +2,13 @@
 
 A streaming engine (the Flink job) only moves bytes between these functions:
 
-- ``Intake.ingest``: a broker-topic record -> decoded, routed work (``WorkItem`` for an
-  unordered trigger, ``Scheduled(NEW)`` for an ordered one) or a dead letter.
-- ``parse_retry_record``: a retry-topic record -> ``Scheduled`` (retry or release).
-- ``Outbox.records``: the outcome of one attempt -> Kafka records: the next retry (with its
-  due time) or a release to the retry topic, a reply to the broker topic, a dead letter
-  to the dead-letter topic, and an outcome record for observability.
+- ``Intake.ingest``: a broker-topic record -> decoded, routed work (a ``WorkItem`` per
+  matching trigger, with its scheduling key) or a dead letter.
+- ``Outbox.records``: the outcome of one attempt -> Kafka records (a reply to the broker
+  topic, a dead letter to the dead-letter topic, an outcome record for observability)
+  and the follow-up task, if the event is not settled yet (a retry, or the delivery to
+  its deadLetterSink), which the engine holds in its checkpointed state until due
+  (``transforms.scheduler``).
 
 Everything here is pure (no I/O) and unit-tested without an engine.
 """
@@ -26,26 +27,23 @@ from transforms.delivery import (
 )
 from transforms.records import DeadLetter, raw_text
 from transforms.router import Router
-from transforms.scheduler import NEW, RELEASE, RETRY, Scheduled, WorkItem, ordered_key, unordered_key
+from transforms.scheduler import WorkItem, ordered_key, unordered_key
 
 KIND_HEADER = "knflow_kind"
-DUE_HEADER = "knflow_due"
-TICKET_HEADER = "knflow_ticket"  # ordered keys: the gate ticket (see transforms.scheduler)
 
 
 @dataclass(frozen=True)
 class Topics:
     """The job's own topics besides the broker topics, and the largest record it writes."""
 
-    retry: str
     dead_letters: str
     outcomes: str | None = None
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     @classmethod
     def for_job(cls, job_name: str, outcomes: bool = True, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> "Topics":
-        return cls(f"knflow-{job_name}-retry", f"knflow-{job_name}-dead-letters",
-                   f"knflow-{job_name}-outcomes" if outcomes else None, max_record_bytes)
+        return cls(f"knflow-{job_name}-dead-letters", f"knflow-{job_name}-outcomes" if outcomes else None,
+                   max_record_bytes)
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ class Intake:
         self.ordered = {t.key for t in plan.triggers() if t.ordering == ORDERED}
 
     def ingest(self, topic: str, key: bytes | None, headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]],
-               value: bytes | None, origin: str, now: float) -> list[WorkItem | Scheduled | OutRecord]:
+               value: bytes | None, origin: str, now: float) -> list[WorkItem | OutRecord]:
         router = self.routers.get(topic)
         if router is None:
             return self._dead_letter(f"record from unexpected topic {topic!r}", origin, headers, value)
@@ -120,7 +118,7 @@ class Intake:
         except CodecError as exc:
             return self._dead_letter(f"not a valid CloudEvent: {exc}", origin, headers, value)
         matches = router.route(event)
-        out: list[WorkItem | Scheduled | OutRecord] = []
+        out: list[WorkItem | OutRecord] = []
         event_id = event.get_id()
         # Encoded for HTTP once per delivery format and serialized once, not once per trigger.
         tasks = first_attempts(event, matches, now)
@@ -131,7 +129,7 @@ class Intake:
                 partition_key = event.get_attributes().get("partitionkey")
                 if partition_key is None:
                     partition_key = raw_text(key) if key is not None else origin.rsplit("@", 1)[0]
-                out.append(Scheduled(NEW, ordered_key(trigger.key, str(partition_key)), True, 0, task))
+                out.append(WorkItem(ordered_key(trigger.key, str(partition_key)), True, task))
             else:
                 out.append(WorkItem(unordered_key(trigger.key, event_id), False, task))
         out.extend(_outcome(self.topics, "routed", None, event_id, triggers=[t.key for t in matches]))
@@ -145,45 +143,23 @@ class Intake:
                 + _outcome(self.topics, "undecodable", None, None, origin=origin))
 
 
-def retry_record(topics: Topics, item: Scheduled) -> OutRecord:
-    headers = {KIND_HEADER: item.kind.encode(), DUE_HEADER: str(item.due_ms).encode()}
-    if item.ticket:
-        headers[TICKET_HEADER] = str(item.ticket).encode()
-    return OutRecord(topics.retry, item.key.encode(), item.task, headers)
-
-
-def parse_retry_record(key: bytes | None, headers: Mapping[str, bytes], value: bytes | None) -> Scheduled:
-    """A retry-topic record back into a ``Scheduled`` item (raises ValueError if foreign)."""
-    kind = (headers.get(KIND_HEADER) or b"").decode()
-    if kind not in (RETRY, RELEASE) or key is None:
-        raise ValueError(f"not a knflow retry record (kind {kind!r})")
-    text_key = key.decode()
-    due = int((headers.get(DUE_HEADER) or b"0").decode() or 0)
-    ticket = int((headers.get(TICKET_HEADER) or b"0").decode() or 0)
-    return Scheduled(kind, text_key, text_key.startswith("o|"), due, value, ticket)
-
-
-def _retry(topics: Topics, item: WorkItem, task: DeliveryTask) -> OutRecord:
-    """The retry record of ``task``, the next attempt of ``item``'s (same key and ticket)."""
-    return retry_record(topics, Scheduled(RETRY, item.key, item.ordered, int(task.due_at * 1000), task.to_bytes(), item.ticket))
-
-
 class Outbox:
-    """Turn one attempt's outcome into the Kafka records that carry it forward."""
+    """Turn one attempt's outcome into the Kafka records that carry it forward, and the
+    follow-up task of an event that is not settled yet."""
 
     def __init__(self, plan: Plan, topics: Topics) -> None:
         self.topics = topics
         self.broker_topics = {t.key: b.topic for b in plan.brokers for t in b.triggers}
 
-    def records(self, item: WorkItem, outcome: Outcome) -> list[OutRecord]:
+    def records(self, outcome: Outcome) -> tuple[list[OutRecord], DeliveryTask | None]:
+        """(records to write, the follow-up task or None when the event settled)."""
         topics = self.topics
         task = outcome.task
         trigger, event_id = task.trigger, task.event_id
         out: list[OutRecord] = []
-        settled = True
+        follow_up = None
         if isinstance(outcome, Retrying):
-            settled = False
-            out.append(_retry(topics, item, outcome.task))
+            follow_up = outcome.task
             out += _outcome(topics, "stuck" if outcome.stuck else "retried", trigger, event_id,
                             n=outcome.task.attempt, error=outcome.error)
         elif isinstance(outcome, Delivered):
@@ -201,8 +177,7 @@ class Outbox:
             out += _outcome(topics, "dead_lettered", trigger, event_id, reason=outcome.reason)
             sink = outcome.destination
             if outcome.next_task is not None:  # to the deadLetterSink: one more (retried) delivery
-                settled = False
-                out.append(_retry(topics, item, outcome.next_task))
+                follow_up = outcome.next_task
             elif sink is not None and sink.kafka_topic is not None:  # a KafkaSink: the event, as Knative writes it
                 key, headers, value = encode_kafka(outcome.event, sink.kafka_content_mode)
                 out.append(OutRecord(sink.kafka_topic, key, value, dict(headers)))
@@ -210,35 +185,19 @@ class Outbox:
                 record = DeadLetter(reason=outcome.reason, trigger=trigger, event_id=outcome.event.get_id(),
                                     event=event_to_dict(outcome.event))
                 out.append(dead_letter_record(topics, record, b"dead_letter", event_id.encode()))
-        if settled and item.ordered:
-            out.append(retry_record(topics, Scheduled(RELEASE, item.key, True, ticket=item.ticket)))
         if any(record_size(record) > topics.max_record_bytes for record in out):
-            return self._fit(item, task, out, settled)
-        return out
+            out = self._fit(task, out)
+        return out, follow_up
 
-    def _fit(self, item: WorkItem, task: DeliveryTask, out: list[OutRecord], settled: bool) -> list[OutRecord]:
-        """``out`` with each oversized record dead-lettered (``fit``). An oversized retry
-        (its record holds the event twice) is the task's end: the event itself is
-        dead-lettered, whole if it fits, and an ordered key's gate is released."""
-        topics = self.topics
+    def _fit(self, task: DeliveryTask, out: list[OutRecord]) -> list[OutRecord]:
+        """``out`` with each oversized record (a reply, a KafkaSink dead letter) dead-lettered
+        with its reason and a sample (``fit``)."""
         fitted: list[OutRecord] = []
         after: list[OutRecord] = []
-        origin = f"outcome of {task.trigger}"
         for record in out:
-            size = record_size(record)
-            if size <= topics.max_record_bytes:
+            if record_size(record) <= self.topics.max_record_bytes:
                 fitted.append(record)
                 continue
-            if record.topic == topics.retry and not settled:
-                settled = True
-                dead = DeadLetter(
-                    reason=(f"not retried: its {size}-byte retry record exceeds the job's record limit of "
-                            f"{topics.max_record_bytes} bytes (--max-record-bytes), after {task.attempt} attempt(s)"),
-                    origin=origin, trigger=task.trigger, event_id=task.event_id, event=event_to_dict(task.event))
-                fitted.append(dead_letter_record(topics, dead, b"oversized", task.event_id.encode()))
-                if item.ordered:
-                    after.append(retry_record(topics, Scheduled(RELEASE, item.key, True, ticket=item.ticket)))
-            else:
-                fitted.append(fit(topics, record, origin, task.event_id, task.trigger))
-            after += _outcome(topics, "dead_lettered", task.trigger, task.event_id, reason="oversized record")
+            fitted.append(fit(self.topics, record, f"outcome of {task.trigger}", task.event_id, task.trigger))
+            after += _outcome(self.topics, "dead_lettered", task.trigger, task.event_id, reason="oversized record")
         return fitted + after

@@ -1,32 +1,28 @@
 """Durable retry timing and per-key ordering, as a pure state machine over keyed state.
 
-Waiting out a backoff never happens inside a delivery attempt. A task due later is
-handed here (in Flink: read back from the retry topic into a keyed operator whose state
-and processing-time timers are checkpointed), held until its due time, then released for
-one more attempt.
+The Flink job keys its delivering operator by source partition; this module decides, for
+one partition's state, what runs now and what waits. Work runs as *chains*: an unordered
+task is a chain of one; an ordered trigger's events of one partition key (its scheduling
+key) run as one chain, one attempt after the other, so consecutive events of a key reach
+the subscriber in the broker's order while other keys and triggers run concurrently.
 
-Ordered triggers: per scheduling key (trigger + partition key) one event is in delivery
-at a time. A new event waits in the key's queue while the gate is closed; the outcome of
-the event in delivery (delivered or finally dead-lettered) sends a *release* that opens
-the gate for the next one. Other keys are never blocked.
+- A chain stops at the first event that is not settled (a retry is due later, or the
+  dead-letter sink is next): that follow-up is *held* until its due time (in Flink:
+  keyed state and a processing-time timer, both checkpointed), and for an ordered key
+  the not-started rest of the chain waits in the key's queue, ahead of what came later.
+- An ordered key's gate is closed (its queue exists, possibly empty) from the moment a
+  chain of it starts until its last event settled; events that arrive meanwhile queue.
+  When the event in delivery settles, the queue becomes the next chain at once, in the
+  same operator: a release never travels through Kafka.
+- A chain still running when the operator returns is recorded as *in flight*, so a
+  checkpoint taken meanwhile holds it and a restore runs it again (at least once).
 
-Tickets make releases idempotent. Each event let through the gate gets the key's next
-ticket (1, 2, ...); its work items, retries and release carry it, and a release opens the
-gate only if its ticket is the one in delivery. After a restore, Kafka replays records
-written after the checkpoint and the async operator repeats attempts that were in
-flight, so the same release can arrive twice, or a stale retry can be delivered once
-more: without tickets, the second release would open the gate while the next event is
-in delivery, and two events of one key would overlap. Ticket 0 means "none" (records of
-a job from before tickets): such a release opens the gate as it always did.
+Waiting out a backoff never happens inside a delivery attempt.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
-
-NEW = "new"          # a routed event of an ordered trigger: must pass the key's gate
-RETRY = "retry"      # a task due at ``due_ms`` (unordered, or the ordered key's current event)
-RELEASE = "release"  # the ordered key's current event settled: open the gate
+from typing import Iterable, Protocol
 
 
 def ordered_key(trigger: str, partition_key: str) -> str:
@@ -35,114 +31,119 @@ def ordered_key(trigger: str, partition_key: str) -> str:
 
 
 def unordered_key(trigger: str, event_id: str) -> str:
-    """Scheduling key of an unordered retry: spreads retries over keys, no gate."""
+    """Scheduling key of an unordered task: no gate."""
     return f"u|{trigger}|{event_id}"
 
 
-def is_ordered_key(key: str) -> bool:
-    return key.startswith("o|")
-
-
-@dataclass(frozen=True)
-class Scheduled:
-    kind: str
-    key: str
-    ordered: bool
-    due_ms: int = 0
-    task: bytes | None = None
-    ticket: int = 0  # ordered keys: the gate ticket of the event (0: none)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
-    """A task ready for one delivery attempt, with what its outcome needs to know."""
+    """A task (``DeliveryTask`` bytes) ready for one delivery attempt, with its scheduling key."""
 
     key: str
     ordered: bool
     task: bytes
-    ticket: int = 0
 
 
-class KeyState(Protocol):
-    """Per-key state: the ordered gate (the ticket in delivery, 0 when open, and the last
-    ticket issued), its queue, and tasks waiting for timers with their tickets."""
+Chain = list[WorkItem]
 
-    def in_delivery(self) -> int: ...
-    def set_in_delivery(self, ticket: int) -> None: ...
-    def last_ticket(self) -> int: ...
-    def set_last_ticket(self, ticket: int) -> None: ...
-    def push(self, task: bytes) -> None: ...
-    def pop(self) -> bytes | None: ...
-    def hold(self, due_ms: int, ticket: int, task: bytes) -> None: ...
-    def take_due(self, due_ms: int) -> list[tuple[int, bytes]]: ...
+
+class PartitionState(Protocol):
+    """One partition's scheduling state: ordered keys' queues (None: gate open), held
+    follow-ups by due time, and chains in flight by id."""
+
+    def queue(self, key: str) -> list[bytes] | None: ...
+    def set_queue(self, key: str, tasks: list[bytes] | None) -> None: ...
+    def hold(self, due_ms: int, item: WorkItem) -> None: ...
+    def take_due(self, due_ms: int) -> list[WorkItem]: ...
+    def put_in_flight(self, chain_id: int, chain: Chain) -> None: ...
+    def drop_in_flight(self, chain_id: int) -> None: ...
+    def in_flight(self) -> dict[int, Chain]: ...
 
 
 @dataclass
-class MemoryKeyState:
-    """A dict-backed ``KeyState`` (tests, and in-process use)."""
+class MemoryPartitionState:
+    """A dict-backed ``PartitionState`` (tests, and in-process use)."""
 
-    current: int = 0
-    last: int = 0
-    queue: list[bytes] = field(default_factory=list)
-    timers: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)
+    queues: dict[str, list[bytes]] = field(default_factory=dict)
+    held: dict[int, list[WorkItem]] = field(default_factory=dict)
+    flying: dict[int, Chain] = field(default_factory=dict)
 
-    def in_delivery(self) -> int:
-        return self.current
+    def queue(self, key: str) -> list[bytes] | None:
+        return self.queues.get(key)
 
-    def set_in_delivery(self, ticket: int) -> None:
-        self.current = ticket
+    def set_queue(self, key: str, tasks: list[bytes] | None) -> None:
+        if tasks is None:
+            self.queues.pop(key, None)
+        else:
+            self.queues[key] = tasks
 
-    def last_ticket(self) -> int:
-        return self.last
+    def hold(self, due_ms: int, item: WorkItem) -> None:
+        self.held.setdefault(due_ms, []).append(item)
 
-    def set_last_ticket(self, ticket: int) -> None:
-        self.last = ticket
+    def take_due(self, due_ms: int) -> list[WorkItem]:
+        return self.held.pop(due_ms, [])
 
-    def push(self, task: bytes) -> None:
-        self.queue.append(task)
+    def put_in_flight(self, chain_id: int, chain: Chain) -> None:
+        self.flying[chain_id] = chain
 
-    def pop(self) -> bytes | None:
-        return self.queue.pop(0) if self.queue else None
+    def drop_in_flight(self, chain_id: int) -> None:
+        self.flying.pop(chain_id, None)
 
-    def hold(self, due_ms: int, ticket: int, task: bytes) -> None:
-        self.timers.setdefault(due_ms, []).append((ticket, task))
-
-    def take_due(self, due_ms: int) -> list[tuple[int, bytes]]:
-        return self.timers.pop(due_ms, [])
-
-
-def _let_through(state: KeyState, key: str, task: bytes) -> WorkItem:
-    """Close the gate behind ``task`` under the key's next ticket."""
-    ticket = state.last_ticket() + 1
-    state.set_last_ticket(ticket)
-    state.set_in_delivery(ticket)
-    return WorkItem(key, True, task, ticket)
+    def in_flight(self) -> dict[int, Chain]:
+        return dict(self.flying)
 
 
-def on_scheduled(state: KeyState, item: Scheduled, now_ms: int) -> tuple[list[WorkItem], list[int]]:
-    """Handle one item: returns (tasks to attempt now, timers to register)."""
-    if item.kind == RELEASE:
-        current = state.in_delivery()
-        if not current or (item.ticket and item.ticket != current):
-            return [], []  # a repeated or stale release: the gate stays as it is
-        state.set_in_delivery(0)
-        nxt = state.pop()
-        if nxt is None:
-            return [], []
-        return [_let_through(state, item.key, nxt)], []
-    assert item.task is not None, f"{item.kind} item without a task"
-    if item.kind == NEW:
-        if state.in_delivery():
-            state.push(item.task)
-            return [], []
-        return [_let_through(state, item.key, item.task)], []
-    if item.due_ms <= now_ms:
-        return [WorkItem(item.key, item.ordered, item.task, item.ticket)], []
-    state.hold(item.due_ms, item.ticket, item.task)
-    return [], [item.due_ms]
+def admit(state: PartitionState, items: Iterable[WorkItem]) -> list[Chain]:
+    """Newly routed work, in broker order -> the chains to run now. An ordered key whose
+    gate is closed queues its events instead; an open gate closes behind the new chain."""
+    chains: list[Chain] = []
+    ordered: dict[str, Chain] = {}
+    waiting: dict[str, list[bytes]] = {}
+    for item in items:
+        if not item.ordered:
+            chains.append([item])
+            continue
+        if item.key in waiting:
+            waiting[item.key].append(item.task)
+            continue
+        chain = ordered.get(item.key)
+        if chain is None:
+            queued = state.queue(item.key)
+            if queued is not None:  # an earlier event of the key is still being delivered
+                waiting[item.key] = queued + [item.task]
+                continue
+            state.set_queue(item.key, [])
+            chain = ordered[item.key] = []
+            chains.append(chain)
+        chain.append(item)
+    for key, tasks in waiting.items():
+        state.set_queue(key, tasks)
+    return chains
 
 
-def on_timer(state: KeyState, key: str, due_ms: int) -> list[WorkItem]:
-    """A timer fired: the tasks held for it are due."""
-    ordered = is_ordered_key(key)
-    return [WorkItem(key, ordered, task, ticket) for ticket, task in state.take_due(due_ms)]
+def after_chain(state: PartitionState, chain: Chain, settled: int, follow_up: WorkItem | None,
+                due_ms: int) -> tuple[list[Chain], list[int]]:
+    """A chain ran: its first ``settled`` events settled; ``follow_up`` (due at ``due_ms``)
+    is the next attempt of event ``settled`` if that one did not. Returns (chains to run
+    now, timers to register)."""
+    head = chain[0]
+    if follow_up is not None:
+        state.hold(due_ms, follow_up)
+        if head.ordered:
+            rest = [item.task for item in chain[settled + 1:]]
+            state.set_queue(head.key, rest + (state.queue(head.key) or []))
+        return [], [due_ms]
+    if not head.ordered:
+        return [], []
+    queued = state.queue(head.key)
+    if not queued:
+        state.set_queue(head.key, None)  # nothing waits: the gate opens
+        return [], []
+    state.set_queue(head.key, [])  # the queue runs next, the gate stays closed
+    return [[WorkItem(head.key, True, task) for task in queued]], []
+
+
+def due(state: PartitionState, due_ms: int) -> list[Chain]:
+    """A timer fired: each follow-up held for it runs as a chain of one (an ordered key's
+    queue follows when it settles, through ``after_chain``)."""
+    return [[item] for item in state.take_due(due_ms)]

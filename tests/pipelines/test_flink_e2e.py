@@ -71,7 +71,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         "moderation": ConsumerServer(lambda req: reply_event(
             {"id": "flag-" + req.headers["ce-id"], "source": "/moderation", "type": "com.live.comment.flagged"}, b"{}")(req)),
         "notify": ConsumerServer(accept()), "ordered": ConsumerServer(fail_first_per_event(500)),
-        # A 700 KB event, retried once: its ~1.4 MB retry record is over Kafka's 1 MiB default.
+        # A 700 KB event, retried once (its retry waits in the job's state, not in Kafka).
         "uploads": ConsumerServer(fail_first_per_event()),
         # A 5 MB reply, over the job's 4 MiB record limit: dead-lettered, and the job goes on.
         "big_reply": ConsumerServer(reply_event({"id": "huge-reply", "source": "/clips", "type": "com.live.clip.echo"},
@@ -175,7 +175,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         assert {e.get_id() for e in audited} == expected["bad"]
         assert {e.get_attributes()["knativeerrorcode"] for e in audited} == {"422"}
 
-        # The retry of the 700 KB event went through the retry topic, whole.
+        # The retry of the 700 KB event was held in the job's state and sent again, whole.
         assert [json.loads(r.body) for r in servers["uploads"].requests] == [json.loads(clip)] * 2
         # The 5 MB reply: dead-lettered to the job's topic with its reason and a sample.
         [oversized] = [r for r in consume(kafka.bootstrap, f"knflow-{namespace}-dead-letters", 1)

@@ -1,0 +1,254 @@
+"""One source partition's events, from Kafka records to settled deliveries, engine-neutral.
+
+The Flink job calls ``BrokerWorker`` once per batch of a partition's records and once per
+timer of that partition (its operator is keyed by partition): decode and route each
+record (``Intake``), run the resulting chains of delivery attempts on a persistent event
+loop in a thread of its own (``transforms.scheduler`` says what runs now and what
+waits), and return the Kafka records their outcomes cause (``Outbox``).
+
+Why a loop thread and chains: one hand-off to the loop per batch, not per event, and
+requests of a batch run concurrently (bounded per trigger). The worker waits up to
+``wait_s`` for a batch's chains, continuing ordered keys' chains as their events settle,
+so with responsive subscribers a batch leaves settled; a chain still running after that
+(a slow subscriber) is recorded in flight in the partition's state and collected by a
+later call (the engine registers a timer ``collect_s`` ahead for it), so one slow
+subscriber never holds the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Callable, Iterable
+
+from eventing.plan import Plan
+from transforms.delivery import DeadLettered, DeliveryEngine, DeliveryTask, Outcome, Retrying, decide
+from transforms.kafka_plane import Intake, OutRecord, Outbox, Topics, dead_letter_record
+from transforms.packing import InRecord
+from transforms.records import DeadLetter, raw_text
+from transforms.scheduler import Chain, PartitionState, WorkItem, admit, after_chain, due
+
+log = logging.getLogger(__name__)
+
+#: How long an attempt may run past its HTTP timeout before the worker gives up on it.
+ATTEMPT_GRACE_S = 5.0
+
+
+class LoopThread:
+    """A persistent event loop in a daemon thread (created by ``new_loop``)."""
+
+    def __init__(self, new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        self.loop = new_loop()
+        self._thread = threading.Thread(target=self._run, name="knflow-deliveries", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, function: Callable[..., Any], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(function, *args)
+
+    def run(self, coroutine: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class ChainDone:
+    """A chain that ran: its outcomes in order (the last one may leave its event unsettled;
+    an exception stands for an attempt that failed by a bug, not by the subscriber)."""
+
+    __slots__ = ("chain_id", "chain", "outcomes")
+
+    def __init__(self, chain_id: int, chain: Chain, outcomes: list[Outcome | Exception]) -> None:
+        self.chain_id = chain_id
+        self.chain = chain
+        self.outcomes = outcomes
+
+
+def _settled(outcome: Outcome | Exception) -> bool:
+    """False when the event needs another delivery: a retry, or its deadLetterSink next."""
+    if isinstance(outcome, Retrying):
+        return False
+    return not (isinstance(outcome, DeadLettered) and outcome.next_task is not None)
+
+
+class BrokerWorker:
+    """Decode, route, deliver; one instance per operator, shared by its partitions."""
+
+    def __init__(self, plan: Plan, topics: Topics, engine: DeliveryEngine, loop: LoopThread, *,
+                 concurrency: int = 64, wait_s: float = 0.2, collect_s: float = 0.01,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.plan = plan
+        self.topics = topics
+        self.intake = Intake(plan, topics)
+        self.outbox = Outbox(plan, topics)
+        self.engine = engine
+        self.loop = loop
+        self.concurrency = concurrency
+        self.wait_s = wait_s
+        self.collect_s = collect_s
+        self.clock = clock
+        self.triggers = {t.key: t for t in plan.triggers()}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._done: dict[str, list[ChainDone]] = defaultdict(list)
+        # group -> chain id -> [recorded in flight?, chain]
+        self._running: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        self._resumed: set[str] = set()
+        self._cond = threading.Condition()
+        self.attempts = 0
+        loop.run(self._open())
+
+    async def _open(self) -> None:
+        await self.engine.open()
+        self._limits = {key: asyncio.Semaphore(max(1, self.concurrency)) for key in self.triggers}
+
+    def close(self) -> None:
+        try:
+            self.loop.run(self.engine.close(), timeout=10)
+        finally:
+            self.loop.stop()
+
+    # -- the engine's two entry points ------------------------------------------------
+
+    def on_records(self, group: str, state: PartitionState, records: Iterable[InRecord]) -> tuple[list[OutRecord], list[int]]:
+        """A batch of one partition's records -> (records to write, timers to register)."""
+        out: list[OutRecord] = []
+        items: list[WorkItem] = []
+        now = self.clock()
+        for record in records:
+            try:
+                for produced in self.intake.ingest(record.topic, record.key, record.headers, record.value,
+                                                   record.origin, now):
+                    (items if isinstance(produced, WorkItem) else out).append(produced)
+            except Exception as exc:  # a bug must not stop the job or lose the record: dead-letter it
+                log.exception("intake failed for %s", record.origin)
+                out.append(internal_error(self.topics, f"intake failed: {type(exc).__name__}: {exc}", record.origin,
+                                          record.value))
+        chains = self._resume(group, state) + admit(state, items)
+        return self._run(group, state, chains, out)
+
+    def on_timer(self, group: str, state: PartitionState, timestamp_ms: int) -> tuple[list[OutRecord], list[int]]:
+        """A timer of the partition fired: due follow-ups run, finished chains are collected."""
+        return self._run(group, state, self._resume(group, state) + due(state, timestamp_ms), [])
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _resume(self, group: str, state: PartitionState) -> list[Chain]:
+        """Chains recorded in flight by the run before a restore are run again (once per group)."""
+        if group in self._resumed:
+            return []
+        self._resumed.add(group)
+        flying = state.in_flight()
+        for chain_id in flying:
+            state.drop_in_flight(chain_id)
+        if flying:
+            log.info("partition %s: running %d chain(s) again that were in flight at the last checkpoint",
+                     group, len(flying))
+        return list(flying.values())
+
+    def _start(self, group: str, chains: list[Chain]) -> None:
+        running = self._running[group]
+        started = []
+        for chain in chains:
+            chain_id = random.getrandbits(62)
+            running[chain_id] = [False, chain]
+            started.append((chain_id, chain))
+        if started:
+            self.loop.call(self._spawn, group, started)
+
+    def _spawn(self, group: str, started: list[tuple[int, Chain]]) -> None:  # on the loop thread
+        for chain_id, chain in started:
+            asyncio.ensure_future(self._chain(group, chain_id, chain))
+
+    async def _chain(self, group: str, chain_id: int, chain: Chain) -> None:
+        outcomes: list[Outcome | Exception] = []
+        try:
+            for item in chain:
+                try:
+                    outcome: Outcome | Exception = await self._attempt(item)
+                except Exception as exc:  # a bug: the task is dead-lettered with the reason (_settle)
+                    log.exception("delivery failed unexpectedly for %s", item.key)
+                    outcome = exc
+                outcomes.append(outcome)
+                if not _settled(outcome):
+                    break
+        finally:
+            with self._cond:
+                self._done[group].append(ChainDone(chain_id, chain, outcomes))
+                self._cond.notify_all()
+
+    async def _attempt(self, item: WorkItem) -> Outcome:
+        task = DeliveryTask.from_bytes(item.task)
+        self.attempts += 1
+        wait = task.due_at - time.time()
+        if wait > 0:  # a follow-up whose timer fired a little early
+            await asyncio.sleep(wait)
+        async with self._limits[task.trigger]:
+            try:
+                async with asyncio.timeout(self.engine.route(task.trigger).timeout + ATTEMPT_GRACE_S):
+                    return await self.engine.attempt(task)
+            except TimeoutError:
+                trigger = self.triggers[task.trigger]
+                return decide(task, trigger.delivery, time.time(), None, None, b"",
+                              "delivery attempt did not finish in its timeout",
+                              url=self.engine.route(task.trigger).url)
+
+    def _run(self, group: str, state: PartitionState, chains: list[Chain],
+             out: list[OutRecord]) -> tuple[list[OutRecord], list[int]]:
+        timers: list[int] = []
+        self._start(group, chains)
+        running = self._running[group]
+        deadline = time.monotonic() + self.wait_s
+        while running:
+            with self._cond:
+                if not self._done[group]:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                finished, self._done[group] = self._done[group], []
+            for done in finished:
+                if running.pop(done.chain_id)[0]:
+                    state.drop_in_flight(done.chain_id)
+                more, new_timers = self._settle(state, done, out)
+                timers += new_timers
+                self._start(group, more)
+        if running:  # slow subscribers: record what still runs, collect it later
+            for chain_id, entry in running.items():
+                if not entry[0]:
+                    entry[0] = True
+                    state.put_in_flight(chain_id, entry[1])
+            timers.append(int((time.time() + self.collect_s) * 1000))
+        return out, timers
+
+    def _settle(self, state: PartitionState, done: ChainDone, out: list[OutRecord]) -> tuple[list[Chain], list[int]]:
+        """A finished chain's records into ``out``; then what its key does next."""
+        follow_up: WorkItem | None = None
+        due_ms = 0
+        for item, outcome in zip(done.chain, done.outcomes):
+            if isinstance(outcome, Exception):
+                out.append(internal_error(self.topics, f"delivery failed: {type(outcome).__name__}: {outcome}",
+                                          item.key, item.task))
+                continue
+            records, next_task = self.outbox.records(outcome)
+            out += records
+            if next_task is not None:
+                follow_up = WorkItem(item.key, item.ordered, next_task.to_bytes())
+                due_ms = int(next_task.due_at * 1000)
+        settled = len(done.outcomes) - (1 if follow_up is not None else 0)
+        if settled < len(done.chain) and follow_up is None:  # cut short without an outcome: run it again
+            follow_up, due_ms = done.chain[settled], int(time.time() * 1000)
+        return after_chain(state, done.chain, settled, follow_up, due_ms)
+
+
+def internal_error(topics: Topics, reason: str, origin: str, raw: bytes | None) -> OutRecord:
+    """A record the job could not process (a bug, not bad input) for the dead-letter topic."""
+    record = DeadLetter(reason=reason, origin=origin, raw=raw_text(raw))
+    return dead_letter_record(topics, record, b"internal_error")
