@@ -21,5 +21,6 @@ if [ ! -f "$STAMP" ] || [ requirements.txt -nt "$STAMP" ] || [ setup.py -nt "$ST
 fi
 if [ "${KNFLOW_SKIP_JARS:-0}" != "1" ] && [ -x deploy/fetch-jars.sh ]; then
   deploy/fetch-jars.sh
+  deploy/build-java.sh  # knflow's own JVM classes of the Flink job (pipelines/java)
 fi
 echo "setup: ready (.venv/bin/knflow)"
