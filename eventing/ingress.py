@@ -4,21 +4,37 @@ A producer's event is acknowledged (202) only after Kafka acknowledged the recor
 ``acks=all``; nothing is acknowledged that was not stored. Events are written to the
 broker's topic in the Kafka binary content mode, keyed by the ``partitionkey``
 extension, stamped with ``knativearrivaltime`` and the ``knativebrokerttl`` hop counter.
+
+An event is stored as it came: attribute texts as received (``time`` with its nanoseconds
+and offset), a binary-mode payload byte for byte (checked, never re-serialized).
+
+When Kafka cannot take events (unreachable, or the producer's bounded queue is full) the
+ingress answers 503 with ``Retry-After`` at once, ``/readyz`` says why, and it answers 202
+again by itself as soon as Kafka is back (``eventing.ingress_kafka``). A batch request
+(``application/cloudevents-batch+json``) is stored in one go: all its events or, on 503,
+none acknowledged (some may be stored; the sender's retry makes duplicates, never losses).
+
+Served by aiohttp on uvloop; ``serve(workers=N)`` runs N processes on one port
+(SO_REUSEPORT), each with its own producer.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 from aiohttp import web
 
+from eventing.ingress_kafka import KafkaUnavailable, KafkaWriter
 from eventing.plan import Plan
-from filters.base import format_rfc3339
 from transforms.codec import CodecError, decode_http, encode_kafka
 from transforms.delivery import DEFAULT_TTL, TTL_EXTENSION
+
+__all__ = ["ARRIVAL_EXTENSION", "DEFAULT_MAX_BODY", "Ingress", "KafkaUnavailable", "KafkaWriter", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -26,84 +42,42 @@ DEFAULT_MAX_BODY = 1024 * 1024
 ARRIVAL_EXTENSION = "knativearrivaltime"
 
 
-class KafkaUnavailable(Exception):
-    """Kafka did not take the record (down, timed out): answer 503, acknowledge nothing."""
+class _ArrivalClock:
+    """``knativearrivaltime`` texts (RFC 3339, UTC, Go's RFC3339Nano trimming of the
+    fraction) from ``clock``, the seconds part formatted once per second."""
+
+    __slots__ = ("clock", "_second", "_prefix")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._second = None
+        self._prefix = ""
+
+    def now(self) -> str:
+        stamp = self.clock()
+        second = int(stamp // 1)
+        micro = round((stamp - second) * 1_000_000)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        if micro:
+            return f"{self._prefix}.{micro:06d}".rstrip("0") + "Z"
+        return self._prefix + "Z"
 
 
-class KafkaWriter:
-    """A lazily connected kafka-python producer with ``acks=all``, bridged to asyncio."""
-
-    def __init__(self, bootstrap_servers: str, *, timeout_s: float = 5.0, **config: Any) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.bootstrap_servers = bootstrap_servers
-        self.timeout_s = timeout_s
-        self.config = config
-        self._producer = None
-        # kafka-python can block (connecting, waiting for metadata up to max_block_ms):
-        # never on the event loop; a small pool keeps the ingress answering meanwhile.
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="knflow-kafka")
-
-    def _get(self):
-        if self._producer is None:
-            from kafka import KafkaProducer
-
-            try:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=1,
-                    max_block_ms=int(self.timeout_s * 1000), request_timeout_ms=int(self.timeout_s * 1000),
-                    delivery_timeout_ms=int(self.timeout_s * 2000), retries=3,
-                    bootstrap_timeout_ms=int(self.timeout_s * 1000),
-                    client_id="knflow-ingress", **self.config,
-                )
-            except Exception as exc:  # NoBrokersAvailable and friends
-                raise KafkaUnavailable(f"cannot connect to Kafka at {self.bootstrap_servers}: {exc}") from exc
-        return self._producer
-
-    async def write(self, topic: str, key: bytes | None, headers: list[tuple[str, bytes]], value: bytes | None) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future = loop.create_future()
-        future = await loop.run_in_executor(self._executor, self._send, topic, key, headers, value)
-
-        def ok(_metadata: Any) -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
-
-        def failed(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(KafkaUnavailable(f"Kafka did not acknowledge the record: {exc}")))
-
-        future.add_callback(ok)
-        future.add_errback(failed)
-        await asyncio.wait_for(done, timeout=self.timeout_s * 3)
-
-    def _send(self, topic: str, key: bytes | None, headers: list[tuple[str, bytes]], value: bytes | None):
-        try:
-            return self._get().send(topic, key=key, value=value, headers=headers)
-        except KafkaUnavailable:
-            raise
-        except Exception as exc:  # metadata timeout (max_block_ms) when Kafka is down
-            raise KafkaUnavailable(f"Kafka did not accept the record: {exc}") from exc
-
-    def reachable(self) -> bool:
-        try:
-            producer = self._get()
-            return bool(producer.bootstrap_connected()) or bool(producer.partitions_for("__consumer_offsets") is not None)
-        except Exception:
-            return False
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=2)
-            self._producer = None
-        self._executor.shutdown(wait=False)
+_ALLOW = {"Allow": "POST, OPTIONS"}
 
 
 class Ingress:
     def __init__(self, plan: Plan, writer: KafkaWriter, *, max_body: int = DEFAULT_MAX_BODY,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, retry_after_s: int = 1) -> None:
         self.topics = {(b.namespace, b.name): b.topic for b in plan.brokers}
         self.writer = writer
         self.max_body = max_body
-        self.clock = clock
+        self.arrival = _ArrivalClock(clock)
+        self.retry_after = {"Retry-After": str(retry_after_s)}
         self.accepted = 0
         self.rejected = 0
 
@@ -118,76 +92,135 @@ class Ingress:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        reachable = await asyncio.get_running_loop().run_in_executor(None, self.writer.reachable)
-        if reachable:
+        ready, reason = self.writer.status()
+        if ready:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: Kafka at {self.writer.bootstrap_servers} is not reachable\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n", headers=self.retry_after)
 
-    def _error(self, status: int, message: str, **headers: str) -> web.Response:
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         self.rejected += 1
         return web.Response(status=status, text=message + "\n", headers=headers)
 
+    def _unavailable(self, reason: str) -> web.Response:
+        log.debug("503: %s", reason)
+        return self._error(503, f"event not stored: {reason}", self.retry_after)
+
     async def handle(self, request: web.Request) -> web.Response:
-        key = (request.match_info["namespace"], request.match_info["broker"])
-        if request.method == "OPTIONS":
-            return web.Response(status=200, headers={"Allow": "POST, OPTIONS"})
-        if request.method != "POST":
-            return self._error(405, f"method {request.method} not allowed: POST CloudEvents to the broker", Allow="POST, OPTIONS")
-        topic = self.topics.get(key)
+        method = request.method
+        if method != "POST":
+            if method == "OPTIONS":
+                return web.Response(status=200, headers=_ALLOW)
+            return self._error(405, f"method {method} not allowed: POST CloudEvents to the broker", _ALLOW)
+        match = request.match_info
+        topic = self.topics.get((match["namespace"], match["broker"]))
         if topic is None:
-            return self._error(404, f"broker {key[0]}/{key[1]} not found")
-        if request.content_length is not None and request.content_length > self.max_body:
-            return self._error(413, f"request body of {request.content_length} bytes exceeds the limit of {self.max_body}")
+            return self._error(404, f"broker {match['namespace']}/{match['broker']} not found")
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return self._error(413, f"request body of {length} bytes exceeds the limit of {self.max_body}")
+        writer = self.writer
+        if not writer.up:  # before reading the body: Kafka cannot take it anyway
+            return self._unavailable(writer.status()[1] or "Kafka is unreachable")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._error(413, f"request body exceeds the limit of {self.max_body} bytes")
         try:
-            events = decode_http(dict(request.headers), body)
+            events = decode_http(request.headers, body, keep_payload=True)
         except CodecError as exc:
             return self._error(400, f"invalid CloudEvent: {exc}")
+        arrival = self.arrival.now()
         records = []
-        arrival = format_rfc3339(datetime.fromtimestamp(self.clock(), timezone.utc))
         for index, event in enumerate(events):
             attrs = event.get_attributes()
-            where = f"event {index} (id {attrs.get('id')!r})" if len(events) > 1 else f"event id {attrs.get('id')!r}"
             ttl = attrs.get(TTL_EXTENSION, DEFAULT_TTL)
-            try:
-                ttl = int(ttl)
-            except (TypeError, ValueError):
-                return self._error(400, f"{where}: {TTL_EXTENSION} must be an integer, got {ttl!r}")
+            if type(ttl) is not int:
+                try:
+                    ttl = int(ttl)
+                except (TypeError, ValueError):
+                    return self._error(400, f"{_where(events, index)}: {TTL_EXTENSION} must be an integer, got {ttl!r}")
             if ttl <= 0:
-                return self._error(400, f"{where}: {TTL_EXTENSION} is exhausted ({ttl}): the event looped through brokers too often")
+                return self._error(
+                    400, f"{_where(events, index)}: {TTL_EXTENSION} is exhausted ({ttl}): the event looped through brokers too often")
             attrs[TTL_EXTENSION] = ttl
             attrs[ARRIVAL_EXTENSION] = arrival
             try:
                 key, headers, value = encode_kafka(event, "binary")
-                # An event without data is a record with an empty value (Kafka needs a key or a value).
-                records.append((key, headers, b"" if value is None else value))
             except CodecError as exc:
-                return self._error(400, f"{where}: cannot be stored: {exc}")
+                return self._error(400, f"{_where(events, index)}: cannot be stored: {exc}")
+            # An event without data is a record with an empty value (Kafka needs a key or a value).
+            records.append((key, headers, b"" if value is None else value))
         try:
-            await asyncio.gather(*(self.writer.write(topic, k, h, v) for k, h, v in records))
-        except (KafkaUnavailable, asyncio.TimeoutError) as exc:
-            log.warning("503 for %s: %s", request.path, exc)
-            return self._error(503, f"event not stored: {exc or 'Kafka timed out'}")
+            await writer.write_many(topic, records)
+        except KafkaUnavailable as exc:
+            return self._unavailable(str(exc))
         self.accepted += len(records)
         return web.Response(status=202)
 
 
-def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: int = 8080,
-          max_body: int = DEFAULT_MAX_BODY, partitions: int = 4) -> None:
-    """Run the ingress until interrupted (``knflow ingress``)."""
+def _where(events: list, index: int) -> str:
+    event_id = events[index].get_attributes().get("id")
+    return f"event {index} (id {event_id!r})" if len(events) > 1 else f"event id {event_id!r}"
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is in requirements.txt
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _serve_one(plan: Plan, bootstrap_servers: str, host: str, port: int, max_body: int, partitions: int,
+               topics_ready: bool, reuse_port: bool, writer_factory: Callable[..., KafkaWriter]) -> None:
     from eventing.kafka_topics import ensure_topics
 
-    try:
-        ensure_topics(bootstrap_servers, [b.topic for b in plan.brokers], partitions)
-    except Exception as exc:  # Kafka down at start: serve anyway, /readyz says not ready
-        log.warning("could not create broker topics now (%s); retrying on first write", exc)
-    writer = KafkaWriter(bootstrap_servers)
+    topics = [b.topic for b in plan.brokers]
+    # Kafka down at start: the writer creates the topics once it reaches Kafka.
+    on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0))
+    writer = writer_factory(bootstrap_servers, on_connect=on_connect)
     ingress = Ingress(plan, writer, max_body=max_body)
-    print(f"knflow ingress on http://{host}:{port} for " + ", ".join(f"POST /{ns}/{name}" for ns, name in ingress.topics), flush=True)
     try:
-        web.run_app(ingress.app(), host=host, port=port, print=None, access_log=None)
+        web.run_app(ingress.app(), host=host, port=port, print=None, access_log=None,
+                    reuse_port=reuse_port or None, loop=_new_loop(), handle_signals=True)
     finally:
         writer.close()
+
+
+def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: int = 8080,
+          max_body: int = DEFAULT_MAX_BODY, partitions: int = 4, workers: int = 1,
+          writer_factory: Callable[..., KafkaWriter] = KafkaWriter, create_topics: bool = True) -> None:
+    """Run the ingress until interrupted (``knflow ingress``); ``workers`` processes share
+    the port (SO_REUSEPORT), the kernel spreads connections over them. ``writer_factory``
+    makes each worker's writer (``bench/ingress.py`` passes one without Kafka)."""
+    from eventing.kafka_topics import ensure_topics
+
+    topics_ready = not create_topics
+    if create_topics:
+        try:
+            ensure_topics(bootstrap_servers, [b.topic for b in plan.brokers], partitions, timeout_s=5.0)
+            topics_ready = True
+        except Exception as exc:  # Kafka down at start: serve anyway, /readyz says not ready
+            log.warning("could not create broker topics now (%s); creating them once Kafka is reachable", exc)
+    paths = ", ".join(f"POST /{b.namespace}/{b.name}" for b in plan.brokers)
+    print(f"knflow ingress on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}) for {paths}", flush=True)
+    args = (plan, bootstrap_servers, host, port, max_body, partitions, topics_ready, workers > 1, writer_factory)
+    if workers <= 1:
+        _serve_one(*args)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # before any producer thread exists
+    children = [context.Process(target=_serve_one, args=args, name=f"knflow-ingress-{n}") for n in range(workers)]
+    for child in children:
+        child.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.join()

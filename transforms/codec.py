@@ -7,7 +7,10 @@ turns it into a dead letter reason, it never crashes on a bad record.
 
 Decoded attribute values:
 
-- ``time`` is a timezone-aware ``datetime`` (RFC 3339 in, RFC 3339 with ``Z`` for UTC out).
+- ``time`` is a :class:`Timestamp`: a timezone-aware ``datetime`` that also keeps the exact
+  RFC 3339 text it was decoded from (nanoseconds, ``+05:45``, lower-case ``t``/``z``), and
+  every writer writes that text back: an event leaves as it came. A ``datetime`` made
+  elsewhere is written in RFC 3339, with ``Z`` for UTC.
 - In structured mode extension values keep their JSON types (str, int, bool). In binary
   mode (HTTP ``ce-`` headers, Kafka ``ce_`` headers) every extension value is a string:
   headers carry the canonical string form and the binding has no type information, so an
@@ -50,9 +53,9 @@ function first tries a fast path for the common case (``bytes`` payloads, ``str`
 fast path gives up (returns ``None``) on anything else, including every error, and the
 general path, which defines the behaviour and every error message, runs from the start; so
 both paths always agree. Small bounded caches (emptied when full) keep repeated work out:
-extension names already validated, header names, the minutes of recent ``time`` values
-(the pattern check is then skipped), and the RFC 3339 text of a decoded ``time`` (by object
-identity) when the text it came with is already our output form: ``isoformat`` is costly.
+extension names already validated, header names, and the minutes of recent ``time``
+values (the pattern check is then skipped). A decoded ``time`` carries its text, so no
+writer formats it again (``isoformat`` is costly).
 
 There is no memo of encoded events. The Flink job serializes each (trigger, event) task on
 its own, so ``encode_http`` never sees the same event object twice there (nor in
@@ -75,11 +78,13 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from cloudevents.core.v1.event import CloudEvent
+from orjson import loads as _orjson_loads
 
 from filters.errors import KnflowError
 
 __all__ = [
     "CodecError",
+    "Timestamp",
     "CE_JSON_CONTENT_TYPE",
     "CE_BATCH_CONTENT_TYPE",
     "event_from_dict",
@@ -143,16 +148,58 @@ def _new_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
 # Bounded caches: when full they are emptied, not evicted one by one (cheap, thread-safe;
 # they serve a stream whose recent items are the ones that repeat).
 _CACHE_MAX = 1024
-# id(time value) -> (the value, its RFC 3339 text as _format_time writes it). The entry
-# holds the value, so the id cannot be reused while the entry exists.
-_time_texts: dict[int, tuple[datetime, str]] = {}
+
+
+class Timestamp(datetime):
+    """A decoded ``time``: the ``datetime`` (microseconds, its own offset) plus ``text``,
+    exactly the RFC 3339 text it was decoded from.
+
+    Python's ``datetime`` stops at microseconds, and an event's ``time`` may carry
+    nanoseconds (``2026-11-29T10:00:20.123456789Z``) or any offset (``+05:45``): every
+    writer here writes ``text`` back, so the broker never alters what it does not need to.
+    It is a ``datetime`` everywhere else (comparisons, filters, the SDK's ``get_time``).
+    Results of arithmetic or ``replace`` carry no ``text`` and are written from their value.
+    Pickling and copying keep the text.
+    """
+
+    __slots__ = ("text",)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[str]]:
+        return _timestamp_from_text, (self.text,)
+
+    def __copy__(self) -> "Timestamp":
+        return self  # immutable
+
+    def __deepcopy__(self, memo: Any) -> "Timestamp":
+        return self
+
+
+def _timestamp_from_text(text: str) -> Timestamp:
+    return _parse_time(text, "")  # type: ignore[return-value]
+
+
+def _new_timestamp(text: str, iso: str) -> Timestamp:
+    """A Timestamp for ``text`` (``iso``: the same in the form fromisoformat reads)."""
+    value = Timestamp.fromisoformat(iso)
+    value.text = text
+    return value
+
+
+def _time_text(value: datetime) -> str | None:
+    """The text a decoded time came with (None: not a decoded time)."""
+    if type(value) is Timestamp:
+        try:
+            return value.text
+        except AttributeError:  # made by arithmetic or replace(), not decoded
+            return None
+    return None
 
 
 def _utc_text(value: datetime) -> str | None:
-    """``_format_time(value)`` for a cached or UTC ``datetime``; None for anything else."""
-    entry = _time_texts.get(id(value))
-    if entry is not None and entry[0] is value:
-        return entry[1]
+    """``_format_time(value)`` for a decoded or UTC ``datetime``; None for anything else."""
+    text = _time_text(value)
+    if text is not None:
+        return text
     if value.tzinfo is timezone.utc:  # what the SDK stamps: half the time of isoformat(), no offset to format
         return f"{value.date().isoformat()}T{value.time().isoformat()}Z"
     text = value.isoformat()
@@ -161,46 +208,35 @@ def _utc_text(value: datetime) -> str | None:
     return None
 
 
-# "2026-11-28T20:00:": minutes of times the full path below accepted in the form
-# _format_time writes. Another time of such a minute in that form needs no pattern match:
-# fromisoformat reads its seconds and fraction as ASCII digits or fails (a stream's times
-# share their minute).
+# "2026-11-28T20:00:": minutes of recent times (``T``, ``Z``, no or 1-9 fraction digits)
+# that the full path below accepted. Another time of such a minute in that form needs no
+# pattern match: fromisoformat reads its seconds and fraction as ASCII digits or fails (a
+# stream's times share their minute).
 _minutes: set[str] = set()
 
 
 def _parse_time(value: Any, where: str) -> datetime:
     if type(value) is str:
         size = len(value)
-        if (size == 27 and value[19] == "." or size == 20) and value[-1] == "Z" and value[:17] in _minutes:
+        if (20 < size <= 30 and value[19] == "." or size == 20) and value[-1] == "Z" and value[:17] in _minutes:
             try:
-                parsed = datetime.fromisoformat(value)
+                return _new_timestamp(value, value)
             except ValueError:
                 pass  # the full path says why
-            else:
-                if size == 20 or parsed.microsecond:
-                    if len(_time_texts) >= _CACHE_MAX:
-                        _time_texts.clear()
-                    _time_texts[id(parsed)] = (parsed, value)
-                return parsed
     if isinstance(value, str):
         if _RFC3339(value):
+            # the only letters the pattern allows are [Tt] and [Zz]: upper() them if needed
+            iso = value if value[10] == "T" and value[-1] != "z" else value.upper()
             try:
-                # the only letters the pattern allows are [Tt] and [Zz]: upper() them if needed
-                parsed = datetime.fromisoformat(value if value[10] == "T" and value[-1] != "z" else value.upper())
+                parsed = _new_timestamp(str(value), iso)
             except ValueError as exc:  # e.g. month 13, second 60
                 raise CodecError(f"invalid RFC 3339 timestamp {value!r}: {exc}", where) from None
-            # Already in the form _format_time writes (``T``, ``Z``, no or 6 fraction digits,
-            # not all zero)? Then that is its text: remember it for encoding, and its minute.
             size = len(value)
             if (
-                (size == 27 and value[19] == "." or size == 20)
+                (20 < size <= 30 and value[19] == "." or size == 20)
                 and value[-1] == "Z" and value[10] == "T" and value[11:13] != "24"  # 24:00 is the next day
-                and parsed.tzinfo is _UTC and type(value) is str and value.isascii()
+                and type(value) is str and value.isascii()
             ):
-                if size == 20 or parsed.microsecond:
-                    if len(_time_texts) >= _CACHE_MAX:
-                        _time_texts.clear()
-                    _time_texts[id(parsed)] = (parsed, value)
                 if len(_minutes) >= _CACHE_MAX:
                     _minutes.clear()
                 _minutes.add(value[:17])
@@ -212,10 +248,9 @@ def _parse_time(value: Any, where: str) -> datetime:
 
 
 def _format_time(value: datetime, where: str) -> str:
-    if type(value) is datetime:
-        entry = _time_texts.get(id(value))
-        if entry is not None and entry[0] is value:
-            return entry[1]
+    text = _time_text(value)
+    if text is not None:
+        return text
     text = value.isoformat()
     if text.endswith("+00:00"):
         return text[:-6] + "Z"
@@ -402,13 +437,26 @@ def _as_bytes(payload: Any, what: str) -> bytes:
     raise CodecError(f"{what} must be bytes, got {type(payload).__name__}")
 
 
-def _decode_data(body: bytes, content_type: str | None, where: str) -> Any:
-    """Binary-mode payload -> data, per the content type (see the module docstring)."""
+def _decode_data(body: bytes, content_type: str | None, where: str, keep: bool = False) -> Any:
+    """Binary-mode payload -> data, per the content type (see the module docstring).
+    ``keep``: checked the same way, but the payload itself (``bytes``) is the data."""
     if not body:
         return None
     if content_type is None:
         return body
     kind, charset = _media(content_type)
+    if keep:
+        if kind in _JSON_KINDS:
+            if charset == "utf-8":
+                try:  # orjson refuses what we refuse (bad UTF-8, NaN), and integers over 64 bits
+                    _orjson_loads(body)
+                    return body
+                except ValueError:
+                    pass  # _loads below says why, or accepts a big integer
+            _loads(_decode_text(body, charset, where), f"payload with content type {content_type!r}", where)
+        elif kind == _TEXT:
+            _decode_text(body, charset, where)
+        return body
     if kind in _JSON_KINDS:
         return _loads(_decode_text(body, charset, where), f"payload with content type {content_type!r}", where)
     if kind == _TEXT:
@@ -600,7 +648,7 @@ def _encode_structured_fast(event: CloudEvent) -> bytes | None:
             out[name] = value
         elif value is None:
             continue
-        elif kind is datetime:
+        elif kind is Timestamp or kind is datetime:
             out[name] = _utc_text(value) or _format_time(value, f"attribute {name!r}")
         elif kind is int and _INT32_MIN <= value <= _INT32_MAX:
             out[name] = value
@@ -686,7 +734,7 @@ def _json_type(value: Any) -> str:
 
 
 def _binary_event(
-    raw: list[tuple[str, str, str]], content_type: str | None, body: bytes, missing: str
+    raw: list[tuple[str, str, str]], content_type: str | None, body: bytes, missing: str, keep: bool = False
 ) -> CloudEvent:
     """raw: (attribute name, decoded value, header name); specversion already checked."""
     attributes: dict[str, Any] = {}
@@ -709,7 +757,7 @@ def _binary_event(
     if content_type is not None:
         attributes["datacontenttype"] = content_type
     _check_required(attributes, missing)
-    return _new_event(attributes, _decode_data(body, content_type, "data"))
+    return _new_event(attributes, _decode_data(body, content_type, "data", keep))
 
 
 # ---------------------------------------------------------------------------------------
@@ -821,7 +869,9 @@ def _fast_attribute(attributes: dict[str, Any], name: str, text: str) -> bool:
     return True
 
 
-def _fast_binary_event(attributes: dict[str, Any], content_type: str | None, body: bytes) -> CloudEvent | None:
+def _fast_binary_event(
+    attributes: dict[str, Any], content_type: str | None, body: bytes, keep: bool = False
+) -> CloudEvent | None:
     """_binary_event's ending for attributes collected by a fast decoder; None: give up."""
     if "specversion" not in attributes or "id" not in attributes or "source" not in attributes \
             or "type" not in attributes:
@@ -837,7 +887,9 @@ def _fast_binary_event(attributes: dict[str, Any], content_type: str | None, bod
             data = body
         else:
             kind, charset = _media(content_type)
-            if kind == _JSON and charset == "utf-8":  # _decode_data's most common case, inline
+            if keep:
+                data = _decode_data(body, content_type, "data", True)
+            elif kind == _JSON and charset == "utf-8":  # _decode_data's most common case, inline
                 text = body.decode("utf-8")
                 data, end = _json_scan(text, 0)
                 if end != len(text):
@@ -854,7 +906,7 @@ def _fast_binary_event(attributes: dict[str, Any], content_type: str | None, bod
 _http_attribute_names: dict[str, str] = {}
 
 
-def _decode_http_fast(headers: Mapping[str, str], body: bytes) -> list[CloudEvent] | None:
+def _decode_http_fast(headers: Mapping[str, str], body: bytes, keep: bool = False) -> list[CloudEvent] | None:
     """decode_http for the common case (module docstring); None: use the general path."""
     if type(body) is not bytes:
         return None
@@ -895,22 +947,27 @@ def _decode_http_fast(headers: Mapping[str, str], body: bytes) -> list[CloudEven
             return _decode_batch(body)
         if kind == _CE_OTHER:
             return None
-    event = _fast_binary_event(attributes, content_type, body)
+    event = _fast_binary_event(attributes, content_type, body, keep)
     return None if event is None else [event]
 
 
-def decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
-    """An HTTP message (binary, structured or batched) -> its events."""
+def decode_http(headers: Mapping[str, str], body: bytes, *, keep_payload: bool = False) -> list[CloudEvent]:
+    """An HTTP message (binary, structured or batched) -> its events.
+
+    ``keep_payload``: a binary-mode event's data is its payload as received (``bytes``,
+    checked as usual: valid JSON for a JSON content type, valid text for ``text/*``), so
+    writing the event again (binary mode) sends the very same bytes. The ingress uses it:
+    a parsed and re-serialized JSON payload may differ (``1.10`` is written ``1.1``)."""
     try:
-        events = _decode_http_fast(headers, body)
+        events = _decode_http_fast(headers, body, keep_payload)
     except Exception:  # the general path below raises the right error
         events = None
     if events is not None:
         return events
-    return _decode_http(headers, body)
+    return _decode_http(headers, body, keep_payload)
 
 
-def _decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
+def _decode_http(headers: Mapping[str, str], body: bytes, keep: bool = False) -> list[CloudEvent]:
     content_type: str | None = None
     specversion: str | None = None
     raw: list[tuple[str, str]] = []
@@ -949,7 +1006,7 @@ def _decode_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
         )
     _check_specversion(_header_value(specversion, "ce-specversion"), "header 'ce-specversion'")
     decoded = [(key[3:].lower(), _header_value(value, key), key) for key, value in raw]
-    return [_binary_event(decoded, content_type, payload, " (no 'ce-{}' header)")]
+    return [_binary_event(decoded, content_type, payload, " (no 'ce-{}' header)", keep)]
 
 
 # attribute name -> its header name (prefix + name), made on first use by _header_name.
@@ -971,7 +1028,6 @@ def _fast_headers(attributes: Any, names: dict[str, str], prefix: str) -> dict[s
     event, or a value needing the general path's checks), use the general path."""
     if type(attributes) is not dict or attributes.get("specversion") != _SPECVERSION:
         return None
-    times = _time_texts
     out: dict[str, str] = {}
     for name, value in attributes.items():
         kind = type(value)
@@ -982,12 +1038,8 @@ def _fast_headers(attributes: Any, names: dict[str, str], prefix: str) -> dict[s
             continue
         elif name == "datacontenttype":
             return None
-        elif kind is datetime:
-            entry = times.get(id(value))
-            if entry is not None and entry[0] is value:
-                value = entry[1]
-            else:
-                value = _utc_text(value) or _format_time(value, f"attribute {name!r}")
+        elif kind is Timestamp or kind is datetime:
+            value = _utc_text(value) or _format_time(value, f"attribute {name!r}")
         elif kind is int:
             if not _INT32_MIN <= value <= _INT32_MAX:
                 return None

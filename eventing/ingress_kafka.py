@@ -1,0 +1,301 @@
+"""The ingress's Kafka producer: librdkafka (confluent-kafka) with ``acks=all``, bridged to asyncio.
+
+A request's records are handed to librdkafka in one go (``produce`` never blocks: it only
+queues); librdkafka batches them with everything else in flight (``linger.ms``), and its
+delivery reports resolve one asyncio future per request. A request is answered 202 only
+when every one of its records was acknowledged by all in-sync replicas; nothing is
+acknowledged that Kafka did not store.
+
+While records are outstanding, the event loop itself polls librdkafka every
+``poll_interval_s`` (a non-blocking ``poll(0)``), so the delivery callbacks complete the
+futures right there: a poll thread would fight the loop for the GIL on every callback
+(measured: a third of the throughput). A background thread polls only when the loop does
+not (idle: errors, logs; a report that arrives there is handed to its loop with
+``call_soon_threadsafe``), and probes Kafka while it is unreachable.
+
+Backpressure, never an unbounded buffer, never a hang:
+
+- librdkafka's queue is bounded (``queue.buffering.max.messages``/``kbytes``): a full queue
+  is :class:`KafkaUnavailable` at once (the ingress answers 503 with ``Retry-After``).
+- Kafka unreachable (librdkafka's "all brokers down", or not yet reached since the start):
+  the writer is *down* and refuses records at once. While down, the poll thread probes
+  Kafka (a metadata request) every ``probe_interval_s``; the first answer makes it *up*
+  again, so the ingress recovers by itself within about a second of Kafka's return.
+- A record in flight when Kafka vanished is reported failed by librdkafka after at most
+  ``message.timeout.ms`` (``timeout_s``), and its request gets 503; a guard timer on the
+  event loop answers 503 a little later should a report never come.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from threading import get_ident
+from typing import Any, Callable, Iterable
+
+from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, kafka_limit
+
+log = logging.getLogger(__name__)
+
+Record = tuple[bytes | None, list[tuple[str, bytes]], bytes]  # key, headers, value
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not take the record (down, queue full, timed out): answer 503, acknowledge nothing."""
+
+
+class _Request:
+    """The records of one HTTP request: its future completes when all are acknowledged,
+    or with the first failure."""
+
+    __slots__ = ("future", "remaining", "error", "thread")
+
+    def __init__(self, future: asyncio.Future, count: int, thread: int) -> None:
+        self.future = future
+        self.remaining = count
+        self.error: Any = None
+        self.thread = thread  # its event loop's thread
+
+
+def _settle(requests: list[_Request]) -> None:
+    """On the request's event loop: complete the futures of finished requests."""
+    for request in requests:
+        future = request.future
+        if not future.done():
+            if request.error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(KafkaUnavailable(f"Kafka did not acknowledge the record: {request.error}"))
+
+
+def _expire(future: asyncio.Future, seconds: float) -> None:
+    if not future.done():
+        future.set_exception(KafkaUnavailable(f"no acknowledgement from Kafka within {seconds:g} s"))
+
+
+class KafkaWriter:
+    """Writes records with ``acks=all`` and idempotence; ``await write_many(...)`` returns
+    once Kafka has them all, or raises :class:`KafkaUnavailable`.
+
+    ``timeout_s`` bounds a record's time in the producer (librdkafka's
+    ``message.timeout.ms``). ``on_connect`` runs in the poll thread each time Kafka is
+    reached after being unreachable until it returns without raising (the ingress creates
+    its topics there when Kafka was down at start). ``config`` adds or overrides librdkafka
+    settings.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, timeout_s: float = 5.0, linger_ms: float = 0,
+                 max_queued_messages: int = 50_000, max_queued_kbytes: int = 256 * 1024,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, probe_interval_s: float = 0.5,
+                 on_connect: Callable[[], Any] | None = None, poll_interval_s: float = 0.0005,
+                 **config: Any) -> None:
+        from confluent_kafka import Producer
+
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout_s = timeout_s
+        self.probe_interval_s = probe_interval_s
+        self.max_queued_messages = max_queued_messages
+        self._guard_s = timeout_s + 5.0  # librdkafka reports every record within timeout_s; this never fires normally
+        self._on_connect = on_connect
+        settings = {
+            "bootstrap.servers": bootstrap_servers,
+            "client.id": "knflow-ingress",
+            "acks": "all",
+            "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
+            "linger.ms": linger_ms,
+            "queue.buffering.max.messages": max_queued_messages,
+            "queue.buffering.max.kbytes": max_queued_kbytes,
+            "message.max.bytes": kafka_limit(max_record_bytes),
+            "message.timeout.ms": int(timeout_s * 1000),
+            "request.timeout.ms": max(1000, int(timeout_s * 1000) - 500),
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 500,  # back within about a second of Kafka's return
+            "error_cb": self._on_error,
+            "logger": logging.getLogger("knflow.librdkafka"),  # not librdkafka's own stderr lines
+        }
+        settings.update(config)
+        self._producer = Producer(settings)
+        self._produce = self._producer.produce
+        self._poll = self._producer.poll
+        # None: starting; records are taken (librdkafka holds them until it connects) while
+        # the first probe runs; if that fails, the writer is down and they get 503 at once.
+        self._up: bool | None = None
+        self._reason = f"Kafka at {bootstrap_servers} not reached yet"
+        self._done: list[_Request] = []  # filled by delivery callbacks, in the poll thread
+        self._closed = False
+        self.poll_interval_s = poll_interval_s
+        self._outstanding = 0  # records written and not reported yet (approximate: see _pump)
+        self._pumping = False  # an event loop polls (see _pump)
+        self._next_probe = 0.0
+        self._purge = True
+        self._thread = threading.Thread(target=self._run, name="knflow-kafka-poll", daemon=True)
+        self._thread.start()
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        """Records are taken: Kafka reachable (or not known to be unreachable yet, at the
+        start) and the queue not full."""
+        return self._up is not False and len(self._producer) < self.max_queued_messages
+
+    def status(self) -> tuple[bool, str]:
+        """(ready, reason when not): ready once Kafka answered, while it is reachable and
+        the queue is not full."""
+        if not self._up:
+            return False, self._reason
+        queued = len(self._producer)
+        if queued >= self.max_queued_messages:
+            return False, f"the producer's queue is full ({queued} records waiting for Kafka)"
+        return True, ""
+
+    def reachable(self) -> bool:
+        return self._up is True
+
+    def _on_error(self, error: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        code = error.code()
+        if code == KafkaError._ALL_BROKERS_DOWN or error.fatal():
+            if self._up:
+                log.warning("Kafka at %s is unreachable: %s", self.bootstrap_servers, error.str())
+            self._reason = f"Kafka at {self.bootstrap_servers} is unreachable: {error.str()}"
+            if self._up is not False:
+                self._up = False
+                self._next_probe = 0.0  # now: an idle connection closed by Kafka also looks like this
+                self._purge = True  # if the probe fails too: what waits in the queue gets 503 now
+        else:
+            log.debug("librdkafka: %s", error.str())
+
+    # -- the poll thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        poll = self._poll
+        while not self._closed:
+            try:
+                if self._up:
+                    if self._pumping:
+                        time.sleep(0.005)
+                    else:
+                        poll(0.005)
+                else:
+                    poll(0.01)
+                    now = time.monotonic()
+                    if now >= self._next_probe:
+                        self._next_probe = now + self.probe_interval_s
+                        self._probe()
+            except Exception:  # never let the thread die: requests would hang until their guard
+                log.exception("Kafka poll thread")
+            self._hand_over()
+
+    def _probe(self) -> None:
+        try:
+            self._producer.list_topics(timeout=max(0.2, self.probe_interval_s))
+        except Exception as exc:
+            self._reason = f"Kafka at {self.bootstrap_servers} is unreachable: {exc}"
+            self._up = False
+            if self._purge:  # records not sent yet would wait message.timeout.ms for their 503
+                self._purge = False
+                self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+            return
+        self._purge = False
+        if self._on_connect is not None:
+            try:
+                self._on_connect()
+            except Exception as exc:
+                self._reason = f"Kafka at {self.bootstrap_servers} answered, but: {exc}"
+                return
+            self._on_connect = None
+        log.info("Kafka at %s is reachable", self.bootstrap_servers)
+        self._up = True
+
+    def _hand_over(self) -> None:
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        by_loop: dict[Any, list[_Request]] = {}
+        for request in done:
+            by_loop.setdefault(request.future.get_loop(), []).append(request)
+        for loop, requests in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, requests)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _delivered(self, request: _Request) -> Callable[[Any, Any], None]:
+        writer = self
+
+        def callback(error: Any, _message: Any) -> None:
+            writer._outstanding -= 1
+            if error is not None:
+                if request.error is not None:
+                    return
+                request.error = error.str()
+            else:
+                request.remaining -= 1
+                if request.remaining:
+                    return
+            if request.thread == get_ident():  # polled by the request's own loop
+                _settle((request,))
+            else:  # the background thread: _run hands it over
+                writer._done.append(request)
+
+        return callback
+
+    def _pump(self) -> None:
+        """On the event loop: serve delivery reports while records are outstanding. The
+        count is approximate (reports the background thread serves race with it): too
+        high, the loop polls a little longer; too low, the background thread serves the
+        rest."""
+        self._poll(0)
+        if self._outstanding > 0 and not self._closed:
+            asyncio.get_running_loop().call_later(self.poll_interval_s, self._pump)
+        else:
+            self._pumping = False
+
+    async def write_many(self, topic: str, records: Iterable[Record]) -> None:
+        """Store ``records`` (key, headers, value) in ``topic``; returns when Kafka
+        acknowledged every one (acks=all), raises :class:`KafkaUnavailable` otherwise."""
+        if self._up is False:
+            raise KafkaUnavailable(self._reason)
+        records = records if isinstance(records, list) else list(records)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        request = _Request(future, len(records), get_ident())
+        callback = self._delivered(request)
+        produce = self._produce
+        try:
+            for key, headers, value in records:
+                produce(topic, value, key, headers=headers, on_delivery=callback)
+                self._outstanding += 1
+        except BufferError:
+            raise KafkaUnavailable(
+                f"the producer's queue is full ({len(self._producer)} records waiting for Kafka)") from None
+        except Exception as exc:  # KafkaException: e.g. a record over message.max.bytes
+            raise KafkaUnavailable(f"Kafka did not accept the record: {exc}") from None
+        if not self._pumping:
+            self._pumping = True
+            loop.call_later(self.poll_interval_s, self._pump)
+        guard = loop.call_later(self._guard_s, _expire, future, self._guard_s)
+        try:
+            await future
+        finally:
+            guard.cancel()
+
+    async def write(self, topic: str, key: bytes | None, headers: list[tuple[str, bytes]], value: bytes | None) -> None:
+        await self.write_many(topic, [(key, headers, b"" if value is None else value)])
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what is queued (up to ``timeout_s``), then stop the poll thread."""
+        if self._closed:
+            return
+        try:
+            self._producer.flush(timeout_s)
+        finally:
+            self._closed = True
+            self._thread.join(timeout_s)
+            self._hand_over()
