@@ -1,33 +1,33 @@
 """End to end: the live-streaming example's broker as a Flink job, from a Kafka backlog to
-the consumers. Prints one JSON object per line.
+the consumers, beside the engine's own ceiling and the loop a user would write instead.
+Prints one JSON object per line; the last one is the summary.
 
-What it does, with every part real and started here (stopped at the end):
+Every part is real and started here (stopped at the end): a Kafka broker
+(``deploy/kafka.sh``, free loopback ports, throwaway state dir) and one HTTP consumer
+process answering 200 at once (``bench/consumer.py``), which counts the requests per path
+(every ``ref`` of ``examples/live-stream`` resolves to its own path). ``--events``
+interaction events of the example's generator (``make_events.py``) are written to the
+broker topic in Kafka binary mode, keyed by room, before anything reads them: a backlog,
+as after a burst or a restart. Then, one after the other, on those same records:
 
-1. a Kafka broker (``deploy/kafka.sh``, free loopback ports, throwaway state dir) and one
-   HTTP consumer process answering 200 at once (``bench/consumer.py``), which counts the
-   requests per path: every ``ref`` of ``examples/live-stream`` resolves to its own path;
-2. ``--events`` interaction events of the example's generator (``make_events.py``: bursty
-   rooms, comments, gifts, likes, joins) written to the broker topic in Kafka binary mode,
-   keyed by room, BEFORE the job starts: a backlog, as after a burst or a restart;
-3. ``knflow run`` on Flink's embedded mini-cluster (the default runner) reading from the
-   earliest offset, with the job options given here (parallelism, checkpoints, outcomes);
-4. the clock runs from the first request any consumer gets to the moment every trigger
-   got what the router says it must get (the plan's own ``Router`` over the same events).
-
-5. then, with the backlog done, ``--probe-events`` more events at a steady ``--probe-rate``
-   per second, each written alone (acks=all, no linger): the latency of each, from just
-   before its Kafka write to the first request for it at any consumer (``steady`` line:
-   p50/p90/p99/max in ms).
-
-``events_per_s``: backlog events routed and delivered per second of that window;
-``deliveries_per_s``: POSTs per second. One line per trigger gives its deliveries and
-when its last one arrived: the ordered ``gift-leaderboard`` trigger delivers one event
-per room at a time, each waiting for the previous one's release to come back through
-the retry topic, so its rate is bounded per room, not by the machine.
+1. ``ceiling``: ``bench/passthrough_job.py``, a PyFlink job of knflow's source and sink
+   shape with a trivial Python function, copies the backlog to another topic: what the
+   engine itself carries here (records/s from its first to its last output record).
+2. ``baseline``: ``bench/baseline_loop.py``, a kafka-python consumer with knflow's router
+   and pyreqwest posts on uvloop, no engine, no retries: events/s from the first request
+   to the moment every trigger got what the router says it must get.
+3. ``backlog``: ``knflow run`` on Flink's embedded mini-cluster (the default runner) from
+   the earliest offset, with the job options given here: events/s, same clock.
+4. ``ordered``: ``--ordered-events`` gifts of 100+ coins in 3 rooms (3 partition keys)
+   written at once; deliveries/s at the ordered ``gift-leaderboard`` trigger.
+5. ``steady``: ``--probe-events`` more events at ``--probe-rate`` per second, each written
+   alone (acks=all, no linger): the latency of each from just before its Kafka write to
+   the first request for it at any consumer (p50/p90/p99/max in ms).
 
 Usage: ``python bench/pipeline.py [--events 20000] [--parallelism 1]
-[--checkpoint-interval 10] [--no-outcomes] [--timeout 600] [--probe-events 1000]
-[--probe-rate 100] [--buffer-timeout-ms 100]``.
+[--checkpoint-interval 10] [--no-outcomes] [--timeout 600] [--ordered-events 3000]
+[--probe-events 5000] [--probe-rate 1000] [--buffer-timeout-ms MS] [--skip-ceiling]
+[--skip-baseline]``.
 """
 from __future__ import annotations
 
@@ -121,6 +121,91 @@ def _expected(plan: Any, events: list[Any], ref_urls: dict[str, str]) -> Counter
     return want
 
 
+def _gifts(count: int) -> list[dict[str, Any]]:
+    """Gifts that the ordered ``gift-leaderboard`` trigger takes (100+ coins), 3 rooms."""
+    rooms = ("room-7", "room-42", "room-99")
+    return [{"specversion": "1.0", "id": f"gift-{n}", "source": f"/live/rooms/{rooms[n % 3]}",
+             "type": "com.live.gift.sent", "partitionkey": rooms[n % 3], "datacontenttype": "application/json",
+             "data": {"room": rooms[n % 3], "gift": "rocket", "coins": 500,
+                      "user": {"id": "u1", "level": 3, "badges": []}}} for n in range(count)]
+
+
+def _wait_for(consumer: Consumer, want: Counter, base: dict[str, int], timeout: float, process: Any = None,
+              log_path: Path | None = None) -> tuple[float, dict[str, float]]:
+    """Poll the consumer until every path got ``want`` more requests than ``base``: (first, done per path)."""
+    first = None
+    finished: dict[str, float] = {}
+    deadline = time.perf_counter() + timeout
+    while len(finished) < len(want):
+        if process is not None and process.poll() is not None:
+            tail = log_path.read_text()[-3000:] if log_path else ""
+            raise SystemExit(f"{process.args[1]} exited ({process.returncode}):\n{tail}")
+        counts = consumer.counts()
+        now = time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"not every delivery arrived in {timeout:.0f}s: got {counts}, base {base}, want {dict(want)}")
+        if first is None and any(counts.get(p, 0) > base.get(p, 0) for p in want):
+            first = now
+        for path, n in want.items():
+            if path not in finished and counts.get(path, 0) - base.get(path, 0) >= n:
+                finished[path] = now
+        time.sleep(0.02)
+    return first, finished
+
+
+def _start(command: list[str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "w") as log:
+        return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def _stop(process: subprocess.Popen | None, sig: int = signal.SIGINT) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _ceiling(bootstrap: str, topic: str, count: int, state: Path, timeout: float) -> dict[str, Any]:
+    """The pass-through job over the backlog: records/s from its first to its last output."""
+    from kafka import KafkaConsumer
+
+    from eventing.kafka_topics import ensure_topics
+
+    sink = f"{topic}-copy"
+    ensure_topics(bootstrap, [sink], 4)
+    job = _start([sys.executable, "bench/passthrough_job.py", "--bootstrap", bootstrap, "--source", topic,
+                  "--sink", sink, "--checkpoint-dir", str(state / "ceiling-checkpoints")], state / "ceiling.log")
+    reader = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        from kafka import TopicPartition
+
+        parts = [TopicPartition(sink, p) for p in reader.partitions_for_topic(sink)]
+        first = None
+        deadline = time.perf_counter() + timeout
+        while True:
+            if job.poll() is not None:
+                raise SystemExit(f"the pass-through job exited:\n{(state / 'ceiling.log').read_text()[-3000:]}")
+            written = sum(reader.end_offsets(parts).values())
+            now = time.perf_counter()
+            if first is None and written:
+                first, first_count = now, written
+            if written >= count:
+                break
+            if now > deadline:
+                raise SystemExit(f"the pass-through job copied {written} of {count} records in {timeout:.0f}s")
+            time.sleep(0.02)
+        window = max(now - first, 1e-9)
+        return {"case": "ceiling", "records": count, "seconds": round(window, 2),
+                "records_per_s": round((count - first_count) / window, 1)}
+    finally:
+        reader.close()
+        _stop(job, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
@@ -129,9 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-outcomes", action="store_true", help="pass --no-outcomes to the job")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every delivery")
-    parser.add_argument("--probe-events", type=int, default=1000, help="events of the steady latency phase (0: none)")
-    parser.add_argument("--probe-rate", type=float, default=100.0, help="their rate per second")
+    parser.add_argument("--ordered-events", type=int, default=3000, help="gifts of the ordered phase (0: none)")
+    parser.add_argument("--probe-events", type=int, default=5000, help="events of the steady latency phase (0: none)")
+    parser.add_argument("--probe-rate", type=float, default=1000.0, help="their rate per second")
     parser.add_argument("--buffer-timeout-ms", type=int, default=None, help="pass --buffer-timeout-ms to the job")
+    parser.add_argument("--job-arg", action="append", default=[], help="one more argument for knflow run (repeatable)")
+    parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args(argv)
     if shutil.which("java") is None:
         raise SystemExit("bench/pipeline.py needs Java 17+ on PATH (Kafka and Flink)")
@@ -143,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     from transforms.codec import event_from_dict
 
     plan = load_plan([str(EXAMPLE)])
+    topic = plan.brokers[0].topic
     events = [event_from_dict(doc) for doc in make_events.events(args.events)]
     consumer = Consumer([0])
     url = f"http://127.0.0.1:{consumer.ports[0]}"
@@ -156,51 +246,52 @@ def main(argv: list[str] | None = None) -> int:
     job: subprocess.Popen | None = None
     log_path = state / "job.log"
     started = time.perf_counter()
+    summary: dict[str, Any] = {"bench": "pipeline", "case": "summary"}
+    common = {"bench": "pipeline", "events": len(events), "parallelism": args.parallelism,
+              "outcomes": not args.no_outcomes, "buffer_timeout_ms": args.buffer_timeout_ms}
+    ref_args = [arg for name, ref_url in ref_urls.items() for arg in ("--ref-url", f"{name}={ref_url}")]
     try:
         kafka.start()
-        write_s = _write_backlog(kafka.bootstrap, plan.brokers[0].topic, events, args.partitions)
+        write_s = _write_backlog(kafka.bootstrap, topic, events, args.partitions)
+        if not args.skip_ceiling:
+            ceiling = _ceiling(kafka.bootstrap, topic, len(events), state, args.timeout)
+            print(json.dumps({**common, "impl": "pyflink-passthrough", **ceiling}), flush=True)
+            summary["engine_ceiling_events_per_s"] = ceiling["records_per_s"]
+        if not args.skip_baseline:
+            loop = _start([sys.executable, "bench/baseline_loop.py", "--bootstrap", kafka.bootstrap, "--topic", topic,
+                           "--manifests", str(EXAMPLE), *ref_args], state / "baseline.log")
+            try:
+                first, finished = _wait_for(consumer, want, consumer.counts(), args.timeout, loop, state / "baseline.log")
+            finally:
+                _stop(loop, signal.SIGTERM)
+            window = max(finished.values()) - first
+            print(json.dumps({**common, "impl": "hand-written-loop", "case": "baseline", "seconds": round(window, 2),
+                              "events_per_s": round(len(events) / window, 1),
+                              "deliveries_per_s": round(total / window, 1)}), flush=True)
+            summary["baseline_events_per_s"] = round(len(events) / window, 1)
+
         command = [sys.executable, "-m", "pipelines.cli", "run", str(EXAMPLE), "--bootstrap-servers", kafka.bootstrap,
                    "--job-name", f"bench-{uuid.uuid4().hex[:8]}", "--start-from", "earliest",
                    "--parallelism", str(args.parallelism), "--partitions", str(args.partitions),
                    "--checkpoint-interval", str(args.checkpoint_interval),
-                   "--checkpoint-dir", str(state / "checkpoints")]
-        command += [arg for name, ref_url in ref_urls.items() for arg in ("--ref-url", f"{name}={ref_url}")]
+                   "--checkpoint-dir", str(state / "checkpoints"), *ref_args, *args.job_arg]
         if args.no_outcomes:
             command.append("--no-outcomes")
         if args.buffer_timeout_ms is not None:
             command += ["--buffer-timeout-ms", str(args.buffer_timeout_ms)]
-        with open(log_path, "w") as log:
-            job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        base = consumer.counts()
+        job = _start(command, log_path)
         launched = time.perf_counter()
-        first = None
-        finished: dict[str, float] = {}
-        deadline = launched + args.timeout
-        while len(finished) < len(want):
-            if job.poll() is not None:
-                raise SystemExit(f"the job exited ({job.returncode}):\n{log_path.read_text()[-3000:]}")
-            if time.perf_counter() > deadline:
-                raise SystemExit(f"not every delivery arrived in {args.timeout:.0f}s: got {consumer.counts()}, "
-                                 f"want {dict(want)}\n{log_path.read_text()[-3000:]}")
-            counts = consumer.counts()
-            now = time.perf_counter()
-            if first is None and counts:
-                first = now
-            for path, n in want.items():
-                if path not in finished and counts.get(path, 0) >= n:
-                    finished[path] = now
-            time.sleep(0.05)
-        end = max(finished.values())
-        window = end - first
+        first, finished = _wait_for(consumer, want, base, args.timeout, job, log_path)
+        window = max(finished.values()) - first
         counts = consumer.counts()
-        common = {"bench": "pipeline", "impl": "flink-minicluster", "events": len(events),
-                  "parallelism": args.parallelism, "outcomes": not args.no_outcomes,
-                  "buffer_timeout_ms": 100 if args.buffer_timeout_ms is None else args.buffer_timeout_ms}
+        common["impl"] = "knflow-flink-minicluster"
         for path, n in sorted(want.items()):
-            print(json.dumps({**common, "case": f"trigger{path}", "deliveries": n, "received": counts.get(path, 0),
+            print(json.dumps({**common, "case": f"trigger{path}", "deliveries": n,
+                              "received": counts.get(path, 0) - base.get(path, 0),
                               "done_after_s": round(finished[path] - first, 2),
                               "ops_per_s": round(n / max(finished[path] - first, 1e-9), 1)}), flush=True)
-        extra = sum(counts.values()) - total
+        extra = sum(counts.values()) - sum(base.values()) - total
         print(json.dumps({**common, "case": "backlog", "deliveries": total, "duplicates_or_extra": extra,
                           "seconds": round(window, 2), "ops_per_s": round(len(events) / window, 1),
                           "events_per_s": round(len(events) / window, 1),
@@ -208,19 +299,34 @@ def main(argv: list[str] | None = None) -> int:
                           "job_start_to_first_delivery_s": round(first - launched, 1),
                           "backlog_write_s": round(write_s, 1),
                           "wall_seconds": round(time.perf_counter() - started, 1)}), flush=True)
+        summary["events_per_s"] = round(len(events) / window, 1)
+        if "engine_ceiling_events_per_s" in summary:
+            summary["ceiling_ratio"] = round(summary["events_per_s"] / summary["engine_ceiling_events_per_s"], 3)
+        if "baseline_events_per_s" in summary:
+            summary["ratio"] = round(summary["events_per_s"] / summary["baseline_events_per_s"], 3)
+        if args.ordered_events:
+            gifts = [event_from_dict(doc) for doc in _gifts(args.ordered_events)]
+            ordered_want = _expected(plan, gifts, ref_urls)
+            path = "/leaderboard"
+            base = consumer.counts()
+            _write_backlog(kafka.bootstrap, topic, gifts, args.partitions)
+            first, finished = _wait_for(consumer, ordered_want, base, args.timeout, job, log_path)
+            window = max(finished[path] - first, 1e-9)
+            rate = round(ordered_want[path] / window, 1)
+            print(json.dumps({**common, "case": "ordered", "trigger": "gift-leaderboard", "partition_keys": 3,
+                              "deliveries": ordered_want[path], "seconds": round(window, 2),
+                              "deliveries_per_s": rate}), flush=True)
+            summary["ordered_deliveries_per_s"] = rate
         if args.probe_events:
             docs = list(make_events.events(args.probe_events))
-            print(json.dumps({**common, **_probe(kafka.bootstrap, plan.brokers[0].topic, docs, args.probe_rate,
-                                                  consumer, 60.0)}), flush=True)
+            steady = _probe(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0)
+            print(json.dumps({**common, **steady}), flush=True)
+            summary.update(steady_rate=args.probe_rate, steady_p50_ms=steady["latency_ms_p50"],
+                           steady_p99_ms=steady["latency_ms_p99"])
+        print(json.dumps(summary), flush=True)
         return 0
     finally:
-        if job is not None and job.poll() is None:
-            job.send_signal(signal.SIGINT)
-            try:
-                job.wait(120)
-            except subprocess.TimeoutExpired:
-                job.kill()
-                job.wait(10)
+        _stop(job)
         consumer.stop()
         kafka.stop()
         shutil.rmtree(state, ignore_errors=True)
