@@ -45,6 +45,16 @@ class KafkaUnavailable(Exception):
     """Kafka did not take the record (down, queue full, timed out): answer 503, acknowledge nothing."""
 
 
+class _QuietLogger:
+    """What librdkafka logs, at DEBUG."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def log(self, _level: int, message: str, *args: Any) -> None:
+        self.logger.debug(message, *args)
+
+
 class _Request:
     """The records of one HTTP request: its future completes when all are acknowledged,
     or with the first failure."""
@@ -113,7 +123,9 @@ class KafkaWriter:
             "reconnect.backoff.ms": 50,
             "reconnect.backoff.max.ms": 500,  # back within about a second of Kafka's return
             "error_cb": self._on_error,
-            "logger": logging.getLogger("knflow.librdkafka"),  # not librdkafka's own stderr lines
+            # librdkafka's lines at DEBUG (not its stderr): it reports each failed reconnect as an
+            # error; the writer logs the transitions (unreachable, reachable) itself.
+            "logger": _QuietLogger(logging.getLogger("knflow.librdkafka")),
         }
         settings.update(config)
         self._producer = Producer(settings)

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
     p.add_argument("--max-body", type=int, default=1024 * 1024, help="largest accepted request body in bytes (default: 1 MiB)")
     p.add_argument("--partitions", type=int, default=4, help="partitions of broker topics it creates (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes serving the port together (SO_REUSEPORT), one per core (default: %(default)s)")
     return parser
 
 
@@ -239,7 +241,7 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     from eventing.ingress import serve
 
     serve(load_plan(args.manifests), args.bootstrap_servers, host=args.host, port=args.port,
-          max_body=args.max_body, partitions=args.partitions)
+          max_body=args.max_body, partitions=args.partitions, workers=args.workers)
     return 0
 
 
