@@ -16,32 +16,47 @@ from eventing.errors import ManifestError, Problem
 from eventing.manifests import Resource, load_files
 from eventing.plan import (
     DELIVERY_ORDER_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
-    TriggerPlan, broker_topic,
+    SourcePlan, TriggerPlan, broker_topic,
 )
+from eventing.sources import SOURCE_KINDS, compile_source
 from filters.errors import FilterSpecError
 from filters.materialize import materialize, materialize_trigger
 
 EVENTING_V1 = "eventing.knative.dev/v1"
 KAFKA_SINK_VERSION = "eventing.knative.dev/v1alpha1"
-#: Source kinds that a later issue implements: recognised, but "not supported yet".
-SOURCE_KINDS = {"KafkaSource", "PingSource", "RocketMQSource"}
 TRIGGER_FIELDS = ("broker", "filter", "filters", "subscriber", "delivery")
 BROKER_FIELDS = ("config", "delivery")
 
 
-def load_plan(paths: Iterable[str | Path] | str | Path) -> Plan:
+def load_plan(paths: Iterable[str | Path] | str | Path, *, allow_sources: bool = False) -> Plan:
     """Load manifest files (or directories of them) and compile them; raises ``ManifestError``
-    listing all problems. One path is taken as itself, never as an iterable of characters."""
+    listing all problems. One path is taken as itself, never as an iterable of characters.
+
+    Sources are validated and compiled always; unless ``allow_sources``, a plan that has
+    any is refused (one problem per source), because the job does not run them yet: the
+    engines call this without the flag until source execution is wired into the job."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     resources, problems = load_files(paths)
-    return compile_plan(resources, problems)
+    plan = compile_plan(resources, problems)
+    if plan.sources and not allow_sources:
+        raise ManifestError([_not_wired(source) for source in plan.sources])
+    return plan
+
+
+def _not_wired(source: SourcePlan) -> Problem:
+    hint = ("; a RocketMQSource feeding a broker can run beside the job: `knflow rocketmq-bridge`"
+            if source.kind == "RocketMQSource" and source.broker is not None else "")
+    return Problem(source.source_file, source.kind, source.name, "kind",
+                   f"source execution is not wired into the job yet: `knflow validate` and `knflow plan` accept "
+                   f"{source.kind}, the job does not run it (leave it out of the manifests given to the job){hint}")
 
 
 def compile_plan(resources: list[Resource], problems: list[Problem] | None = None) -> Plan:
     problems = list(problems or [])
     brokers: dict[str, Resource] = {}
     triggers: list[Resource] = []
+    source_resources: list[Resource] = []
     kafka_sinks: dict[str, tuple[str, str]] = {}
     seen: dict[tuple[str, str], Resource] = {}
     for res in resources:
@@ -62,9 +77,9 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
             if sink is not None:
                 kafka_sinks[res.key] = sink
         elif res.kind in SOURCE_KINDS:
-            problems.append(res.problem("kind", f"{res.kind} is not supported yet (sources come in a later knflow release); remove it or feed the broker through `knflow ingress`"))
+            source_resources.append(res)
         else:
-            problems.append(res.problem("kind", f"unsupported kind {res.api_version}/{res.kind}; knflow reads {EVENTING_V1} Broker and Trigger (and {KAFKA_SINK_VERSION} KafkaSink as a dead-letter sink)"))
+            problems.append(res.problem("kind", f"unsupported kind {res.api_version}/{res.kind}; knflow reads {EVENTING_V1} Broker and Trigger, {KAFKA_SINK_VERSION} KafkaSink as a dead-letter sink, and the sources {', '.join(sorted(SOURCE_KINDS))}"))
 
     broker_delivery: dict[str, DeliveryPolicy] = {}
     for key, res in brokers.items():
@@ -80,6 +95,9 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         if trigger is not None:
             compiled[f"{trigger.namespace}/{trigger.broker}"].append(trigger)
 
+    sources = tuple(source for source in (compile_source(res, brokers, problems) for res in source_resources)
+                    if source is not None)
+
     if problems:
         raise ManifestError(problems)
     plans = tuple(
@@ -89,7 +107,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         )
         for key, res in brokers.items()
     )
-    return Plan(brokers=plans)
+    return Plan(brokers=plans, sources=sources)
 
 
 def _check_version(res: Resource, problems: list[Problem]) -> bool:

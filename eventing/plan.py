@@ -6,6 +6,7 @@ their specs, so a Plan ships to Beam or Flink workers as it is.
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -174,24 +175,136 @@ class BrokerPlan:
         }
 
 
-@dataclass(frozen=True)
+KAFKA_SOURCE = "KafkaSource"
+ROCKETMQ_SOURCE = "RocketMQSource"
+PING_SOURCE = "PingSource"
+
+
+@dataclass(frozen=True, kw_only=True)
 class SourcePlan:
-    """An event source (KafkaSource, PingSource, RocketMQSource) feeding a broker."""
+    """An event source: where its events come from and where they flow.
+
+    A source whose sink is a Broker ref feeds that broker: ``broker`` is the broker's
+    ``namespace/name`` and ``topic`` its Kafka topic, and its events enter where the broker
+    topic enters. Otherwise ``broker`` is None and the events go straight to ``sink`` (a
+    service ref or a uri) with ``delivery``, through the same delivery engine.
+    """
 
     kind: str
     namespace: str
     name: str
     sink: Destination
-    spec: Mapping[str, Any] = field(default_factory=dict)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    broker: str | None = None
+    topic: str | None = None
+    #: ``spec.ceOverrides.extensions``: set on every event the source emits.
+    ce_overrides: Mapping[str, str] = field(default_factory=dict)
     source_file: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def flows_to(self) -> str:
+        if self.broker is not None:
+            return f"Broker/{self.broker} (topic {self.topic})"
+        return self.sink.describe()
+
+    def reads(self) -> str:
+        """What the source reads, in one line (for ``knflow plan``)."""
+        raise NotImplementedError
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "namespace": self.namespace,
-                "sink": self.sink.to_dict(), "spec": dict(self.spec)}
+        out: dict[str, Any] = {"kind": self.kind, "name": self.name, "namespace": self.namespace,
+                               "sink": self.sink.to_dict()}
+        if self.broker is not None:
+            out["broker"] = self.broker
+            out["topic"] = self.topic
+        else:
+            out["delivery"] = self.delivery.to_dict()
+        if self.ce_overrides:
+            out["ceOverrides"] = {"extensions": dict(self.ce_overrides)}
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSourcePlan(SourcePlan):
+    """``sources.knative.dev/v1`` (or v1beta1) KafkaSource, with Knative's defaults applied."""
+
+    bootstrap_servers: tuple[str, ...]
+    topics: tuple[str, ...]
+    consumer_group: str
+    initial_offset: str = "latest"
+    consumers: int = 1
+    ordering: str = ORDERED
+    #: the ``kafkasources.sources.knative.dev/key-type`` label: string | int | float | byte-array
+    key_type: str = "string"
+
+    def reads(self) -> str:
+        return (f"Kafka topics {', '.join(self.topics)} at {','.join(self.bootstrap_servers)} "
+                f"(group {self.consumer_group}, initialOffset {self.initial_offset}, key-type {self.key_type})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.update({"bootstrapServers": list(self.bootstrap_servers), "topics": list(self.topics),
+                    "consumerGroup": self.consumer_group, "initialOffset": self.initial_offset,
+                    "consumers": self.consumers, "ordering": self.ordering, "keyType": self.key_type})
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class RocketMQSourcePlan(SourcePlan):
+    """The community Knative RocketMQSource (``rocketmq-knative``), plus ``selectorExpression``
+    and ``initialOffset``."""
+
+    topic_name: str
+    namesrv_addr: tuple[str, ...]
+    group_name: str
+    #: RocketMQ tag expression: ``*`` (every tag) or ``TagA || TagB``
+    selector_expression: str = "*"
+    initial_offset: str = "latest"
+    #: ``spec.accessToken.secretKeyRef`` as (secret name, key), if set
+    access_token: tuple[str, str] | None = None
+
+    def reads(self) -> str:
+        return (f"RocketMQ topic {self.topic_name} tags {self.selector_expression!r} at {';'.join(self.namesrv_addr)} "
+                f"(group {self.group_name}, initialOffset {self.initial_offset})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.update({"rocketmqTopic": self.topic_name, "namesrvAddr": list(self.namesrv_addr),
+                    "groupName": self.group_name, "selectorExpression": self.selector_expression,
+                    "initialOffset": self.initial_offset})
+        if self.access_token is not None:
+            out["accessToken"] = {"secretKeyRef": {"name": self.access_token[0], "key": self.access_token[1]}}
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class PingSourcePlan(SourcePlan):
+    """``sources.knative.dev/v1`` PingSource. ``data`` is the event's data as Knative sets it:
+    the parsed JSON object for ``contentType: application/json``, else bytes (``dataBase64``
+    decoded), or None."""
+
+    schedule: str
+    timezone: str | None = None
+    content_type: str | None = None
+    data: Any = None
+
+    def reads(self) -> str:
+        return f"schedule {self.schedule!r}" + (f" in {self.timezone}" if self.timezone else " (UTC)")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["schedule"] = self.schedule
+        for key, value in (("timezone", self.timezone), ("contentType", self.content_type)):
+            if value is not None:
+                out[key] = value
+        if isinstance(self.data, bytes):
+            out["dataBase64"] = base64.b64encode(self.data).decode("ascii")
+        elif self.data is not None:
+            out["data"] = self.data
+        return out
 
 
 @dataclass(frozen=True)
@@ -216,6 +329,10 @@ class Plan:
         topics = {t.delivery.dead_letter_sink.kafka_topic for t in self.triggers()
                   if t.delivery.dead_letter_sink is not None and t.delivery.dead_letter_sink.kafka_topic}
         return tuple(sorted(topics))
+
+    def sources_of(self, broker_key: str) -> tuple[SourcePlan, ...]:
+        """The sources feeding one broker (``namespace/name``)."""
+        return tuple(s for s in self.sources if s.broker == broker_key)
 
     def to_dict(self) -> dict[str, Any]:
         return {"brokers": [b.to_dict() for b in self.brokers],

@@ -102,14 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    plan = load_plan(args.manifests)
+    plan = load_plan(args.manifests, allow_sources=True)
     triggers = len(plan.triggers())
-    print(f"ok: {len(plan.brokers)} broker(s), {triggers} trigger(s)")
+    sources = f", {len(plan.sources)} source(s)" if plan.sources else ""
+    print(f"ok: {len(plan.brokers)} broker(s), {triggers} trigger(s){sources}")
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = load_plan(args.manifests)
+    plan = load_plan(args.manifests, allow_sources=True)
     if args.json:
         data = plan.to_dict()
         for broker_dict, broker in zip(data["brokers"], plan.brokers):
@@ -150,6 +151,18 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"    delivery: {json.dumps(trig.delivery.to_dict())}")
         if not broker.triggers:
             lines.append("  (no triggers)")
+        for source in plan.sources_of(broker.key):
+            lines.append(f"  fed by {source.kind} {source.key}")
+    for source in plan.sources:
+        lines.append(f"{source.kind} {source.key}  -> {source.flows_to()}")
+        lines.append(f"  reads:    {source.reads()}")
+        if source.broker is None:
+            lines.append(f"  delivery: {json.dumps(source.delivery.to_dict())}")
+        if source.ce_overrides:
+            lines.append(f"  ceOverrides.extensions: {json.dumps(dict(source.ce_overrides))}")
+        lines.append("  runs:     " + ("beside the job: `knflow rocketmq-bridge` writes to the broker topic"
+                                     if source.kind == "RocketMQSource" and source.broker is not None
+                                     else "not yet (source execution is not wired into the job)"))
     return "\n".join(lines)
 
 

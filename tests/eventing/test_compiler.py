@@ -128,11 +128,12 @@ def test_duplicate_names_and_missing_metadata():
 
 def test_unknown_kinds_and_versions():
     msgs = problems_of(BROKER, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
-    assert msgs == ["m.yaml: ConfigMap/c: kind: unsupported kind v1/ConfigMap; knflow reads eventing.knative.dev/v1 Broker and Trigger (and eventing.knative.dev/v1alpha1 KafkaSink as a dead-letter sink)"]
+    assert msgs == ["m.yaml: ConfigMap/c: kind: unsupported kind v1/ConfigMap; knflow reads eventing.knative.dev/v1 Broker and Trigger, eventing.knative.dev/v1alpha1 KafkaSink as a dead-letter sink, and the sources KafkaSource, PingSource, RocketMQSource"]
     msgs = problems_of("apiVersion: eventing.knative.dev/v1beta1\nkind: Broker\nmetadata: {name: b}\n")
     assert msgs == ["m.yaml: Broker/b: apiVersion: eventing.knative.dev/v1beta1 is not supported; use eventing.knative.dev/v1"]
     msgs = problems_of(BROKER, "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\n")
-    assert "PingSource/p: kind: PingSource is not supported yet" in msgs[0]
+    assert msgs == ["m.yaml: PingSource/p: spec.sink: is required (a Broker ref, a service ref or a uri)",
+                    "m.yaml: PingSource/p: spec.schedule: is required (a cron schedule such as '*/5 * * * *' or '@hourly')"]
 
 
 def test_yaml_syntax_error_names_line(tmp_path):
