@@ -29,6 +29,16 @@ from filters.errors import FilterSpecError
 
 log = logging.getLogger(__name__)
 
+
+class _NoCelError(Exception):
+    """Stands for the compiler's CelError when the compiler is not importable."""
+
+
+try:
+    from filters.cel_compiler.runtime import CelError as _CelError
+except ImportError:  # pragma: no cover - the compiler is optional
+    _CelError = _NoCelError
+
 _ENV = celpy.Environment()
 _ACTIVATION_KEY = "cel.celpy"
 
@@ -133,6 +143,8 @@ class CelFilter(Filter):
             return FilterResult.PASS, "true"
         if value is False or isinstance(value, celtypes.BoolType):
             return FilterResult.FAIL, "false"
+        if isinstance(value, _CelError):  # the compiled code returns an error result
+            return self._failed(value)
         self.errors += 1
         self.last_error = f"expression returned {type(value).__name__}, not bool"
         return FilterResult.FAIL, self.last_error

@@ -78,6 +78,8 @@ BASE_GLOBALS: dict[str, Any] = {
     "_ts_get": rt.ts_get,
     "_and_rest": rt.and_rest,
     "_or_rest": rt.or_rest,
+    "_and_result": rt.and_result,
+    "_or_result": rt.or_result,
     "_cond_error": rt.cond_error,
     "_iterate": rt.iterate,
     "_bool_body": rt.bool_body,
@@ -186,7 +188,10 @@ class Gen:
         self.indent -= 1
         self.emit("else:")
         self.indent += 1
-        self.assign(target, f"{'_and_rest' if is_and else '_or_rest'}({', '.join(temps)})")
+        if target == RETURN:  # the whole expression's error: returned, not raised
+            self.assign(target, f"{'_and_result' if is_and else '_or_result'}({', '.join(temps)})")
+        else:
+            self.assign(target, f"{'_and_rest' if is_and else '_or_rest'}({', '.join(temps)})")
         self.indent -= 1
         self.indent -= levels
 
@@ -405,6 +410,12 @@ class Gen:
             return f"(({expr}) if type({bound}) is _DT else {slow})"
         if kt not in (str, int, float, bool):
             return None
+        if op in ("==", "!=") and (kt is str or (kt in (int, float) and k not in (0, 1) and abs(k) <= 2**53)):
+            # Python's == is CEL's heterogeneous equality here: a string equals only an
+            # equal string; a number other than 0 and 1 (which equal False and True in
+            # Python) within 2^53 equals exactly the ints, uints and doubles CEL says
+            # (NaN nothing); lists, maps, null, bytes, timestamps are never equal
+            return f"({a} {op} {b})"
         if kt is bool and op not in ("==", "!="):
             return None
         types = [kt.__name__]
@@ -426,7 +437,8 @@ class Gen:
         args = self.operands(node.args)
         n = len(args)
         if name == "size" and n == 1:
-            return f"_size({args[0]})"
+            bound, obj = self.bind(args[0])
+            return f"(len({obj}) if type({bound}) is str or type({obj}) is list else _size({obj}))"
         if name == "type" and n == 1:
             return f"_type_of({args[0]})"
         if name in rt.TIMESTAMP_METHODS and n in (1, 2):
@@ -444,7 +456,8 @@ class Gen:
         o, *args = self.operands([node.obj, *node.args])
         n = len(args)
         if name == "size" and n == 0:
-            return f"_size({o})"
+            bound, obj = self.bind(o)
+            return f"(len({obj}) if type({bound}) is str or type({obj}) is list else _size({obj}))"
         if name in _STRING_METHODS and n == 1:
             helper, fast = _STRING_METHODS[name]
             if isinstance(node.args[0], Const) and type(node.args[0].value) is str:

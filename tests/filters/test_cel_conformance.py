@@ -435,9 +435,12 @@ def rt_to_celpy(v: Any) -> Any:
 
 def run_compiled(fn: Any, values: dict) -> Outcome:
     try:
-        return Outcome(fn.evaluate_values(values))
+        value = fn.evaluate_values(values)
     except rt.CelError as exc:
         return Outcome(error=str(exc) or "error")
+    if isinstance(value, rt.CelError):  # a top-level &&/|| returns its error
+        return Outcome(error=str(value) or "error")
+    return Outcome(value)
 
 
 def meets_spec(outcome: Outcome, test: Message) -> bool:

@@ -114,9 +114,12 @@ def reference(expression: str, event: EventView):
 
 def knflow(fn, event: EventView):
     try:
-        return canonical(fn(event))
+        value = fn(event)
     except rt.CelError as exc:
         return ("ERROR", str(exc))
+    if isinstance(value, rt.CelError):  # a top-level &&/|| returns its error
+        return ("ERROR", str(value))
+    return canonical(value)
 
 
 def same(a, b) -> bool:
