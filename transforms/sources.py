@@ -49,8 +49,9 @@ five fields or a descriptor (``@yearly``/``@annually``, ``@monthly``, ``@weekly`
 webhook refuses ``@every``; knflow accepts ``@every <Go duration>`` (whole seconds, at least
 one) as an extension, with ticks at whole multiples of the interval since the Unix epoch,
 so a restart lands on the same ticks (robfig counts from when the schedule was added).
-Parsing is croniter's; the checks here only keep out what robfig would refuse (``L``,
-``W``, ``#``, ``H``, a sixth field).
+Parsing and tick times are croniter's (a tick that falls in a spring-forward gap fires
+once, when the gap ends); the checks here only keep out what robfig would refuse (``L``,
+``W``, ``#``, ``H``, a sixth field, day of week 7).
 
 Missed ticks: Knative's adapter runs the schedules in a robfig ``cron.Cron``, which after a
 start schedules each entry's next tick from *now*; ticks that fell while the adapter was
