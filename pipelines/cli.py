@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=4, help="partitions of broker topics it creates (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes serving the port together (SO_REUSEPORT), one per core (default: %(default)s)")
+
+    p = sub.add_parser("rocketmq-bridge", help="run the RocketMQSources that feed a broker: RocketMQ -> the broker's Kafka topic",
+                       description="Bridge each RocketMQSource whose sink is a Broker into that broker's Kafka topic, at "
+                                   "least once: a message is acked in RocketMQ only after Kafka acknowledged its record "
+                                   "(acks=all). Runs until Ctrl-C / SIGTERM (or --duration).")
+    _manifests(p)
+    p.add_argument("--source", action="append", default=[], metavar="NAME",
+                   help="only this RocketMQSource (name or namespace/name); repeatable")
+    p.add_argument("--endpoints", default="127.0.0.1:28081",
+                   help="the RocketMQ 5 proxy's gRPC endpoint (default: %(default)s, deploy/rocketmq.sh's)")
+    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=32, help="messages received per call (default: %(default)s)")
+    p.add_argument("--invisible-duration", type=int, default=30,
+                   help="seconds a received message stays invisible before RocketMQ redelivers it (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C / SIGTERM)")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of broker topics it creates (default: %(default)s)")
     return parser
 
 
@@ -258,7 +274,32 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "match": cmd_match, "run": cmd_run, "submit": cmd_submit,
+def cmd_rocketmq_bridge(args: argparse.Namespace) -> int:
+    from eventing.kafka_topics import ensure_topics
+    from eventing.sources_rocketmq import BridgeError, run_bridges
+
+    plan = load_plan(args.manifests, allow_sources=True)
+    sources = [s for s in plan.sources if s.kind == "RocketMQSource"]
+    if args.source:
+        wanted = set(args.source)
+        sources = [s for s in sources if s.name in wanted or s.key in wanted]
+        missing = wanted - {s.name for s in sources} - {s.key for s in sources}
+        if missing:
+            raise BridgeError(f"--source: no RocketMQSource named {', '.join(sorted(missing))} in the manifests")
+    if not sources:
+        raise BridgeError("the manifests define no RocketMQSource")
+    ensure_topics(args.bootstrap_servers, {s.topic for s in sources if s.topic}, partitions=args.partitions)
+    bridges = run_bridges(sources, endpoints=args.endpoints, bootstrap_servers=args.bootstrap_servers,
+                          duration=args.duration, batch=args.batch, invisible_duration=args.invisible_duration,
+                          on_started=lambda started: print(f"bridging {len(started)} RocketMQSource(s)", flush=True))
+    for bridge in bridges:
+        s = bridge.stats
+        print(f"{bridge.source.kind}/{bridge.source.key} -> {bridge.source.topic}: received {s.received}, "
+              f"written {s.written}, acked {s.acked}, failed writes {s.failed_writes}")
+    return 0
+
+
+COMMANDS = {"rocketmq-bridge": cmd_rocketmq_bridge, "validate": cmd_validate, "plan": cmd_plan, "match": cmd_match, "run": cmd_run, "submit": cmd_submit,
             "jobs": cmd_jobs, "cancel": cmd_cancel, "ingress": cmd_ingress}
 
 if __name__ == "__main__":

@@ -76,3 +76,95 @@ def kafka() -> KafkaService:
         service.stop()
         if not keep:
             shutil.rmtree(state, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- RocketMQ
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "rocketmq: needs the local RocketMQ 5 (name server + proxy), started once per "
+                                       "session by tests/conftest.py through deploy/rocketmq.sh")
+
+
+#: Topics and consumer groups the RocketMQ tests use. RocketMQ 5's gRPC clients cannot create
+#: either, so deploy/rocketmq.sh seeds them before the broker starts. NAME:earliest groups
+#: start at offset 0; the others where RocketMQ starts a new group.
+ROCKETMQ_TOPICS = ("knflow-t-wrap", "knflow-t-tags", "knflow-t-redeliver", "knflow-t-kill")
+ROCKETMQ_GROUPS = ("knflow-g-wrap:earliest", "knflow-g-tags:earliest", "knflow-g-redeliver:earliest",
+                   "knflow-g-kill:earliest")
+
+
+def free_port(avoid: set[int] = frozenset()) -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid and port < 65000:
+            return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def free_port_run(length: int, avoid: set[int] = frozenset()) -> int:
+    """The first of ``length`` consecutive free loopback ports."""
+    for _ in range(100):
+        first = free_port(avoid)
+        ports = range(first, first + length)
+        if any(p in avoid or p > 65000 for p in ports):
+            continue
+        try:
+            for p in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {length} consecutive free ports on 127.0.0.1")
+
+
+@dataclass
+class RocketMQService:
+    endpoints: str          # the proxy's gRPC endpoint, for clients
+    namesrv: str
+    state_dir: Path
+    env: dict
+
+    def run(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "deploy" / "rocketmq.sh"), *args], env=dict(os.environ, **self.env),
+                              check=check, capture_output=True, text=True, timeout=timeout)
+
+    def start(self) -> None:
+        result = self.run("start", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"deploy/rocketmq.sh start failed:\n{result.stdout}\n{result.stderr}")
+
+    def stop(self) -> None:
+        self.run("stop", check=False)
+
+
+@pytest.fixture(scope="session")
+def rocketmq() -> RocketMQService:
+    if shutil.which("java") is None:
+        pytest.skip("RocketMQ tests need Java 17+ on PATH")
+    keep = os.environ.get("KNFLOW_TEST_ROCKETMQ_DIR")
+    state = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="knflow-rocketmq-"))
+    state.mkdir(parents=True, exist_ok=True)
+    broker = free_port_run(4)              # fast port, (unused), listen port, HA port
+    used = set(range(broker, broker + 4))
+    namesrv = free_port(used)
+    used.add(namesrv)
+    proxy = free_port(used)
+    used.add(proxy)
+    remoting = free_port(used)
+    env = {
+        "KNFLOW_ROCKETMQ_DIR": str(state), "KNFLOW_ROCKETMQ_NAMESRV_PORT": str(namesrv),
+        "KNFLOW_ROCKETMQ_PROXY_PORT": str(proxy), "KNFLOW_ROCKETMQ_REMOTING_PORT": str(remoting),
+        "KNFLOW_ROCKETMQ_BROKER_PORT": str(broker + 2),
+        "KNFLOW_ROCKETMQ_TOPICS": ",".join(ROCKETMQ_TOPICS), "KNFLOW_ROCKETMQ_GROUPS": ",".join(ROCKETMQ_GROUPS),
+    }
+    service = RocketMQService(f"127.0.0.1:{proxy}", f"127.0.0.1:{namesrv}", state, env)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        if not keep:
+            shutil.rmtree(state, ignore_errors=True)
