@@ -46,8 +46,6 @@ BASE_GLOBALS: dict[str, Any] = {
     "_CelError": rt.CelError,
     "_CelMap": rt.CelMap,
     "_DT": datetime.datetime,
-    "_Uint": rt.Uint,
-    "_Activation": rt.Activation,
     "_activate": rt.activate,
     "_raise": rt.raise_error,
     "_eq": rt.eq,
@@ -84,7 +82,6 @@ BASE_GLOBALS: dict[str, Any] = {
     "_iterate": rt.iterate,
     "_bool_body": rt.bool_body,
     "_make_map": rt.make_map,
-    "_check": rt.check_error,
     "_qual": rt.qualified,
 }
 

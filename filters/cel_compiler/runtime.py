@@ -423,9 +423,6 @@ def _uint(r: int) -> Uint:
     raise CelError("unsigned integer overflow")
 
 
-_TS_MIN_US = -62135596800 * 1_000_000
-
-
 def _ts(f: Any, *args: Any) -> _DT:
     try:
         return f(*args)
@@ -716,6 +713,8 @@ def to_int(x: Any) -> int:
         raise CelError(f"cannot convert string {x!r} to int")
     if t is _DT:
         return (x - _EPOCH) // _TD(seconds=1)
+    if t is bool:
+        return 1 if x else 0  # as cel-cpp
     raise no_overload("int", x)
 
 
@@ -1131,8 +1130,3 @@ def make_map(*pairs: Any) -> CelMap:
         m[k] = v
     return m
 
-
-def check_error(*values: Any) -> None:
-    for v in values:
-        if isinstance(v, CelError):
-            raise v
