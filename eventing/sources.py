@@ -143,14 +143,8 @@ def _sink(value: Any, res: Resource, report: Report) -> Destination | None:
         return None
     if res.kind == ROCKETMQ_SOURCE and isinstance(value, Mapping) and "kind" in value and "ref" not in value:
         # The community CRD's sink is a corev1.ObjectReference: {apiVersion, kind, name, namespace}.
-        unknown = sorted(set(value) - {"apiVersion", "kind", "name", "namespace"})
-        if unknown:
-            report(f"spec.sink.{unknown[0]}", "unknown field (an object reference has apiVersion, kind, name, namespace)")
+        if not _fields_ok(value, "spec.sink", ("apiVersion", "kind", "name", "namespace"), ("kind", "name"), report):
             return None
-        for key in ("kind", "name"):
-            if not isinstance(value.get(key), str) or not value.get(key):
-                report(f"spec.sink.{key}", "is required")
-                return None
         namespace = value.get("namespace", res.namespace)
         if not isinstance(namespace, str) or not namespace:
             report("spec.sink.namespace", "must be a non-empty string")
@@ -406,12 +400,20 @@ def _secret_ref(value: Any, field: str, report: Report) -> tuple[str, str] | Non
     if not isinstance(ref, Mapping):
         report(f"{field}.secretKeyRef", "must be a mapping with name and key")
         return False
-    for key in ref:
-        if key not in ("name", "key", "optional"):
-            report(f"{field}.secretKeyRef.{key}", "unknown field (known: name, key, optional)")
-            return False
-    for key in ("name", "key"):
-        if not isinstance(ref.get(key), str) or not ref.get(key):
-            report(f"{field}.secretKeyRef.{key}", "is required")
-            return False
+    if not _fields_ok(ref, f"{field}.secretKeyRef", ("name", "key", "optional"), ("name", "key"), report):
+        return False
     return ref["name"], ref["key"]
+
+
+def _fields_ok(value: Mapping[str, Any], field: str, known: tuple[str, ...], required: tuple[str, ...],
+               report: Report) -> bool:
+    """No field outside ``known``, and every ``required`` one a non-empty string; reports the first fault."""
+    for key in value:
+        if key not in known:
+            report(f"{field}.{key}", f"unknown field (known: {', '.join(known)})")
+            return False
+    for key in required:
+        if not isinstance(value.get(key), str) or not value.get(key):
+            report(f"{field}.{key}", "is required")
+            return False
+    return True

@@ -96,7 +96,7 @@ class RocketMQBridge:
 
     def __init__(self, source: RocketMQSourcePlan, *, endpoints: str, bootstrap_servers: str, batch: int = 32,
                  invisible_duration: int = 30, await_duration: int = 5, kafka_timeout_s: float = 10.0,
-                 producer_config: dict[str, Any] | None = None) -> None:
+                 startup_timeout_s: float = 30.0, producer_config: dict[str, Any] | None = None) -> None:
         if source.broker is None or source.topic is None:
             raise BridgeError(f"{source.kind}/{source.name}: the bridge writes into a broker's topic; this source's sink "
                               f"is {source.sink.describe()} (a RocketMQSource with a service or uri sink is not run yet)")
@@ -109,6 +109,7 @@ class RocketMQBridge:
         self.invisible_duration = invisible_duration
         self.await_duration = await_duration
         self.kafka_timeout_s = kafka_timeout_s
+        self.startup_timeout_s = startup_timeout_s
         self.producer_config = dict(producer_config or {})
         self.stats = BridgeStats()
         self._stop = threading.Event()
@@ -139,7 +140,19 @@ class RocketMQBridge:
         self._consumer = SimpleConsumer(config, source.group_name,
                                         {source.topic_name: FilterExpression(source.selector_expression)},
                                         await_duration=self.await_duration)
-        self._consumer.startup()
+        # The client's startup never returns when the proxy refuses the group or topic (it
+        # only logs "group not found" to ~/logs/rocketmq_python): bound it.
+        starting = threading.Thread(target=self._consumer.startup, name=f"rocketmq-start-{source.name}", daemon=True)
+        starting.start()
+        starting.join(self.startup_timeout_s)
+        if starting.is_alive():
+            self._consumer = None
+            raise BridgeError(
+                f"{source.kind}/{source.name}: the RocketMQ consumer did not start within {self.startup_timeout_s:g}s at "
+                f"{self.endpoints}. Is the proxy up, and do topic {source.topic_name!r} and group {source.group_name!r} "
+                f"exist? RocketMQ 5's gRPC clients cannot create them: seed them (deploy/rocketmq.sh: "
+                f"KNFLOW_ROCKETMQ_TOPICS, KNFLOW_ROCKETMQ_GROUPS) or create them with mqadmin (deploy/rocketmq.sh admin "
+                f"updateSubGroup -c DefaultCluster -g {source.group_name})")
         log.info("%s/%s: bridging RocketMQ topic %s (tags %r, group %s, proxy %s) into Kafka topic %s",
                  source.namespace, source.name, source.topic_name, source.selector_expression, source.group_name,
                  self.endpoints, source.topic)

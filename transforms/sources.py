@@ -92,6 +92,12 @@ def _rfc3339_millis(epoch_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
 
 
+def _wrapper(event_id: str, epoch_ms: int, event_type: str, source: str) -> dict[str, Any]:
+    """The context attributes of an event that wraps a non-CloudEvent record."""
+    return {"specversion": "1.0", "id": event_id, "time": _rfc3339_millis(epoch_ms), "type": event_type,
+            "source": source}
+
+
 def sanitize_name(name: str) -> str:
     """A header or property name as Knative turns it into an extension name suffix: lower
     case, every character outside ``a-z0-9`` dropped (``InvalidCloudEventInterceptor.replaceBadChars``)."""
@@ -192,14 +198,9 @@ def kafka_record_to_event(record: KafkaSourceRecord, *, namespace: str, name: st
 
 def _wrap_kafka(record: KafkaSourceRecord, headers: list[tuple[str, bytes]], namespace: str, name: str,
                 key_type: str) -> CloudEvent:
-    doc: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": f"partition:{record.partition}/offset:{record.offset}",
-        "time": _rfc3339_millis(record.timestamp_ms),
-        "type": KAFKA_EVENT_TYPE,
-        "source": f"/apis/v1/namespaces/{namespace}/kafkasources/{name}#{record.topic}",
-        "subject": f"partition:{record.partition}#{record.offset}",
-    }
+    doc = _wrapper(f"partition:{record.partition}/offset:{record.offset}", record.timestamp_ms, KAFKA_EVENT_TYPE,
+                   f"/apis/v1/namespaces/{namespace}/kafkasources/{name}#{record.topic}")
+    doc["subject"] = f"partition:{record.partition}#{record.offset}"
     key = decode_key(record.key, key_type)
     if key is not None:
         doc["partitionkey"] = key
@@ -264,13 +265,8 @@ def rocketmq_message_to_event(message: RocketMQSourceMessage, *, namespace: str,
         except CodecError:
             event = None
     if event is None:
-        doc: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": message.message_id,
-            "time": _rfc3339_millis(message.born_timestamp_ms),
-            "type": ROCKETMQ_EVENT_TYPE,
-            "source": f"/apis/v1/namespaces/{namespace}/rocketmqsources/{name}#{message.topic}",
-        }
+        doc = _wrapper(message.message_id, message.born_timestamp_ms, ROCKETMQ_EVENT_TYPE,
+                       f"/apis/v1/namespaces/{namespace}/rocketmqsources/{name}#{message.topic}")
         if message.tag:
             doc["rocketmqtag"] = message.tag
         if message.keys:

@@ -19,7 +19,7 @@ import pytest
 
 from eventing.compiler import load_plan
 from eventing.kafka_topics import ensure_topics
-from eventing.sources_rocketmq import RocketMQBridge
+from eventing.sources_rocketmq import BridgeError, RocketMQBridge
 from tests.conftest import REPO, free_port
 from transforms.codec import decode_kafka, event_to_dict
 
@@ -229,3 +229,11 @@ def test_bridge_killed_midstream_loses_nothing(tmp_path, rocketmq, kafka):
     assert set(sent) <= set(written)
     print(f"\nkill test: {total} messages sent, {len(written)} records written, "
           f"{len(written) - len(set(written))} duplicates (at least once)")
+
+
+def test_unknown_group_fails_with_a_clear_error(tmp_path, rocketmq, kafka):
+    path, _ = write_manifests(tmp_path, "knflow-t-wrap", "knflow-g-never-created")
+    bridge = RocketMQBridge(source_of(path), endpoints=rocketmq.endpoints, bootstrap_servers=kafka.bootstrap,
+                            startup_timeout_s=15)
+    with pytest.raises(BridgeError, match="do topic 'knflow-t-wrap' and group 'knflow-g-never-created' exist"):
+        bridge.run()
