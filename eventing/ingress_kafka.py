@@ -22,8 +22,8 @@ Backpressure, never an unbounded buffer, never a hang:
   Kafka (a metadata request) every ``probe_interval_s``; the first answer makes it *up*
   again, so the ingress recovers by itself within about a second of Kafka's return.
 - A record in flight when Kafka vanished is reported failed by librdkafka after at most
-  ``message.timeout.ms`` (``timeout_s``), and its request gets 503; a guard timer on the
-  event loop answers 503 a little later should a report never come.
+  ``message.timeout.ms`` (``timeout_s``), and its request gets 503; a guard on the event
+  loop (checked once a second) answers 503 a little later should a report never come.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from threading import get_ident
 from typing import Any, Callable, Iterable
 
@@ -98,7 +99,7 @@ class KafkaWriter:
     def __init__(self, bootstrap_servers: str, *, timeout_s: float = 5.0, linger_ms: float = 0,
                  max_queued_messages: int = 50_000, max_queued_kbytes: int = 256 * 1024,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, probe_interval_s: float = 0.5,
-                 on_connect: Callable[[], Any] | None = None, poll_interval_s: float = 0.0005,
+                 on_connect: Callable[[], Any] | None = None, poll_interval_s: float = 0.001,
                  **config: Any) -> None:
         from confluent_kafka import Producer
 
@@ -113,7 +114,13 @@ class KafkaWriter:
             "client.id": "knflow-ingress",
             "acks": "all",
             "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
+            # 0: a record goes out as soon as the sender thread is free, and records arriving
+            # meanwhile batch up behind the requests in flight; measured, any linger > 0 added
+            # ~2 ms to a lone request (its timer).
             "linger.ms": linger_ms,
+            # No compression by default: kafka-python readers of the broker topic (tests,
+            # tools) need the lz4 package for lz4 batches. ``**config`` may set it: with
+            # JSON payloads lz4 gave more events/s (less for Kafka to write).
             "queue.buffering.max.messages": max_queued_messages,
             "queue.buffering.max.kbytes": max_queued_kbytes,
             "message.max.bytes": kafka_limit(max_record_bytes),
@@ -139,6 +146,10 @@ class KafkaWriter:
         self._closed = False
         self.poll_interval_s = poll_interval_s
         self._outstanding = 0  # records written and not reported yet (approximate: see _pump)
+        self._queued: list[tuple[str, list[Record], _Request]] = []  # not produced yet (_produce_queued)
+        self._produce_scheduled = False
+        self._deadlines: deque[tuple[float, asyncio.Future]] = deque()  # (guard deadline, future), in order
+        self._sweeping = False
         self._pumping = False  # an event loop polls (see _pump)
         self._next_probe = 0.0
         self._purge = True
@@ -271,32 +282,69 @@ class KafkaWriter:
 
     async def write_many(self, topic: str, records: Iterable[Record]) -> None:
         """Store ``records`` (key, headers, value) in ``topic``; returns when Kafka
-        acknowledged every one (acks=all), raises :class:`KafkaUnavailable` otherwise."""
+        acknowledged every one (acks=all), raises :class:`KafkaUnavailable` otherwise.
+
+        The records are handed to librdkafka at the end of the loop's current iteration,
+        with those of every other request of that iteration (``_produce_queued``): one
+        burst wakes librdkafka's sender thread once, not once per request."""
         if self._up is False:
             raise KafkaUnavailable(self._reason)
         records = records if isinstance(records, list) else list(records)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        request = _Request(future, len(records), get_ident())
-        callback = self._delivered(request)
+        self._queued.append((topic, records, _Request(future, len(records), get_ident())))
+        if not self._produce_scheduled:
+            self._produce_scheduled = True
+            loop.call_soon(self._produce_queued)
+        self._deadlines.append((loop.time() + self._guard_s, future))
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(1.0, self._sweep)
+        await future
+
+    def _produce_queued(self) -> None:
+        """On the event loop: produce the records of the requests queued since the last call."""
+        self._produce_scheduled = False
+        queued, self._queued = self._queued, []
         produce = self._produce
-        try:
-            for key, headers, value in records:
-                produce(topic, value, key, headers=headers, on_delivery=callback)
-                self._outstanding += 1
-        except BufferError:
-            raise KafkaUnavailable(
-                f"the producer's queue is full ({len(self._producer)} records waiting for Kafka)") from None
-        except Exception as exc:  # KafkaException: e.g. a record over message.max.bytes
-            raise KafkaUnavailable(f"Kafka did not accept the record: {exc}") from None
-        if not self._pumping:
+        for topic, records, request in queued:
+            callback = self._delivered(request)
+            try:
+                for key, headers, value in records:
+                    produce(topic, value, key, headers=headers, on_delivery=callback)
+                    self._outstanding += 1
+            except BufferError:
+                self._refuse(request, f"the producer's queue is full ({len(self._producer)} records waiting for Kafka)")
+            except Exception as exc:  # KafkaException: e.g. a record over message.max.bytes
+                self._refuse(request, f"Kafka did not accept the record: {exc}")
+        if not self._pumping and not self._closed:
             self._pumping = True
-            loop.call_later(self.poll_interval_s, self._pump)
-        guard = loop.call_later(self._guard_s, _expire, future, self._guard_s)
-        try:
-            await future
-        finally:
-            guard.cancel()
+            asyncio.get_running_loop().call_later(self.poll_interval_s, self._pump)
+
+    @staticmethod
+    def _refuse(request: _Request, reason: str) -> None:
+        # records of it already produced report later: their callbacks find the error set
+        request.error = reason
+        future = request.future
+        if request.thread == get_ident():
+            if not future.done():
+                future.set_exception(KafkaUnavailable(reason))
+        else:
+            future.get_loop().call_soon_threadsafe(_settle, (request,))
+
+    def _sweep(self) -> None:
+        """Once a second while requests wait: a request whose report never came (it always
+        comes within ``timeout_s``; this is the guard) gets 503 after ``timeout_s + 5``."""
+        deadlines = self._deadlines
+        now = asyncio.get_running_loop().time()
+        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+            _, future = deadlines.popleft()
+            if not future.done():
+                future.get_loop().call_soon_threadsafe(_expire, future, self._guard_s)
+        if deadlines:
+            asyncio.get_running_loop().call_later(1.0, self._sweep)
+        else:
+            self._sweeping = False
 
     async def write(self, topic: str, key: bytes | None, headers: list[tuple[str, bytes]], value: bytes | None) -> None:
         await self.write_many(topic, [(key, headers, b"" if value is None else value)])
