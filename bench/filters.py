@@ -142,7 +142,7 @@ REUSED = ["celpy-interpreted", "celpy-compiled", "cel-cpp", "cel-rust", "knflow"
 #: ... and with the bindings built per evaluation (knflow: its event view's conversion).
 PER_EVENT = ["cel-cpp per event", "cel-rust per event", "knflow per event"]
 NATIVE = ["cel-cpp", "cel-rust"]
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _transpiler_ast(expression: str) -> Any:
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_pin:
         pin_one_core()
     logging.getLogger("celpy").setLevel(logging.CRITICAL)  # celpy logs every error result
-    budget = 0.15 if args.quick else 0.6
+    budget = 0.25 if args.quick else 1.0
     started = time.perf_counter()
     cases = cel_cases(args.case)
     rows = run_cel(cases, budget)
