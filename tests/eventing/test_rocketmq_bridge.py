@@ -171,12 +171,14 @@ def test_unacked_message_is_redelivered(tmp_path, rocketmq, kafka):
     producer.close()
     # Kafka unreachable: the write fails, so the bridge must not ack
     dead = f"127.0.0.1:{free_port()}"
-    broken, thread = start_bridge(source, rocketmq, dead, kafka_timeout_s=2, invisible_duration=10)
+    # (a write that takes longer than half the invisible duration extends the invisibility)
+    broken, thread = start_bridge(source, rocketmq, dead, kafka_timeout_s=8, invisible_duration=10)
     deadline = time.monotonic() + 60
     while broken.stats.failed_writes < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     stop_bridge(broken, thread)
     assert broken.stats.received >= 1 and broken.stats.failed_writes >= 1 and broken.stats.acked == 0
+    assert broken.stats.extended >= 1
     # RocketMQ hands it out again once its invisibility ends; a working bridge writes it
     good, thread = start_bridge(source, rocketmq, kafka.bootstrap, invisible_duration=10)
     try:
