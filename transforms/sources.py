@@ -461,7 +461,9 @@ def ping_event(tick: datetime, *, namespace: str, name: str, content_type: str |
     """The event a PingSource emits for ``tick``: type ``dev.knative.sources.ping``, source
     ``/apis/v1/namespaces/<ns>/pingsources/<name>``, time the tick, id a UUID 5 of source and
     tick (Knative draws a random UUID per send; a stable one lets a doubled tick be seen as
-    one). ``data``: a JSON object (contentType application/json), bytes, or None."""
+    one). ``data``: a JSON object (contentType application/json), bytes, or None: the bytes
+    a sink receives are ``data`` as written, or ``dataBase64`` decoded, as
+    ``pkg/adapter/mtping/runner_test.go`` expects of Knative's adapter."""
     source = f"/apis/v1/namespaces/{namespace}/pingsources/{name}"
     moment = _aware(tick).astimezone(_UTC)
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}" if moment.microsecond else "") + "Z"
