@@ -1,7 +1,7 @@
 """The engine's own ceiling, for ``bench/pipeline.py``: a PyFlink job of knflow's source and
 sink shape with a trivial Python function.
 
-Kafka source (packed records) -> Batcher -> key by partition -> a Python function that
+Kafka source (packed records) -> Batcher (keyed by partition) -> a Python function that
 unpacks each batch and writes every record unchanged to ``--sink`` -> Unbatch -> Kafka
 sink; checkpoints as knflow's. What it carries is what PyFlink itself allows on this
 machine for knflow's shape, before any decoding, routing or HTTP.
@@ -35,21 +35,25 @@ class PassThrough(KeyedProcessFunction):
 def main() -> None:
     from pyflink.common import Types
 
-    from pipelines.flink_job import FlinkJobOptions, batched, environment, configure, packed_sink, packed_source
-    from transforms.packing import batch_group
+    from pipelines.flink_job import FlinkJobOptions, configure, environment, keyed_batches, packed_sink, packed_source
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--sink", required=True)
     parser.add_argument("--checkpoint-dir", required=True)
+    defaults = FlinkJobOptions()
+    parser.add_argument("--buffer-timeout-ms", type=int, default=defaults.buffer_timeout_ms)
+    parser.add_argument("--bundle-time-ms", type=int, default=defaults.bundle_time_ms)
+    parser.add_argument("--batch-delay-ms", type=int, default=defaults.batch_delay_ms)
     args = parser.parse_args()
     options = FlinkJobOptions(bootstrap_servers=args.bootstrap, job_name=f"ceiling-{uuid.uuid4().hex[:8]}",
-                              start_from="earliest", checkpoint_dir=args.checkpoint_dir)
+                              start_from="earliest", checkpoint_dir=args.checkpoint_dir,
+                              buffer_timeout_ms=args.buffer_timeout_ms, bundle_time_ms=args.bundle_time_ms,
+                              batch_delay_ms=args.batch_delay_ms)
     env = environment(options)
     configure(env, options)
-    out = (batched(packed_source(env, [args.source], options, "source"), options)
-           .key_by(batch_group, key_type=Types.STRING())
+    out = (keyed_batches(packed_source(env, [args.source], options, "source"), options)
            .process(PassThrough(args.sink), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())))
     packed_sink(out, options)
     env.execute("knflow-ceiling")

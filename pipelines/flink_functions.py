@@ -19,6 +19,7 @@ from eventing.plan import Plan
 from pipelines.delivery_settings import DeliverySettings
 from pipelines.event_loop import new_event_loop
 from transforms.broker_worker import BrokerWorker, LoopThread
+from transforms.delivery import DeliveryTask
 from transforms.kafka_plane import OutRecord, Topics
 from transforms.packing import pack_batch, pack_out_record, unpack_batch, unpack_record
 from transforms.scheduler import Chain, WorkItem
@@ -27,11 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def _items(stored: list[tuple[str, bool, bytes]]) -> list[WorkItem]:
-    return [WorkItem(*item) for item in stored]
+    return [WorkItem(key, ordered, DeliveryTask.from_bytes(task)) for key, ordered, task in stored]
 
 
 def _stored(items: list[WorkItem]) -> list[tuple[str, bool, bytes]]:
-    return [(item.key, item.ordered, item.task) for item in items]
+    """What waits in state is the task record (``DeliveryTask.to_bytes``): a stable format."""
+    return [(item.key, item.ordered, item.task.to_bytes()) for item in items]
 
 
 class FlinkPartitionState:
@@ -41,14 +43,27 @@ class FlinkPartitionState:
     def __init__(self, queues: Any, held: Any, flying: Any) -> None:
         self.queues, self.held, self.flying = queues, held, flying
 
-    def queue(self, key: str) -> list[bytes] | None:
-        return self.queues.get(key)
+    def gate_closed(self, key: str) -> bool:
+        return self.queues.contains(key)
 
-    def set_queue(self, key: str, tasks: list[bytes] | None) -> None:
-        if tasks is None:
-            self.queues.remove(key)
-        else:
-            self.queues.put(key, tasks)
+    def close_gate(self, key: str) -> None:
+        if not self.queues.contains(key):
+            self.queues.put(key, [])
+
+    def open_gate(self, key: str) -> None:
+        self.queues.remove(key)
+
+    def enqueue(self, key: str, tasks: list[DeliveryTask], front: bool = False) -> None:
+        # task records stay bytes in the queue: appending never decodes what waits
+        queue = self.queues.get(key) or []
+        records = [task.to_bytes() for task in tasks]
+        self.queues.put(key, records + queue if front else queue + records)
+
+    def take_queue(self, key: str) -> list[DeliveryTask]:
+        queue = self.queues.get(key) or []
+        if queue:
+            self.queues.put(key, [])
+        return [DeliveryTask.from_bytes(record) for record in queue]
 
     def hold(self, due_ms: int, item: WorkItem) -> None:
         self.held.put(due_ms, (self.held.get(due_ms) or []) + _stored([item]))

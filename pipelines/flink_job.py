@@ -124,14 +124,22 @@ def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: s
                            type_info=Types.PRIMITIVE_ARRAY(Types.BYTE()))
 
 
-def batched(stream: Any, options: FlinkJobOptions) -> Any:
-    """Packed records -> batches per source partition (the JVM ``Batcher``)."""
+def keyed_batches(stream: Any, options: FlinkJobOptions) -> Any:
+    """Packed records -> batches per source partition (the JVM ``Batcher``), keyed by
+    partition for a keyed Python function. The Batcher emits PyFlink's keyed shape,
+    Row(key, value), itself: ``key_by`` with a Python key selector would add a Python
+    operator (and its JVM/Python round trip) in front of the function."""
     from pyflink.common import Types
-    from pyflink.datastream import DataStream
+    from pyflink.datastream import KeyedStream
+    from pyflink.java_gateway import get_gateway
 
-    batcher = _jvm().io.knflow.flink.Batcher(options.batch_records, 4 * 1024 * 1024, options.batch_delay_ms)
-    j_type = Types.PRIMITIVE_ARRAY(Types.BYTE()).get_java_type_info()
-    return DataStream(stream._j_data_stream.transform("batch per partition", j_type, batcher))
+    gateway = get_gateway()
+    batch_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
+    row_type = Types.ROW([Types.STRING(), batch_type]).get_java_type_info()
+    batcher = gateway.jvm.io.knflow.flink.Batcher(options.batch_records, 4 * 1024 * 1024, options.batch_delay_ms)
+    j_batches = stream._j_data_stream.transform("batch per partition", row_type, batcher)
+    j_keyed = j_batches.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, batch_type, stream)
 
 
 def packed_sink(stream: Any, options: FlinkJobOptions) -> None:
@@ -193,7 +201,6 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     from pyflink.common import Types
 
     from pipelines.flink_functions import BrokerPartitionFunction
-    from transforms.packing import batch_group
 
     if env is None:
         env = environment(options)
@@ -201,8 +208,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     records = packed_source(env, [b.topic for b in plan.brokers], options, "broker topics")
     function = BrokerPartitionFunction(plan, options.topics, options.delivery, options.batch_wait_ms,
                                        max(1, options.batch_delay_ms))
-    out = (batched(records, options)
-           .key_by(batch_group, key_type=Types.STRING())
+    out = (keyed_batches(records, options)
            .process(function, output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
            .name("decode, route, deliver"))
     packed_sink(out, options)

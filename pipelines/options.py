@@ -82,6 +82,9 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="a source partition's batch for the Python operator closes at N records (default: %(default)s)")
     flink.add_argument("--batch-delay-ms", type=int, default=5, metavar="MS",
                        help="... or MS milliseconds after it began: the latency batching may add (default: %(default)s)")
+    flink.add_argument("--bundle-time-ms", type=int, default=20, metavar="MS",
+                       help="PyFlink bundle time: the Python operator's output leaves at least this often "
+                            "(python.fn-execution.bundle.time; default: %(default)s)")
     flink.add_argument("--batch-wait-ms", type=int, default=200, metavar="MS",
                        help="how long a batch waits for its deliveries before slower ones go on in checkpointed "
                             "state, collected later (default: %(default)s)")
@@ -119,7 +122,7 @@ def flink_options(args: Any, plan: Any = None) -> Any:
     options = FlinkJobOptions(
         bootstrap_servers=args.bootstrap_servers, job_name=args.job_name, parallelism=args.parallelism,
         checkpoint_interval=args.checkpoint_interval, batch_records=args.batch_records,
-        batch_delay_ms=args.batch_delay_ms, batch_wait_ms=args.batch_wait_ms,
+        batch_delay_ms=args.batch_delay_ms, batch_wait_ms=args.batch_wait_ms, bundle_time_ms=args.bundle_time_ms,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
         outcomes=args.outcomes, restore_from=args.restore_from, max_record_bytes=args.max_record_bytes,
         buffer_timeout_ms=args.buffer_timeout_ms,

@@ -98,6 +98,7 @@ class BrokerWorker:
         self.triggers = {t.key: t for t in plan.triggers()}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._done: dict[str, list[ChainDone]] = defaultdict(list)
+        self._outstanding: dict[str, int] = defaultdict(int)  # chains started and not done, per group
         # group -> chain id -> [recorded in flight?, chain]
         self._running: dict[str, dict[int, list[Any]]] = defaultdict(dict)
         self._resumed: set[str] = set()
@@ -164,6 +165,7 @@ class BrokerWorker:
             self.loop.call(self._spawn, group, started)
 
     def _spawn(self, group: str, started: list[tuple[int, Chain]]) -> None:  # on the loop thread
+        self._outstanding[group] += len(started)
         for chain_id, chain in started:
             asyncio.ensure_future(self._chain(group, chain_id, chain))
 
@@ -180,12 +182,17 @@ class BrokerWorker:
                 if not _settled(outcome):
                     break
         finally:
+            self._outstanding[group] -= 1
             with self._cond:
                 self._done[group].append(ChainDone(chain_id, chain, outcomes))
-                self._cond.notify_all()
+                # Wake the operator when all of the group's chains are done, or when an
+                # ordered key's queue may go on: not once per chain (each wake-up
+                # contends for the GIL with this loop).
+                if not self._outstanding[group] or chain[0].ordered:
+                    self._cond.notify_all()
 
     async def _attempt(self, item: WorkItem) -> Outcome:
-        task = DeliveryTask.from_bytes(item.task)
+        task: DeliveryTask = item.task
         self.attempts += 1
         wait = task.due_at - time.time()
         if wait > 0:  # a follow-up whose timer fired a little early
@@ -235,17 +242,24 @@ class BrokerWorker:
         for item, outcome in zip(done.chain, done.outcomes):
             if isinstance(outcome, Exception):
                 out.append(internal_error(self.topics, f"delivery failed: {type(outcome).__name__}: {outcome}",
-                                          item.key, item.task))
+                                          item.key, _task_bytes(item.task)))
                 continue
             records, next_task = self.outbox.records(outcome)
             out += records
             if next_task is not None:
-                follow_up = WorkItem(item.key, item.ordered, next_task.to_bytes())
+                follow_up = WorkItem(item.key, item.ordered, next_task)
                 due_ms = int(next_task.due_at * 1000)
         settled = len(done.outcomes) - (1 if follow_up is not None else 0)
         if settled < len(done.chain) and follow_up is None:  # cut short without an outcome: run it again
             follow_up, due_ms = done.chain[settled], int(time.time() * 1000)
         return after_chain(state, done.chain, settled, follow_up, due_ms)
+
+
+def _task_bytes(task: DeliveryTask) -> bytes | None:
+    try:
+        return task.to_bytes()
+    except Exception:  # the task itself is what failed: keep what can be kept
+        return None
 
 
 def internal_error(topics: Topics, reason: str, origin: str, raw: bytes | None) -> OutRecord:

@@ -14,7 +14,7 @@ Everything here is pure (no I/O) and unit-tested without an engine.
 """
 from __future__ import annotations
 
-import json
+import orjson
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -22,8 +22,7 @@ from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES
 from eventing.plan import ORDERED, Plan
 from transforms.codec import CodecError, decode_kafka, encode_kafka, event_to_dict
 from transforms.delivery import (
-    DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying, event_record_json,
-    first_attempts,
+    DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying, first_attempts,
 )
 from transforms.records import DeadLetter, raw_text
 from transforms.router import Router
@@ -97,7 +96,7 @@ def _outcome(topics: Topics, kind: str, trigger: str | None, event_id: str | Non
     if topics.outcomes is None:
         return []
     doc = {"k": kind, "t": trigger, "id": event_id, **extra}
-    return [OutRecord(topics.outcomes, None, json.dumps(doc, separators=(",", ":")).encode(), {})]
+    return [OutRecord(topics.outcomes, None, orjson.dumps(doc), {})]
 
 
 class Intake:
@@ -120,11 +119,8 @@ class Intake:
         matches = router.route(event)
         out: list[WorkItem | OutRecord] = []
         event_id = event.get_id()
-        # Encoded for HTTP once per delivery format and serialized once, not once per trigger.
-        tasks = first_attempts(event, matches, now)
-        event_json = event_record_json(event) if matches else None
-        for trigger, first in zip(matches, tasks):
-            task = first.to_bytes(event_json)
+        # Encoded for HTTP once per delivery format, not once per trigger.
+        for trigger, task in zip(matches, first_attempts(event, matches, now)):
             if trigger.key in self.ordered:
                 partition_key = event.get_attributes().get("partitionkey")
                 if partition_key is None:

@@ -22,7 +22,7 @@ Waiting out a backoff never happens inside a delivery attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 
 def ordered_key(trigger: str, partition_key: str) -> str:
@@ -37,22 +37,28 @@ def unordered_key(trigger: str, event_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
-    """A task (``DeliveryTask`` bytes) ready for one delivery attempt, with its scheduling key."""
+    """A task ready for one delivery attempt (a ``DeliveryTask``; opaque here), with its
+    scheduling key. It stays an object on the way from intake to its attempt; only what
+    waits in state is serialized (by the engine's state adapter)."""
 
     key: str
     ordered: bool
-    task: bytes
+    task: Any
 
 
 Chain = list[WorkItem]
 
 
 class PartitionState(Protocol):
-    """One partition's scheduling state: ordered keys' queues (None: gate open), held
-    follow-ups by due time, and chains in flight by id."""
+    """One partition's scheduling state: ordered keys' gates and queues, held follow-ups by
+    due time, and chains in flight by id. Queue operations append or take whole runs, so
+    a store can keep a long queue without reading it back on every event."""
 
-    def queue(self, key: str) -> list[bytes] | None: ...
-    def set_queue(self, key: str, tasks: list[bytes] | None) -> None: ...
+    def gate_closed(self, key: str) -> bool: ...
+    def close_gate(self, key: str) -> None: ...
+    def open_gate(self, key: str) -> None: ...
+    def enqueue(self, key: str, tasks: list[Any], front: bool = False) -> None: ...
+    def take_queue(self, key: str) -> list[Any]: ...
     def hold(self, due_ms: int, item: WorkItem) -> None: ...
     def take_due(self, due_ms: int) -> list[WorkItem]: ...
     def put_in_flight(self, chain_id: int, chain: Chain) -> None: ...
@@ -64,18 +70,28 @@ class PartitionState(Protocol):
 class MemoryPartitionState:
     """A dict-backed ``PartitionState`` (tests, and in-process use)."""
 
-    queues: dict[str, list[bytes]] = field(default_factory=dict)
+    queues: dict[str, list[Any]] = field(default_factory=dict)  # a key present: its gate is closed
     held: dict[int, list[WorkItem]] = field(default_factory=dict)
     flying: dict[int, Chain] = field(default_factory=dict)
 
-    def queue(self, key: str) -> list[bytes] | None:
-        return self.queues.get(key)
+    def gate_closed(self, key: str) -> bool:
+        return key in self.queues
 
-    def set_queue(self, key: str, tasks: list[bytes] | None) -> None:
-        if tasks is None:
-            self.queues.pop(key, None)
-        else:
-            self.queues[key] = tasks
+    def close_gate(self, key: str) -> None:
+        self.queues.setdefault(key, [])
+
+    def open_gate(self, key: str) -> None:
+        self.queues.pop(key, None)
+
+    def enqueue(self, key: str, tasks: list[Any], front: bool = False) -> None:
+        queue = self.queues.get(key, [])
+        self.queues[key] = tasks + queue if front else queue + tasks
+
+    def take_queue(self, key: str) -> list[Any]:
+        queue = self.queues.get(key, [])
+        if queue:
+            self.queues[key] = []
+        return queue
 
     def hold(self, due_ms: int, item: WorkItem) -> None:
         self.held.setdefault(due_ms, []).append(item)
@@ -98,7 +114,7 @@ def admit(state: PartitionState, items: Iterable[WorkItem]) -> list[Chain]:
     gate is closed queues its events instead; an open gate closes behind the new chain."""
     chains: list[Chain] = []
     ordered: dict[str, Chain] = {}
-    waiting: dict[str, list[bytes]] = {}
+    waiting: dict[str, list[Any]] = {}
     for item in items:
         if not item.ordered:
             chains.append([item])
@@ -108,16 +124,15 @@ def admit(state: PartitionState, items: Iterable[WorkItem]) -> list[Chain]:
             continue
         chain = ordered.get(item.key)
         if chain is None:
-            queued = state.queue(item.key)
-            if queued is not None:  # an earlier event of the key is still being delivered
-                waiting[item.key] = queued + [item.task]
+            if state.gate_closed(item.key):  # an earlier event of the key is still being delivered
+                waiting[item.key] = [item.task]
                 continue
-            state.set_queue(item.key, [])
+            state.close_gate(item.key)
             chain = ordered[item.key] = []
             chains.append(chain)
         chain.append(item)
     for key, tasks in waiting.items():
-        state.set_queue(key, tasks)
+        state.enqueue(key, tasks)
     return chains
 
 
@@ -129,18 +144,17 @@ def after_chain(state: PartitionState, chain: Chain, settled: int, follow_up: Wo
     head = chain[0]
     if follow_up is not None:
         state.hold(due_ms, follow_up)
-        if head.ordered:
-            rest = [item.task for item in chain[settled + 1:]]
-            state.set_queue(head.key, rest + (state.queue(head.key) or []))
+        rest = [item.task for item in chain[settled + 1:]]
+        if head.ordered and rest:
+            state.enqueue(head.key, rest, front=True)
         return [], [due_ms]
     if not head.ordered:
         return [], []
-    queued = state.queue(head.key)
+    queued = state.take_queue(head.key)
     if not queued:
-        state.set_queue(head.key, None)  # nothing waits: the gate opens
+        state.open_gate(head.key)  # nothing waits: the gate opens
         return [], []
-    state.set_queue(head.key, [])  # the queue runs next, the gate stays closed
-    return [[WorkItem(head.key, True, task) for task in queued]], []
+    return [[WorkItem(head.key, True, task) for task in queued]], []  # the gate stays closed
 
 
 def due(state: PartitionState, due_ms: int) -> list[Chain]:

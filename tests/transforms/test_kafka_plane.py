@@ -37,7 +37,7 @@ def test_intake_routes_to_work_items_and_ordered_gates():
     work = [o for o in items if not o.ordered]
     assert [w.key for w in work] == ["u|ns/gifts|e1", "u|ns/dls|e1"]
     assert [g.key for g in items if g.ordered] == ["o|ns/ordered|room-1"]
-    tasks = [DeliveryTask.from_bytes(w.task) for w in work]
+    tasks = [w.task for w in work]
     assert [t.event.get_id() for t in tasks] == ["e1", "e1"] and tasks[0].due_at == 100.0
     # each record carries its subscriber's request, encoded at intake (ttl removed, Prefer set)
     request = tasks[0].request

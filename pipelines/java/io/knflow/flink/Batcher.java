@@ -10,6 +10,7 @@ import org.apache.flink.api.common.operators.ProcessingTimeService.ProcessingTim
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
+import org.apache.flink.types.Row;
 
 /**
  * Packed Kafka records -> batches per source partition, so knflow's Python operator is
@@ -23,11 +24,14 @@ import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
  * so the operator holds no state of its own: a checkpoint's source offsets never run ahead
  * of what reached the Python operator.
  *
- * <p>Batch layout: {@code str16 group | i32 count | count x (i32 length | record)}; the
- * group is {@code "<topic>/<partition>"}, which the job keys the Python operator by.
+ * <p>Output: {@code Row(group, batch)}, the shape PyFlink's keyed Python operators take
+ * (key, value), so the job keys by group without a Python key-selector operator (each
+ * Python operator in the path costs a JVM/Python round trip of its own). The group is
+ * {@code "<topic>/<partition>"}; the batch is {@code str16 group | i32 count | count x
+ * (i32 length | record)}.
  */
-public final class Batcher extends AbstractStreamOperator<byte[]>
-        implements OneInputStreamOperator<byte[], byte[]>, ProcessingTimeCallback {
+public final class Batcher extends AbstractStreamOperator<Row>
+        implements OneInputStreamOperator<byte[], Row>, ProcessingTimeCallback {
     private static final long serialVersionUID = 1L;
 
     private final int maxRecords;
@@ -111,6 +115,6 @@ public final class Batcher extends AbstractStreamOperator<byte[]>
         byte[] records = batch.records.toByteArray();
         ByteBuffer out = ByteBuffer.allocate(2 + name.length + 4 + records.length);
         out.putShort((short) name.length).put(name).putInt(batch.count).put(records);
-        output.collect(new StreamRecord<>(out.array()));
+        output.collect(new StreamRecord<>(Row.of(group, out.array())));
     }
 }
