@@ -510,7 +510,9 @@ def fold(node: Node) -> Node:
             fn = compile_body(node)
             value = fn(rt.Activation())
         except rt.CelError as exc:
-            return ErrConst(str(exc.args[0]) if exc.args else "error")
+            return ErrConst(str(exc) or "error")
+        if isinstance(value, rt.CelError):  # a top-level &&/|| returns its error
+            return ErrConst(str(value) or "error")
         return Const(value)
     return node
 

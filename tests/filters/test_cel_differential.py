@@ -307,6 +307,19 @@ def test_the_differential_compared_something():
     assert COUNTS["compared"] > 300, COUNTS
 
 
+def test_constant_errors_stay_errors():
+    """Constant sub-expressions are evaluated once at compile time: an error result
+    (also one a top-level && or || returns) must stay an error where it is used."""
+    for expression in ["(1/0 == 1 || false) == true", "[1/0 > 1 && true].size() == 1", "(true && 1/0 > 0) ? 1 : 2", "{'a': 1}.b || false"]:
+        for fold in (True, False):
+            fn = compile_expression(parse_source(expression), expression, fold=fold)
+            assert knflow(fn, _EMPTY_EVENT)[0] == "ERROR", (expression, fold)
+        assert reference(expression, _EMPTY_EVENT)[0] == "ERROR", expression
+
+
+_EMPTY_EVENT = EventView({"source": "/s"}, None)
+
+
 @pytest.mark.parametrize(
     "expression, data, expected",
     [
@@ -371,6 +384,7 @@ def test_type_without_a_type_attribute_is_the_type_of_types():
     "expression, data, words",
     [
         ("data.missing == 1", {"coins": 1}, "no such key"),
+        ("true && data.missing == 1", {"coins": 1}, "no such key"),  # returned, not raised
         ('data.coins < "a"', {"coins": 1}, "no matching overload"),
         ("data.coins / 0 == 1", {"coins": 1}, "division by zero"),
         ("data.coins % 0 == 1", {"coins": 1}, "modulus by zero"),
