@@ -15,7 +15,8 @@ Cases (each ``--seconds`` long, after a short warm-up):
 - ``concurrent``: ``--clients`` connections posting 1 KB events, binary and structured
   mode, to the ingress (``impl: kafka``) and to the same server code whose writer answers
   at once (``impl: bare``); ``ratio`` = kafka / bare of the same mode.
-- ``batch``: ``application/cloudevents-batch+json``, ``--batch`` events a request.
+- ``batch``: ``application/cloudevents-batch+json``, ``--batch`` events a request, from
+  ``--batch-clients`` connections.
 - ``sequential``: one connection, one request at a time: p50/p90/p99 of each request.
 - ``workers``: binary mode with ``--workers`` (default 2) processes, against 1.
 
@@ -189,12 +190,12 @@ async def _client_main(args: argparse.Namespace) -> dict:
     loop = asyncio.get_running_loop()
     client = _Client(args.warmup, args.seconds, args.clients == 1)
     make = {"binary": _binary_request, "structured": _structured_request}.get(args.mode)
+    if args.mode == "batch":  # all built before the first is sent
+        per_client = [[_batch_request(args.port, c * 4 + n, args.batch) for n in range(4)] for c in range(args.clients)]
+    else:
+        per_client = [[make(args.port, c * 16 + n) for n in range(16)] for c in range(args.clients)]
     connections = []
-    for c in range(args.clients):
-        if args.mode == "batch":
-            requests = [_batch_request(args.port, c * 4 + n, args.batch) for n in range(4)]
-        else:
-            requests = [make(args.port, c * 16 + n) for n in range(16)]
+    for requests in per_client:
         _, protocol = await loop.create_connection(lambda r=requests: _Connection(client, r), "127.0.0.1", args.port)
         connections.append(protocol)
     await asyncio.sleep(args.warmup)
@@ -243,7 +244,12 @@ class BareWriter:
         pass
 
 
+def _producer_config(args: argparse.Namespace) -> dict:
+    return {"compression.type": args.compression} if args.compression != "none" else {}
+
+
 def server_process(args: argparse.Namespace) -> None:
+    import functools
     import logging
 
     from eventing.compiler import load_plan
@@ -256,7 +262,7 @@ def server_process(args: argparse.Namespace) -> None:
     os.unlink(f.name)
     bare = args.impl == "bare"
     serve(plan, args.bootstrap_servers or "127.0.0.1:1", port=args.port, workers=args.workers,
-          writer_factory=BareWriter if bare else KafkaWriter,
+          writer_factory=BareWriter if bare else functools.partial(KafkaWriter, **_producer_config(args)),
           create_topics=not bare)
 
 
@@ -300,7 +306,7 @@ def run_case(args: argparse.Namespace, case: str, impl: str, mode: str, clients:
     port = _free_port()
     me = [sys.executable, str(Path(__file__).resolve())]
     server = subprocess.Popen([*me, "--role", "server", "--impl", impl, "--port", str(port), "--workers", str(workers),
-                               "--bootstrap-servers", args.bootstrap_servers or ""],
+                               "--bootstrap-servers", args.bootstrap_servers or "", "--compression", args.compression],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     topic = f"knative-broker-{NAMESPACE}-{BROKER}"
     try:
@@ -337,9 +343,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=128)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch-clients", type=int, default=16, help="connections of the batch case")
     parser.add_argument("--workers", type=int, default=2, help="workers of the scaling case (server role: its workers)")
     parser.add_argument("--bootstrap-servers", default="")
     parser.add_argument("--cases", default="concurrent,batch,sequential,workers")
+    parser.add_argument("--compression", default="none", choices=["none", "lz4", "zstd", "snappy", "gzip"],
+                        help="the ingress producer's compression.type (knflow ingress: none)")
     parser.add_argument("--rounds", type=int, default=2, help="alternated runs of each comparison; the best counts")
     args = parser.parse_args()
     if args.role == "server":
@@ -382,7 +391,7 @@ def main() -> None:
                     summary.update(structured_events_per_s=real["events_per_s"],
                                    structured_bare_events_per_s=bare["events_per_s"], structured_ratio=ratio)
         if "batch" in cases:
-            clients = max(1, min(args.clients, 16))
+            clients = args.batch_clients
             bare, real = best(("batch", "bare", "batch", clients), ("batch", "kafka", "batch", clients))
             summary.update(batch_events_per_s=real["events_per_s"], batch_bare_events_per_s=bare["events_per_s"],
                            batch_ratio=round(real["events_per_s"] / bare["events_per_s"], 3) if bare["events_per_s"] else None)
