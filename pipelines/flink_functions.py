@@ -3,7 +3,8 @@
 The job's only Python operator is ``BrokerPartitionFunction``, keyed by source partition.
 It takes batches of packed Kafka records (``transforms.packing``: one BYTES value per
 batch, made in the JVM) and returns one batch of packed records for the Kafka sink per
-call. Retries, ordered keys' queues and chains in flight live in its keyed state; timers
+call; a checkpoint marker (also from the JVM) makes it settle or record the partition's
+deliveries before the barrier (``transforms.broker_worker``). Retries, ordered keys' queues and chains in flight live in its keyed state; timers
 bring due retries back. State and timers are checkpointed with the source offsets.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipelines.event_loop import new_event_loop
 from transforms.broker_worker import BrokerWorker, LoopThread
 from transforms.delivery import DeliveryTask
 from transforms.kafka_plane import OutRecord, Topics
-from transforms.packing import pack_batch, pack_out_record, unpack_batch, unpack_record
+from transforms.packing import is_marker, pack_batch, pack_out_record, unpack_batch, unpack_record
 from transforms.scheduler import Chain, WorkItem
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,12 @@ class BrokerPartitionFunction(KeyedProcessFunction):
             worker.close()
 
     def process_element(self, batch: bytes, ctx: KeyedProcessFunction.Context):
-        records = [unpack_record(record) for record in unpack_batch(batch)]
-        self.records_in.inc(len(records))
-        out, timers = self.worker.on_records(ctx.get_current_key(), self.state, records)
+        if is_marker(batch):  # a checkpoint barrier follows
+            out, timers = self.worker.on_marker(ctx.get_current_key(), self.state)
+        else:
+            records = [unpack_record(record) for record in unpack_batch(batch)]
+            self.records_in.inc(len(records))
+            out, timers = self.worker.on_records(ctx.get_current_key(), self.state, records)
         yield from self._emit(out, timers, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):

@@ -191,6 +191,9 @@ def configure(env: Any, options: FlinkJobOptions) -> None:
     env.set_buffer_timeout(options.buffer_timeout_ms)
     if options.checkpoint_interval > 0:
         env.enable_checkpointing(int(options.checkpoint_interval * 1000))
+        # Aligned barriers: the Batcher's marker must reach the Python operator before the
+        # barrier does (an unaligned checkpoint would store the marker as in-flight data).
+        env.get_checkpoint_config().enable_unaligned_checkpoints(False)
     if options.ship_code:
         for package in ("eventing", "filters", "transforms", "pipelines"):
             env.add_python_file(str(REPO / package))

@@ -71,7 +71,7 @@ def _add_flink_arguments(parser: Any) -> None:
     flink = parser.add_argument_group("Flink and Kafka (runner flink, knflow submit)")
     flink.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
     flink.add_argument("--job-name", default="knflow",
-                       help="names the consumer group and the job's topics knflow-<name>-retry/-dead-letters/-outcomes (default: %(default)s)")
+                       help="names the consumer group and the job's topics knflow-<name>-dead-letters/-outcomes (default: %(default)s)")
     flink.add_argument("--parallelism", type=int, default=1, help="Flink parallelism (default: %(default)s)")
     flink.add_argument("--checkpoint-interval", type=float, default=10.0,
                        help="seconds between checkpoints; 0 disables checkpointing (default: %(default)s)")

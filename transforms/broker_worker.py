@@ -1,18 +1,25 @@
 """One source partition's events, from Kafka records to settled deliveries, engine-neutral.
 
-The Flink job calls ``BrokerWorker`` once per batch of a partition's records and once per
-timer of that partition (its operator is keyed by partition): decode and route each
-record (``Intake``), run the resulting chains of delivery attempts on a persistent event
-loop in a thread of its own (``transforms.scheduler`` says what runs now and what
-waits), and return the Kafka records their outcomes cause (``Outbox``).
+The Flink job calls ``BrokerWorker`` once per batch of a partition's records, once per
+timer of that partition, and once per checkpoint marker (its operator is keyed by
+partition): decode and route each record (``Intake``), run the resulting chains of
+delivery attempts on a persistent event loop in a thread of its own
+(``transforms.scheduler`` says what runs now and what waits), and return the Kafka
+records their outcomes cause (``Outbox``).
 
-Why a loop thread and chains: one hand-off to the loop per batch, not per event, and
-requests of a batch run concurrently (bounded per trigger). The worker waits up to
-``wait_s`` for a batch's chains, continuing ordered keys' chains as their events settle,
-so with responsive subscribers a batch leaves settled; a chain still running after that
-(a slow subscriber) is recorded in flight in the partition's state and collected by a
-later call (the engine registers a timer ``collect_s`` ahead for it), so one slow
-subscriber never holds the others.
+Why a loop thread, chains and markers: one hand-off to the loop per batch, not per event;
+requests of a batch run concurrently (bounded per trigger); and the operator does not
+wait for a batch's HTTP round trips before it takes the next batch (``on_records``
+returns at once; finished chains are collected by the next call of the partition, or by
+a timer ``collect_s`` ahead). What makes that safe is the *marker* the JVM's Batcher sends
+for each partition just before every checkpoint barrier (``on_marker``): the worker then
+waits up to ``wait_s`` for the partition's chains and records those still running (slow
+subscribers) in the partition's state, so a checkpoint never covers an event whose
+delivery is neither settled nor in state; a restore runs recorded chains again (at least
+once). Chains started by timers (retries) are recorded the same way when they outlive
+``wait_s``, since no marker may follow for a partition without new records.
+``max_in_flight`` bounds the chains running at once: past it the operator waits, which is
+the job's backpressure.
 """
 from __future__ import annotations
 
@@ -84,7 +91,7 @@ class BrokerWorker:
 
     def __init__(self, plan: Plan, topics: Topics, engine: DeliveryEngine, loop: LoopThread, *,
                  concurrency: int = 64, wait_s: float = 0.2, collect_s: float = 0.01,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_in_flight: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         self.plan = plan
         self.topics = topics
         self.intake = Intake(plan, topics)
@@ -94,13 +101,15 @@ class BrokerWorker:
         self.concurrency = concurrency
         self.wait_s = wait_s
         self.collect_s = collect_s
+        self.max_in_flight = max_in_flight
         self.clock = clock
         self.triggers = {t.key: t for t in plan.triggers()}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._done: dict[str, list[ChainDone]] = defaultdict(list)
         self._outstanding: dict[str, int] = defaultdict(int)  # chains started and not done, per group
-        # group -> chain id -> [recorded in flight?, chain]
+        # group -> chain id -> [recorded in flight?, chain, started by a timer?]
         self._running: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        self._in_flight = 0  # chains started and not collected, all groups
         self._resumed: set[str] = set()
         self._cond = threading.Condition()
         self.attempts = 0
@@ -133,11 +142,17 @@ class BrokerWorker:
                 out.append(internal_error(self.topics, f"intake failed: {type(exc).__name__}: {exc}", record.origin,
                                           record.value))
         chains = self._resume(group, state) + admit(state, items)
-        return self._run(group, state, chains, out)
+        return self._run(group, state, chains, out, wait_s=0.0, record=None)
+
+    def on_marker(self, group: str, state: PartitionState) -> tuple[list[OutRecord], list[int]]:
+        """A checkpoint barrier follows: settle the partition's chains, or record them."""
+        return self._run(group, state, self._resume(group, state), [], wait_s=self.wait_s, record="all")
 
     def on_timer(self, group: str, state: PartitionState, timestamp_ms: int) -> tuple[list[OutRecord], list[int]]:
         """A timer of the partition fired: due follow-ups run, finished chains are collected."""
-        return self._run(group, state, self._resume(group, state) + due(state, timestamp_ms), [])
+        chains = self._resume(group, state) + due(state, timestamp_ms)
+        return self._run(group, state, chains, [], wait_s=self.wait_s if chains else 0.0, record="timer",
+                         from_timer=True)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -154,13 +169,14 @@ class BrokerWorker:
                      group, len(flying))
         return list(flying.values())
 
-    def _start(self, group: str, chains: list[Chain]) -> None:
+    def _start(self, group: str, chains: list[Chain], from_timer: bool = False) -> None:
         running = self._running[group]
         started = []
         for chain in chains:
             chain_id = random.getrandbits(62)
-            running[chain_id] = [False, chain]
+            running[chain_id] = [False, chain, from_timer]
             started.append((chain_id, chain))
+        self._in_flight += len(started)
         if started:
             self.loop.call(self._spawn, group, started)
 
@@ -207,32 +223,40 @@ class BrokerWorker:
                               "delivery attempt did not finish in its timeout",
                               url=self.engine.route(task.trigger).url)
 
-    def _run(self, group: str, state: PartitionState, chains: list[Chain],
-             out: list[OutRecord]) -> tuple[list[OutRecord], list[int]]:
+    def _run(self, group: str, state: PartitionState, chains: list[Chain], out: list[OutRecord], *,
+             wait_s: float, record: str | None, from_timer: bool = False) -> tuple[list[OutRecord], list[int]]:
+        """Start ``chains``; collect the group's finished chains (waiting up to ``wait_s``
+        for all of them, and past that while over ``max_in_flight``); then ``record`` in
+        state the ones still running: ``"all"``, ``"timer"`` (those started by timers) or
+        None. Returns (records, timers)."""
         timers: list[int] = []
-        self._start(group, chains)
+        self._start(group, chains, from_timer)
         running = self._running[group]
-        deadline = time.monotonic() + self.wait_s
+        deadline = time.monotonic() + wait_s
         while running:
             with self._cond:
                 if not self._done[group]:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        break
+                        if self._in_flight <= self.max_in_flight:
+                            break
+                        left = 0.005  # backpressure: too much in flight, wait for some of it
                     self._cond.wait(left)
                 finished, self._done[group] = self._done[group], []
+            self._in_flight -= len(finished)
             for done in finished:
                 if running.pop(done.chain_id)[0]:
                     state.drop_in_flight(done.chain_id)
                 more, new_timers = self._settle(state, done, out)
                 timers += new_timers
-                self._start(group, more)
-        if running:  # slow subscribers: record what still runs, collect it later
-            for chain_id, entry in running.items():
-                if not entry[0]:
-                    entry[0] = True
-                    state.put_in_flight(chain_id, entry[1])
-            timers.append(int((time.time() + self.collect_s) * 1000))
+                self._start(group, more, from_timer)
+        if running:
+            if record is not None:  # what a checkpoint must find in state: record it
+                for chain_id, entry in running.items():
+                    if not entry[0] and (record == "all" or entry[2]):
+                        entry[0] = True
+                        state.put_in_flight(chain_id, entry[1])
+            timers.append(int((time.time() + self.collect_s) * 1000))  # collect the rest soon
         return out, timers
 
     def _settle(self, state: PartitionState, done: ChainDone, out: list[OutRecord]) -> tuple[list[Chain], list[int]]:

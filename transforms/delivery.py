@@ -9,7 +9,7 @@ Shape (like Knative's ``pkg/kncloudevents`` and Beam's ``requestresponse.py``):
   (``first_attempts`` encodes an event once for all its triggers and retries; a task
   without one is encoded here) through a ``Sender``, then ``decide``. It never waits out a backoff: a ``Retrying`` outcome carries
   the next task with its ``due_at``, and whoever runs the engine decides how to wait (the
-  Flink job schedules it durably through a Kafka retry topic; ``run_until_settled`` sleeps
+  Flink job holds it in checkpointed keyed state until due; ``run_until_settled`` sleeps
   in-process, for the DirectRunner and tests).
 
 Outcomes of one attempt:
@@ -212,8 +212,8 @@ class DeliveryTask:
 
     A value: never changed after it is made (``retried`` makes the next attempt's task),
     except that ``request`` and the decoded ``event`` are memos filled in on first need.
-    Picklable; ``to_bytes``/``from_bytes`` give the record the Flink job passes between its
-    operators and through the durable retry topic. ``from_bytes`` reads only the small
+    Picklable; ``to_bytes``/``from_bytes`` give the record the Flink job keeps in its
+    state for what waits (a held retry, a queued ordered event, a chain in flight). ``from_bytes`` reads only the small
     first line; the event itself is decoded when something asks for ``event`` (a dead
     letter, a reply), which a plain successful attempt never does.
     """

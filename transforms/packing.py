@@ -13,6 +13,7 @@ All integers are big-endian; a length of -1 is a null::
                 | bytes32 value | u16 n | n x (str16 name | bytes32 value)
     out record: str16 topic | bytes32 key | bytes32 value | u16 n | n x (str16 name | bytes32 value)
     batch     : str16 group | i32 count | count x (i32 length | record)
+    marker    : str16 group | i32 -1   (the JVM's Batcher, right before a checkpoint barrier)
 """
 from __future__ import annotations
 
@@ -128,6 +129,17 @@ def batch_group(batch: bytes) -> str:
     """The group (``"<topic>/<partition>"``) a batch belongs to: the Python operator's key."""
     (length,) = _unpack_u16(batch, 0)
     return batch[2:2 + length].decode()
+
+
+def is_marker(batch: bytes) -> bool:
+    """A checkpoint marker for the batch's group, not a batch (see ``Batcher.java``)."""
+    (length,) = _unpack_u16(batch, 0)
+    return _unpack_i32(batch, 2 + length)[0] == -1
+
+
+def pack_marker(group: str) -> bytes:
+    encoded = group.encode()
+    return _pack_u16(len(encoded)) + encoded + _pack_i32(-1)
 
 
 def unpack_batch(batch: bytes) -> list[bytes]:

@@ -3,7 +3,7 @@
 Like Knative's ``pkg/kncloudevents/retries.go``: which failures are retried, how long to wait
 before the next attempt, and when to give up. Every function takes the current time as an
 argument, so the policy is unit-tested exactly and the same code decides in a DirectRunner,
-in a Flink operator or when a retry record comes back from a Kafka retry topic.
+in a Flink operator or when a held retry comes due.
 
 Conventions (checked against Knative, see each function):
 

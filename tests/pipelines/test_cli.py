@@ -124,19 +124,30 @@ from pipelines.flink_job import build_job
 from pipelines.options import flink_options
 
 options = flink_options(build_parser().parse_args(sys.argv[1:]))
-env, _t_env, _table = build_job(load_plan(sys.argv[2]), options)
-print(json.dumps({"buffer_timeout": env.get_buffer_timeout(), "limit": options.topics.max_record_bytes}))
+env = build_job(load_plan(sys.argv[2]), options)
+plan = json.loads(env.get_execution_plan())
+config = env._j_stream_execution_environment.getConfiguration()
+print(json.dumps({"buffer_timeout": env.get_buffer_timeout(), "limit": options.topics.max_record_bytes,
+                  "batch": [options.batch_records, options.batch_delay_ms, options.batch_wait_ms],
+                  "bundle_time": config.toMap().get("python.fn-execution.bundle.time"),
+                  "operators": sorted({node["type"] for node in plan["nodes"]})}))
 """
 
 
 @pytest.mark.flink
-def test_record_limit_and_buffer_timeout_reach_the_job():
+def test_job_options_reach_the_job():
     # In a process of its own: PyFlink, once imported, takes over Beam's bundle processing,
     # and the DirectRunner tests of this session share the pytest process.
     result = subprocess.run([sys.executable, "-c", BUILD_JOB, "run", str(EXAMPLE), "--max-record-bytes", "8388608",
-                             "--buffer-timeout-ms", "7"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                             "--buffer-timeout-ms", "7", "--batch-records", "123", "--batch-delay-ms", "3",
+                             "--batch-wait-ms", "50", "--bundle-time-ms", "9"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"buffer_timeout": 7, "limit": 8388608}
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {k: built[k] for k in ("buffer_timeout", "limit", "batch", "bundle_time")} == {
+        "buffer_timeout": 7, "limit": 8388608, "batch": [123, 3, 50], "bundle_time": "9"}
+    # the job's shape: the JVM batches and (un)packs around the one Python operator
+    assert {"batch per partition", "decode, route, deliver", "unbatch"} <= set(built["operators"]), built["operators"]
 
 
 def test_max_record_bytes_has_a_floor():

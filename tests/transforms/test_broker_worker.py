@@ -1,7 +1,8 @@
 """BrokerWorker: one partition's records to settled deliveries, against real HTTP consumers.
 
 The worker is what the Flink operator runs; here it is driven directly, as the operator
-drives it (batches of records, then timers), with its state in memory.
+drives it (batches of records, timers, and the marker before each checkpoint), with its
+state in memory.
 """
 from __future__ import annotations
 
@@ -56,17 +57,32 @@ def run_timers(worker: BrokerWorker, state, timers: list[int], until, limit_s: f
     return out
 
 
-def test_a_batch_is_delivered_and_leaves_settled():
-    with ConsumerServer(accept()) as consumer:
+def test_a_batch_does_not_wait_for_its_deliveries_and_a_marker_settles_them():
+    with ConsumerServer(slow(0.3)) as consumer:
         worker = worker_for(broker_yaml() + trigger_yaml("all", consumer.url), wait_s=30.0)
         try:
             state = MemoryPartitionState()
             out, timers = worker.on_records("g", state, [record(n) for n in range(20)])
+            assert kinds(out) == ["routed"] * 20 and timers  # back before the answers, a timer to collect them
+            assert state.in_flight() == {}  # nothing written to state on the way
+            settled, timers = worker.on_marker("g", state)  # a checkpoint barrier follows
         finally:
             worker.close()
     assert sorted(r.event.get_id() for r in consumer.requests) == sorted(f"e{n}" for n in range(20))
-    assert kinds(out).count("delivered") == 20 and kinds(out).count("routed") == 20
+    assert kinds(settled) == ["delivered"] * 20
     assert timers == [] and state.in_flight() == {}
+
+
+def test_finished_deliveries_are_collected_by_the_next_timer():
+    with ConsumerServer(accept()) as consumer:
+        worker = worker_for(broker_yaml() + trigger_yaml("all", consumer.url))
+        try:
+            state = MemoryPartitionState()
+            out, timers = worker.on_records("g", state, [record(n) for n in range(5)])
+            out += run_timers(worker, state, timers, lambda: not worker._running["g"])  # all collected
+        finally:
+            worker.close()
+    assert kinds(out).count("delivered") == 5 and state.in_flight() == {}
 
 
 def fail_first_attempt_of(event_id: str):
@@ -92,9 +108,11 @@ def test_an_ordered_key_keeps_broker_order_across_a_retry_without_blocking_other
         try:
             state = MemoryPartitionState()
             out, timers = worker.on_records("g", state, [record(1), record(2), record(3, "room-2")])
+            timers += worker.on_marker("g", state)[1]
             # e1 failed once: room-1 waits for its retry, room-2 went on
             assert sorted(r.event.get_id() for r in ordered.requests) == ["e1", "e3"]
             out2, more = worker.on_records("g", state, [record(4)])
+            more += worker.on_marker("g", state)[1]
             assert "e4" not in [r.event.get_id() for r in ordered.requests]  # queued behind e1's retry
             assert {r.event.get_id() for r in other.requests} == {"e1", "e2", "e3", "e4"}
             run_timers(worker, state, timers + more, lambda: len(ordered.requests) >= 5)
@@ -112,7 +130,9 @@ def test_a_slow_subscriber_runs_on_in_flight_state_and_is_collected_by_a_timer()
             state = MemoryPartitionState()
             out, timers = worker.on_records("g", state, [record(1)])
             assert kinds(out) == ["routed"] and timers  # left before the answer, with a timer to collect it
-            assert len(state.in_flight()) == 1  # a checkpoint now would hold the chain
+            out, timers = worker.on_marker("g", state)  # waits 0.05 s, then records what still runs
+            assert out == [] and timers
+            assert len(state.in_flight()) == 1  # the checkpoint holds the chain
             collected = run_timers(worker, state, timers, lambda: state.in_flight() == {})
         finally:
             worker.close()
@@ -125,6 +145,7 @@ def test_chains_in_flight_at_a_checkpoint_run_again_after_a_restore():
         state = MemoryPartitionState()
         try:
             before.on_records("g", state, [record(1)])
+            before.on_marker("g", state)
             snapshot = MemoryPartitionState(dict(state.queues), dict(state.held), dict(state.flying))
         finally:
             before.close()

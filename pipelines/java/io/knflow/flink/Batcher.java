@@ -3,8 +3,10 @@ package io.knflow.flink;
 import java.io.ByteArrayOutputStream;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.Set;
 
 import org.apache.flink.api.common.operators.ProcessingTimeService.ProcessingTimeCallback;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
@@ -24,6 +26,12 @@ import org.apache.flink.types.Row;
  * so the operator holds no state of its own: a checkpoint's source offsets never run ahead
  * of what reached the Python operator.
  *
+ * <p>Right before the barrier it also emits a <em>marker</em> (a batch whose count is -1)
+ * for every partition it emitted a batch for since the last one: the Python operator does
+ * not wait for a batch's deliveries before it takes the next batch, and a marker tells it
+ * to settle the partition's deliveries (or record them in its state) before the barrier
+ * reaches it. This needs aligned checkpoints, which the job sets.
+ *
  * <p>Output: {@code Row(group, batch)}, the shape PyFlink's keyed Python operators take
  * (key, value), so the job keys by group without a Python key-selector operator (each
  * Python operator in the path costs a JVM/Python round trip of its own). The group is
@@ -38,6 +46,7 @@ public final class Batcher extends AbstractStreamOperator<Row>
     private final int maxBytes;
     private final long maxDelayMs;
     private transient Map<String, Open> open;
+    private transient Set<String> sinceCheckpoint;
     private transient boolean timerSet;
 
     private static final class Open {
@@ -55,6 +64,7 @@ public final class Batcher extends AbstractStreamOperator<Row>
     public void open() throws Exception {
         super.open();
         open = new LinkedHashMap<>();
+        sinceCheckpoint = new HashSet<>();
         timerSet = false;
     }
 
@@ -94,6 +104,13 @@ public final class Batcher extends AbstractStreamOperator<Row>
     @Override
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         flush();
+        for (String group : sinceCheckpoint) {
+            byte[] name = group.getBytes(StandardCharsets.UTF_8);
+            ByteBuffer marker = ByteBuffer.allocate(2 + name.length + 4);
+            marker.putShort((short) name.length).put(name).putInt(-1);
+            output.collect(new StreamRecord<>(Row.of(group, marker.array())));
+        }
+        sinceCheckpoint.clear();
         super.prepareSnapshotPreBarrier(checkpointId);
     }
 
@@ -111,6 +128,7 @@ public final class Batcher extends AbstractStreamOperator<Row>
     }
 
     private void emit(String group, Open batch) {
+        sinceCheckpoint.add(group);
         byte[] name = group.getBytes(StandardCharsets.UTF_8);
         byte[] records = batch.records.toByteArray();
         ByteBuffer out = ByteBuffer.allocate(2 + name.length + 4 + records.length);
