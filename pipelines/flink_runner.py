@@ -34,7 +34,8 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def read_outcomes(bootstrap: str, topic: str, start: Mapping[int, int]) -> list[dict[str, Any]]:
-    """Outcome records written since ``start`` offsets (partition -> offset)."""
+    """Outcome documents written since ``start`` offsets (partition -> offset); a record
+    holds one or more, as JSON lines."""
     from kafka import KafkaConsumer, TopicPartition
 
     end = _end_offsets(bootstrap, topic)
@@ -49,7 +50,7 @@ def read_outcomes(bootstrap: str, topic: str, start: Mapping[int, int]) -> list[
         deadline = time.time() + 30
         while remaining and time.time() < deadline:
             for message in consumer:
-                out.append(json.loads(message.value))
+                out.extend(json.loads(line) for line in message.value.splitlines() if line)
                 if message.offset + 1 >= end[message.partition]:
                     remaining.discard(message.partition)
                 if not remaining:

@@ -41,7 +41,8 @@ def worker_for(manifest: str, wait_s: float = 2.0) -> BrokerWorker:
 
 
 def kinds(out) -> list[str]:
-    return [json.loads(r.value)["k"] for r in out if r.topic == TOPICS.outcomes]
+    """The outcome documents' kinds, in order (a record holds one or more, as JSON lines)."""
+    return [json.loads(line)["k"] for r in out if r.topic == TOPICS.outcomes for line in r.value.splitlines()]
 
 
 def run_timers(worker: BrokerWorker, state, timers: list[int], until, limit_s: float = 30.0) -> list:
@@ -71,6 +72,18 @@ def test_a_batch_does_not_wait_for_its_deliveries_and_a_marker_settles_them():
     assert sorted(r.event.get_id() for r in consumer.requests) == sorted(f"e{n}" for n in range(20))
     assert kinds(settled) == ["delivered"] * 20
     assert timers == [] and state.in_flight() == {}
+
+
+def test_a_calls_outcomes_are_few_records_of_json_lines():
+    with ConsumerServer(accept()) as consumer:
+        worker = worker_for(broker_yaml() + trigger_yaml("all", consumer.url))
+        try:
+            out, _ = worker.on_records("g", MemoryPartitionState(), [record(n) for n in range(50)])
+        finally:
+            worker.close()
+    [outcomes] = [r for r in out if r.topic == TOPICS.outcomes]  # one record for the call's 50+ documents
+    docs = [json.loads(line) for line in outcomes.value.splitlines()]
+    assert [d["id"] for d in docs if d["k"] == "routed"] == [f"e{n}" for n in range(50)]
 
 
 def test_finished_deliveries_are_collected_by_the_next_timer():
