@@ -181,7 +181,8 @@ class Outbox:
                 record = DeadLetter(reason=outcome.reason, trigger=trigger, event_id=outcome.event.get_id(),
                                     event=event_to_dict(outcome.event))
                 out.append(dead_letter_record(topics, record, b"dead_letter", event_id.encode()))
-        if any(record_size(record) > topics.max_record_bytes for record in out):
+        # outcome documents are small: only replies and dead letters can be oversized
+        if any(record.topic != topics.outcomes and record_size(record) > topics.max_record_bytes for record in out):
             out = self._fit(task, out)
         return out, follow_up
 

@@ -181,3 +181,22 @@ def test_an_undecodable_record_is_dead_lettered_with_its_origin(value):
             worker.close()
     [dead] = [r for r in out if r.topic == TOPICS.dead_letters]
     assert json.loads(dead.value)["origin"] == f"{TOPIC}/2@9" and consumer.requests == []
+
+
+def test_a_triggers_concurrency_bounds_its_requests_in_flight():
+    with ConsumerServer(slow(0.2)) as consumer:
+        plan = plan_from_yaml(broker_yaml() + trigger_yaml("all", consumer.url))
+        loop = LoopThread(lambda: new_event_loop("uvloop"))
+        engine = DeliverySettings().engine({t.key: t for t in plan.triggers()})
+        worker = BrokerWorker(plan, TOPICS, engine, loop, concurrency=3, wait_s=30.0)
+        try:
+            state = MemoryPartitionState()
+            worker.on_records("g", state, [record(n) for n in range(12)])
+            settled, _ = worker.on_marker("g", state)
+        finally:
+            worker.close()
+    assert kinds(settled) == ["delivered"] * 12
+    arrivals = sorted(r.at for r in consumer.requests)
+    # With 3 in flight, the 4th request can only start once one of the first 3 was answered,
+    # 0.2 s after it arrived: a lower bound that a slow machine only makes wider.
+    assert arrivals[3] - arrivals[0] >= 0.19
