@@ -23,6 +23,8 @@ as after a burst or a restart. Then, one after the other, on those same records:
 5. ``steady``: ``--probe-events`` more events at ``--probe-rate`` per second, each written
    alone (acks=all, no linger): the latency of each from just before its Kafka write to
    the first request for it at any consumer (p50/p90/p99/max in ms).
+6. ``steady_ingress``: the same events again, each POSTed alone to ``knflow ingress``
+   (binary mode, one keep-alive connection): latency from the POST to the consumer.
 
 Usage: ``python bench/pipeline.py [--events 20000] [--parallelism 1]
 [--checkpoint-interval 10] [--no-outcomes] [--timeout 600] [--ordered-events 3000]
@@ -73,37 +75,99 @@ def _write_backlog(bootstrap: str, topic: str, events: list[Any], partitions: in
     return time.perf_counter() - start
 
 
-def _probe(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
-           timeout: float) -> dict[str, Any]:
-    """Write ``docs`` one by one at ``rate`` per second; latency of each to its first delivery."""
-    from kafka import KafkaProducer
+def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consumer, timeout: float,
+           case: str, tag: str) -> dict[str, Any]:
+    """``send`` each of ``docs`` alone at ``rate`` per second; the latency of each from just
+    before it is sent to the first request for it at any consumer."""
+    from transforms.codec import event_from_dict
 
-    from transforms.codec import encode_kafka, event_from_dict
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     sent: dict[str, float] = {}
     start = time.perf_counter()
     for n, doc in enumerate(docs):
-        event_id = doc["id"] = f"probe-{n}"
-        key, headers, value = encode_kafka(event_from_dict(doc), "binary")
+        event_id = doc["id"] = f"probe-{tag}{n}"
+        event = event_from_dict(doc)
         time.sleep(max(0.0, start + n / rate - time.perf_counter()))
         sent[event_id] = time.time()
-        producer.send(topic, key=key, value=value, headers=list(headers))
-    producer.flush()
-    producer.close()
+        send(event)
     deadline = time.perf_counter() + timeout
-    while len(arrivals := consumer.arrivals()) < len(sent):
+    while not set(sent) <= set(arrivals := consumer.arrivals()):
         if time.perf_counter() > deadline:
-            raise SystemExit(f"only {len(arrivals)} of {len(sent)} probe events arrived in {timeout:.0f}s")
+            raise SystemExit(f"only {len(set(sent) & set(arrivals))} of {len(sent)} probe events arrived in {timeout:.0f}s")
         time.sleep(0.2)
     latencies = sorted((arrivals[event_id] - at) * 1000 for event_id, at in sent.items())
 
     def pct(p: float) -> float:
         return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1)
 
-    return {"case": "steady", "events": len(docs), "rate_per_s": rate, "ops_per_s": rate,
+    return {"case": case, "events": len(docs), "rate_per_s": rate, "ops_per_s": rate,
             "latency_ms_p50": pct(50), "latency_ms_p90": pct(90), "latency_ms_p99": pct(99),
             "latency_ms_max": round(latencies[-1], 1)}
+
+
+def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
+                 timeout: float) -> dict[str, Any]:
+    """Each event written to the broker topic alone (acks=all, no linger)."""
+    from kafka import KafkaProducer
+
+    from transforms.codec import encode_kafka
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+
+    def send(event: Any) -> None:
+        key, headers, value = encode_kafka(event, "binary")
+        producer.send(topic, key=key, value=value, headers=list(headers))
+
+    try:
+        return _probe(send, docs, rate, consumer, timeout, "steady", "k")
+    finally:
+        producer.flush()
+        producer.close()
+
+
+def _probe_ingress(port: int, path: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
+                   timeout: float) -> dict[str, Any]:
+    """Each event POSTed alone (binary mode, one keep-alive connection) to ``knflow ingress``,
+    which answers once Kafka has it."""
+    import http.client
+
+    from transforms.codec import encode_http
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def send(event: Any) -> None:
+        headers, body = encode_http(event, "binary")
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 202:
+            raise SystemExit(f"the ingress answered {response.status} to {event.get_id()}")
+
+    try:
+        return _probe(send, docs, rate, consumer, timeout, "steady_ingress", "i")
+    finally:
+        connection.close()
+
+
+def _start_ingress(bootstrap: str, state: Path) -> tuple[subprocess.Popen, int]:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = _start([sys.executable, "-m", "pipelines.cli", "ingress", str(EXAMPLE), "--port", str(port),
+                      "--bootstrap-servers", bootstrap], state / "ingress.log")
+    deadline = time.perf_counter() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return process, port
+        except OSError:
+            pass
+        if time.perf_counter() > deadline or process.poll() is not None:
+            raise SystemExit(f"knflow ingress did not get ready:\n{(state / 'ingress.log').read_text()[-2000:]}")
+        time.sleep(0.2)
 
 
 def _expected(plan: Any, events: list[Any], ref_urls: dict[str, str]) -> Counter:
@@ -319,10 +383,18 @@ def main(argv: list[str] | None = None) -> int:
             summary["ordered_deliveries_per_s"] = rate
         if args.probe_events:
             docs = list(make_events.events(args.probe_events))
-            steady = _probe(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0)
+            steady = _probe_kafka(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0)
             print(json.dumps({**common, **steady}), flush=True)
             summary.update(steady_rate=args.probe_rate, steady_p50_ms=steady["latency_ms_p50"],
                            steady_p99_ms=steady["latency_ms_p99"])
+            ingress, port = _start_ingress(kafka.bootstrap, state)
+            try:
+                via = _probe_ingress(port, f"/{plan.brokers[0].namespace}/{plan.brokers[0].name}", docs,
+                                     args.probe_rate, consumer, 120.0)
+            finally:
+                _stop(ingress, signal.SIGTERM)
+            print(json.dumps({**common, **via}), flush=True)
+            summary.update(steady_ingress_p50_ms=via["latency_ms_p50"], steady_ingress_p99_ms=via["latency_ms_p99"])
         print(json.dumps(summary), flush=True)
         return 0
     finally:
