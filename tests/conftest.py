@@ -147,21 +147,27 @@ def rocketmq() -> RocketMQService:
     keep = os.environ.get("KNFLOW_TEST_ROCKETMQ_DIR")
     state = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="knflow-rocketmq-"))
     state.mkdir(parents=True, exist_ok=True)
-    broker = free_port_run(4)              # fast port, (unused), listen port, HA port
-    used = set(range(broker, broker + 4))
-    namesrv = free_port(used)
-    used.add(namesrv)
-    proxy = free_port(used)
-    used.add(proxy)
-    remoting = free_port(used)
-    env = {
-        "KNFLOW_ROCKETMQ_DIR": str(state), "KNFLOW_ROCKETMQ_NAMESRV_PORT": str(namesrv),
-        "KNFLOW_ROCKETMQ_PROXY_PORT": str(proxy), "KNFLOW_ROCKETMQ_REMOTING_PORT": str(remoting),
-        "KNFLOW_ROCKETMQ_BROKER_PORT": str(broker + 2),
-        "KNFLOW_ROCKETMQ_TOPICS": ",".join(ROCKETMQ_TOPICS), "KNFLOW_ROCKETMQ_GROUPS": ",".join(ROCKETMQ_GROUPS),
-    }
-    service = RocketMQService(f"127.0.0.1:{proxy}", f"127.0.0.1:{namesrv}", state, env)
-    service.start()
+    for attempt in range(3):  # a port found free can be taken before the JVM binds it: new ports, again
+        broker = free_port_run(4)              # fast port, (unused), listen port, HA port
+        used = set(range(broker, broker + 4))
+        namesrv = free_port(used)
+        used.add(namesrv)
+        proxy = free_port(used)
+        used.add(proxy)
+        remoting = free_port(used)
+        env = {
+            "KNFLOW_ROCKETMQ_DIR": str(state), "KNFLOW_ROCKETMQ_NAMESRV_PORT": str(namesrv),
+            "KNFLOW_ROCKETMQ_PROXY_PORT": str(proxy), "KNFLOW_ROCKETMQ_REMOTING_PORT": str(remoting),
+            "KNFLOW_ROCKETMQ_BROKER_PORT": str(broker + 2),
+            "KNFLOW_ROCKETMQ_TOPICS": ",".join(ROCKETMQ_TOPICS), "KNFLOW_ROCKETMQ_GROUPS": ",".join(ROCKETMQ_GROUPS),
+        }
+        service = RocketMQService(f"127.0.0.1:{proxy}", f"127.0.0.1:{namesrv}", state, env)
+        try:
+            service.start()
+            break
+        except RuntimeError as exc:
+            if attempt == 2 or "BindException" not in str(exc):
+                raise
     try:
         yield service
     finally:

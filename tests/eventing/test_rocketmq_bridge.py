@@ -79,7 +79,7 @@ class Producer:
         self.producer.shutdown()
 
 
-def read_events(bootstrap: str, topic: str, done, timeout: float = 120.0) -> list:
+def read_events(bootstrap: str, topic: str, done, timeout: float = 240.0) -> list:
     """Every event in ``topic`` (from the start) once ``done(events)`` holds; fails after ``timeout``."""
     from kafka import KafkaConsumer
 
@@ -104,6 +104,7 @@ def bodies(events) -> list[bytes]:
 
 
 def start_bridge(source, rocketmq, bootstrap: str, **options) -> tuple[RocketMQBridge, threading.Thread]:
+    options.setdefault("startup_timeout_s", 90)  # generous: the machine is shared
     bridge = RocketMQBridge(source, endpoints=rocketmq.endpoints, bootstrap_servers=bootstrap, **options)
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
@@ -221,7 +222,7 @@ def test_bridge_killed_midstream_loses_nothing(tmp_path, rocketmq, kafka):
         sender.join(120)
         assert len(sent) == total
         bridge = launch()
-        events = read_events(kafka.bootstrap, broker_topic, lambda evs: set(sent) <= set(bodies(evs)), timeout=180)
+        events = read_events(kafka.bootstrap, broker_topic, lambda evs: set(sent) <= set(bodies(evs)), timeout=300)
     finally:
         if bridge.poll() is None:
             bridge.send_signal(signal.SIGTERM)
