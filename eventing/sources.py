@@ -219,6 +219,17 @@ def _string_list(value: Any, field: str, report: Report, *, split: str | None = 
     return tuple(out)
 
 
+def _name_or_default(spec: Mapping[str, Any], key: str, default: str, report: Report) -> str | None:
+    """``spec.<key>``: a non-empty string, or ``default`` when absent; None after reporting."""
+    value = spec.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value:
+        report(f"spec.{key}", f"must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
 def _choice(value: Any, field: str, allowed: Iterable[str], default: str, report: Report) -> str | None:
     if value is None:
         return default
@@ -241,12 +252,7 @@ def _kafka(res: Resource, report: Report) -> dict[str, Any] | None:
     topics = _string_list(spec.get("topics"), "spec.topics", report)
     offset = _choice(spec.get("initialOffset"), "spec.initialOffset", OFFSETS, "latest", report)
     ordering = _choice(spec.get("ordering"), "spec.ordering", (ORDERED, UNORDERED), ORDERED, report)
-    group = spec.get("consumerGroup")
-    if group is None:
-        group = f"knative-kafka-source-{res.namespace}-{res.name}"
-    elif not isinstance(group, str) or not group:
-        report("spec.consumerGroup", f"must be a non-empty string, got {group!r}")
-        group = None
+    group = _name_or_default(spec, "consumerGroup", f"knative-kafka-source-{res.namespace}-{res.name}", report)
     consumers = spec.get("consumers", 1)
     if isinstance(consumers, bool) or not isinstance(consumers, int) or consumers < 1:
         report("spec.consumers", f"must be a positive integer, got {consumers!r}")
@@ -365,12 +371,7 @@ def _rocketmq(res: Resource, report: Report) -> dict[str, Any] | None:
         report("spec.topic", "is required (the RocketMQ topic to consume)")
         topic = None
     namesrv = _string_list(spec.get("namesrvAddr"), "spec.namesrvAddr", report, split=r"[\s;]+")
-    group = spec.get("groupName")
-    if group is None:
-        group = f"knative-rocketmq-source-{res.namespace}-{res.name}"
-    elif not isinstance(group, str) or not group:
-        report("spec.groupName", f"must be a non-empty string, got {group!r}")
-        group = None
+    group = _name_or_default(spec, "groupName", f"knative-rocketmq-source-{res.namespace}-{res.name}", report)
     selector = spec.get("selectorExpression", "*")
     if not isinstance(selector, str) or not selector.strip():
         report("spec.selectorExpression", f"must be a tag expression such as '*' or 'TagA || TagB', got {selector!r}")
