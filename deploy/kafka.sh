@@ -155,9 +155,13 @@ ensure_jars() {
 format_storage() {
   [[ -f "$DATA_DIR/meta.properties" ]] && return 0
   mkdir -p "$DATA_DIR"
-  # A cluster id is 16 random bytes, base64url without padding (22 chars).
+  # A cluster id is 16 random bytes, base64url without padding (22 chars). One starting
+  # with '-' would be read as an option by the storage tool: draw again (1 in 64).
   local cluster_id
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)"
+  cluster_id="-"
+  while [[ "$cluster_id" == -* ]]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)"
+  done
   log "formatting storage in $DATA_DIR (cluster id $cluster_id)"
   "${JAVA_CMD[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" \
     >>"$LOG_FILE" 2>&1 || { log "storage format failed:"; tail -n 30 "$LOG_FILE" >&2; exit 1; }
