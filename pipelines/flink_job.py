@@ -50,8 +50,8 @@ class FlinkJobOptions:
     start_from: str = "group"  # group (committed offsets, else earliest) | earliest | latest
     outcomes: bool = True
     bundle_size: int = 1000
-    bundle_time_ms: int = 20
-    buffer_timeout_ms: int = 100  # how long a network buffer between operators may wait to fill (Flink's default)
+    bundle_time_ms: int = 5  # matches the Batcher's delay: a batch does not wait for a bundle to fill
+    buffer_timeout_ms: int = 5  # a network buffer between operators waits at most this long (Flink's default: 100)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger records are dead-lettered (kafka_plane.fit)
     connector_jar: str | None = None
     restore_from: str | None = None

@@ -82,13 +82,13 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="a source partition's batch for the Python operator closes at N records (default: %(default)s)")
     flink.add_argument("--batch-delay-ms", type=int, default=5, metavar="MS",
                        help="... or MS milliseconds after it began: the latency batching may add (default: %(default)s)")
-    flink.add_argument("--bundle-time-ms", type=int, default=20, metavar="MS",
+    flink.add_argument("--bundle-time-ms", type=int, default=5, metavar="MS",
                        help="PyFlink bundle time: the Python operator's output leaves at least this often "
                             "(python.fn-execution.bundle.time; default: %(default)s)")
     flink.add_argument("--batch-wait-ms", type=int, default=200, metavar="MS",
                        help="how long a batch waits for its deliveries before slower ones go on in checkpointed "
                             "state, collected later (default: %(default)s)")
-    flink.add_argument("--buffer-timeout-ms", type=int, default=100, metavar="MS",
+    flink.add_argument("--buffer-timeout-ms", type=int, default=5, metavar="MS",
                        help="longest wait of a network buffer between Flink operators before it is sent half "
                             "full: lower is lower latency, 0 sends every record at once (default: %(default)s)")
     flink.add_argument("--max-record-bytes", type=_record_limit, default=DEFAULT_MAX_RECORD_BYTES, metavar="BYTES",
