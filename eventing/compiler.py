@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from eventing.delivery_spec import parse_delivery
 from eventing.destinations import DestinationError, parse_destination
@@ -28,28 +28,38 @@ TRIGGER_FIELDS = ("broker", "filter", "filters", "subscriber", "delivery")
 BROKER_FIELDS = ("config", "delivery")
 
 
-def load_plan(paths: Iterable[str | Path] | str | Path, *, allow_sources: bool = False) -> Plan:
+def load_plan(paths: Iterable[str | Path] | str | Path, *,
+              allow_sources: bool | Callable[[SourcePlan], bool] = False) -> Plan:
     """Load manifest files (or directories of them) and compile them; raises ``ManifestError``
     listing all problems. One path is taken as itself, never as an iterable of characters.
 
-    Sources are validated and compiled always; unless ``allow_sources``, a plan that has
-    any is refused (one problem per source), because the job does not run them yet: the
-    engines call this without the flag until source execution is wired into the job."""
+    Sources are validated and compiled always. ``allow_sources``: True accepts every
+    source (validate, plan); a predicate accepts the sources an engine runs (the Flink job:
+    ``runs_in_job``); False refuses any (one problem per source)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     resources, problems = load_files(paths)
     plan = compile_plan(resources, problems)
-    if plan.sources and not allow_sources:
-        raise ManifestError([_not_wired(source) for source in plan.sources])
+    if allow_sources is not True:
+        refused = [s for s in plan.sources if not (callable(allow_sources) and allow_sources(s))]
+        if refused:
+            raise ManifestError([_not_wired(source) for source in refused])
     return plan
+
+
+def runs_in_job(source: SourcePlan) -> bool:
+    """The sources the Flink job runs: a KafkaSource whose sink is a Broker (its topics
+    enter the job where the broker topic enters)."""
+    return source.kind == "KafkaSource" and source.broker is not None
 
 
 def _not_wired(source: SourcePlan) -> Problem:
     hint = ("; a RocketMQSource feeding a broker can run beside the job: `knflow rocketmq-bridge`"
             if source.kind == "RocketMQSource" and source.broker is not None else "")
     return Problem(source.source_file, source.kind, source.name, "kind",
-                   f"source execution is not wired into the job yet: `knflow validate` and `knflow plan` accept "
-                   f"{source.kind}, the job does not run it (leave it out of the manifests given to the job){hint}")
+                   f"the job runs KafkaSources whose sink is a Broker; this {source.kind} (sink "
+                   f"{source.flows_to()}) is not run by it yet: `knflow validate` and `knflow plan` accept it "
+                   f"(leave it out of the manifests given to the job){hint}")
 
 
 def compile_plan(resources: list[Resource], problems: list[Problem] | None = None) -> Plan:

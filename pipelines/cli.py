@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from eventing.compiler import load_plan
+from eventing.compiler import load_plan, runs_in_job
 from eventing.plan import Plan
 from filters.errors import KnflowError
 
@@ -238,7 +238,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.flink_runner import submit
     from pipelines.options import flink_options
 
-    plan = load_plan(args.manifests)
+    plan = load_plan(args.manifests, allow_sources=runs_in_job)
     job_id = submit(args.manifests, args.jobmanager, plan, flink_options(args, plan), args.partitions)
     print(job_id)
     return 0

@@ -16,14 +16,14 @@ def main(argv: list[str]) -> None:
     import argparse
     import json
 
-    from eventing.compiler import load_plan
+    from eventing.compiler import load_plan, runs_in_job
     from pipelines.flink_job import FlinkJobOptions, build_job
 
     parser = argparse.ArgumentParser(prog="flink_entry")
     parser.add_argument("--options-json", required=True, help="FlinkJobOptions as JSON (from knflow submit)")
     parser.add_argument("manifests", nargs="+")
     args = parser.parse_args(argv)
-    plan = load_plan(args.manifests)
+    plan = load_plan(args.manifests, allow_sources=runs_in_job)
     options = FlinkJobOptions(**json.loads(args.options_json))
     options.ship_code = True
     build_job(plan, options).execute_async(f"knflow-{options.job_name}")

@@ -94,14 +94,16 @@ def job_jars(options: FlinkJobOptions) -> list[str]:
     return [connector_jar(options.connector_jar), knflow_jar()]
 
 
-def _starting_offsets(options: FlinkJobOptions) -> Any:
+def _starting_offsets(start_from: str, reset: str = "earliest") -> Any:
+    """``start_from``: group (the group's committed offsets, else ``reset``) | earliest | latest."""
     from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer
 
-    if options.start_from == "earliest":
+    if start_from == "earliest":
         return KafkaOffsetsInitializer.earliest()
-    if options.start_from == "latest":
+    if start_from == "latest":
         return KafkaOffsetsInitializer.latest()
-    return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+    strategy = KafkaOffsetResetStrategy.LATEST if reset == "latest" else KafkaOffsetResetStrategy.EARLIEST
+    return KafkaOffsetsInitializer.committed_offsets(strategy)
 
 
 def _jvm() -> Any:
@@ -110,13 +112,17 @@ def _jvm() -> Any:
     return get_gateway().jvm
 
 
-def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: str) -> Any:
-    """A DataStream of packed records (bytes) of ``topics``, offsets committed to the job's group."""
+def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: str, *,
+                  bootstrap_servers: str | None = None, group_id: str | None = None, start_from: str | None = None,
+                  reset: str = "earliest") -> Any:
+    """A DataStream of packed records (bytes) of ``topics``, offsets committed to the group
+    (by default the job's servers, group and ``--start-from``)."""
     from pyflink.common import Types, WatermarkStrategy
     from pyflink.datastream.connectors.kafka import KafkaSource
 
-    builder = (KafkaSource.builder().set_bootstrap_servers(options.bootstrap_servers).set_topics(*topics)
-               .set_group_id(options.group_id).set_starting_offsets(_starting_offsets(options))
+    builder = (KafkaSource.builder().set_bootstrap_servers(bootstrap_servers or options.bootstrap_servers)
+               .set_topics(*topics).set_group_id(group_id or options.group_id)
+               .set_starting_offsets(_starting_offsets(start_from or options.start_from, reset))
                .set_property("partition.discovery.interval.ms", "10000")
                .set_property("commit.offsets.on.checkpoint", "true"))
     builder._j_builder.setDeserializer(_jvm().io.knflow.flink.PackedRecordDeserializer())
@@ -209,6 +215,12 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
         env = environment(options)
     configure(env, options)
     records = packed_source(env, [b.topic for b in plan.brokers], options, "broker topics")
+    sources = [packed_source(env, list(source.topics), options, f"KafkaSource {source.key}",
+                             bootstrap_servers=",".join(source.bootstrap_servers), group_id=source.consumer_group,
+                             start_from="group", reset=source.initial_offset)
+               for source in kafka_sources(plan)]
+    if sources:
+        records = records.union(*sources)
     function = BrokerPartitionFunction(plan, options.topics, options.delivery, options.batch_wait_ms,
                                        max(1, options.batch_delay_ms))
     out = (keyed_batches(records, options)
@@ -216,6 +228,27 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
            .name("decode, route, deliver"))
     packed_sink(out, options)
     return env
+
+
+def kafka_sources(plan: Plan) -> list[Any]:
+    """The plan's KafkaSources that feed a broker: extra inputs of the job, read with their
+    own servers, consumer group and initialOffset (Knative's: the group's committed
+    offsets, else initialOffset). One job reads a topic once, so a topic may belong to one
+    source and to no broker."""
+    from filters.errors import KnflowError
+
+    owners: dict[str, str] = {b.topic: f"Broker/{b.key}" for b in plan.brokers}
+    chosen = []
+    for source in plan.sources:
+        if source.kind != "KafkaSource" or source.broker is None:
+            continue
+        for topic in source.topics:
+            if topic in owners:
+                raise KnflowError(f"{source.source_file}: KafkaSource/{source.name}: spec.topics: topic {topic!r} is "
+                                  f"also read by {owners[topic]} in this job; a job reads each topic once")
+            owners[topic] = f"KafkaSource/{source.key}"
+        chosen.append(source)
+    return chosen
 
 
 def output_topics(plan: Plan, options: FlinkJobOptions) -> list[str]:

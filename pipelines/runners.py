@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from eventing.compiler import load_plan
+from eventing.compiler import load_plan, runs_in_job
 from eventing.plan import BrokerPlan, Plan
 from filters.errors import KnflowError
 from pipelines.delivery_settings import DeliverySettings
@@ -38,7 +38,8 @@ def read_events_file(path: str) -> list[RawRecord]:
 
 
 def run_job(args: argparse.Namespace) -> int:
-    plan = load_plan(args.manifests)
+    # The Flink job runs the KafkaSources that feed a broker; the DirectRunner reads a file.
+    plan = load_plan(args.manifests, allow_sources=runs_in_job if args.knflow_runner == "flink" else False)
     if args.knflow_runner == "flink" and not args.broker:
         broker = plan.brokers[0] if len(plan.brokers) == 1 else None
     else:

@@ -163,8 +163,7 @@ class BrokerWorker:
         now = self.clock()
         for record in records:
             try:
-                for produced in self.intake.ingest(record.topic, record.key, record.headers, record.value,
-                                                   record.origin, now):
+                for produced in self.intake.ingest_record(record, now):
                     (items if isinstance(produced, WorkItem) else out).append(produced)
             except Exception as exc:  # a bug must not stop the job or lose the record: dead-letter it
                 log.exception("intake failed for %s", record.origin)

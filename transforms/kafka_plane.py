@@ -14,9 +14,11 @@ Everything here is pure (no I/O) and unit-tested without an engine.
 """
 from __future__ import annotations
 
-import orjson
 from dataclasses import dataclass
 from typing import Iterable, Mapping
+
+import orjson
+from cloudevents.core.v1.event import CloudEvent
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES
 from eventing.plan import ORDERED, Plan
@@ -25,7 +27,9 @@ from transforms.delivery import (
     DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying, first_attempts,
 )
 from transforms.records import DeadLetter, raw_text
+from transforms.packing import InRecord
 from transforms.router import Router
+from transforms.sources import KafkaSourceRecord, kafka_record_to_event
 from transforms.scheduler import WorkItem, ordered_key, unordered_key
 
 KIND_HEADER = "knflow_kind"
@@ -100,12 +104,34 @@ def _outcome(topics: Topics, kind: str, trigger: str | None, event_id: str | Non
 
 
 class Intake:
-    """Decode and route records of the broker topics of ``plan``."""
+    """Decode and route records of the broker topics of ``plan``, and of the topics of its
+    KafkaSources that feed a broker (their records become CloudEvents as Knative's
+    KafkaSource makes them, ``transforms.sources``, and are routed by that broker)."""
 
     def __init__(self, plan: Plan, topics: Topics) -> None:
         self.topics = topics
         self.routers = {b.topic: Router(b) for b in plan.brokers}
         self.ordered = {t.key for t in plan.triggers() if t.ordering == ORDERED}
+        by_topic = {b.topic: b for b in plan.brokers}
+        self.sources = {topic: (source, self.routers[source.topic])
+                        for source in plan.sources if source.kind == "KafkaSource" and source.topic in by_topic
+                        for topic in source.topics}
+
+    def ingest_record(self, record: InRecord, now: float) -> list[WorkItem | OutRecord]:
+        """One record the job read: of a broker topic, or of a KafkaSource's topic."""
+        source = self.sources.get(record.topic)
+        if source is None:
+            return self.ingest(record.topic, record.key, record.headers, record.value, record.origin, now)
+        plan, router = source
+        try:
+            event = kafka_record_to_event(
+                KafkaSourceRecord(record.topic, record.partition, record.offset, record.timestamp, record.key,
+                                  list(record.headers.items()), record.value),
+                namespace=plan.namespace, name=plan.name, key_type=plan.key_type, ce_overrides=plan.ce_overrides)
+        except (CodecError, ValueError) as exc:
+            return self._dead_letter(f"KafkaSource {plan.key}: the record is no valid event: {exc}", record.origin,
+                                     record.headers, record.value)
+        return self._route(router, event, record.key, record.origin, now)
 
     def ingest(self, topic: str, key: bytes | None, headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]],
                value: bytes | None, origin: str, now: float) -> list[WorkItem | OutRecord]:
@@ -116,6 +142,10 @@ class Intake:
             event = decode_kafka(headers, value)
         except CodecError as exc:
             return self._dead_letter(f"not a valid CloudEvent: {exc}", origin, headers, value)
+        return self._route(router, event, key, origin, now)
+
+    def _route(self, router: Router, event: CloudEvent, key: bytes | None, origin: str,
+               now: float) -> list[WorkItem | OutRecord]:
         matches = router.route(event)
         out: list[WorkItem | OutRecord] = []
         event_id = event.get_id()

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from eventing.compiler import compile_plan, load_plan
+from eventing.compiler import runs_in_job, compile_plan, load_plan
 from eventing.errors import ManifestError
 from eventing.manifests import load_documents
 from eventing.plan import KafkaSourcePlan, PingSourcePlan, RocketMQSourcePlan
@@ -191,8 +191,14 @@ def test_load_plan_refuses_sources_unless_allowed(tmp_path):
     with pytest.raises(ManifestError) as info:
         load_plan(path)
     [problem] = info.value.problems
-    assert str(problem).startswith(f"{path}: KafkaSource/s: kind: source execution is not wired into the job yet")
+    assert str(problem).startswith(f"{path}: KafkaSource/s: kind: the job runs KafkaSources whose sink is a Broker")
     assert load_plan(path, allow_sources=True).sources[0].name == "s"
+    assert load_plan(path, allow_sources=runs_in_job).sources[0].name == "s"  # the Flink job runs this one
+    ping_path = tmp_path / "p.yaml"
+    ping_path.write_text("\n---\n".join([BROKER, source("PingSource", ping(), name="p")]))
+    with pytest.raises(ManifestError) as info:
+        load_plan(ping_path, allow_sources=runs_in_job)
+    assert "PingSource/p: kind: the job runs KafkaSources whose sink is a Broker; this PingSource" in str(info.value)
 
 
 def test_cli_validate_plan_and_run(tmp_path, capsys):
@@ -215,4 +221,6 @@ def test_cli_validate_plan_and_run(tmp_path, capsys):
     assert main(["validate", str(bad)]) == 1
     assert "PingSource/s: spec.schedule: expected exactly 5 fields" in capsys.readouterr().err
     assert main(["submit", str(path), "--jobmanager", "127.0.0.1:1"]) == 1
-    assert "source execution is not wired into the job yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "PingSource/p: kind: the job runs KafkaSources whose sink is a Broker" in err
+    assert "KafkaSource/s" not in err  # the job runs that one
