@@ -86,8 +86,8 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="PyFlink bundle time: the Python operator's output leaves at least this often "
                             "(python.fn-execution.bundle.time; default: %(default)s)")
     flink.add_argument("--batch-wait-ms", type=int, default=200, metavar="MS",
-                       help="how long a batch waits for its deliveries before slower ones go on in checkpointed "
-                            "state, collected later (default: %(default)s)")
+                       help="before a checkpoint, how long the Python operator waits for a partition's deliveries "
+                            "before it records the slower ones in its state (default: %(default)s)")
     flink.add_argument("--buffer-timeout-ms", type=int, default=5, metavar="MS",
                        help="longest wait of a network buffer between Flink operators before it is sent half "
                             "full: lower is lower latency, 0 sends every record at once (default: %(default)s)")
