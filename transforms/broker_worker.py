@@ -154,7 +154,7 @@ class BrokerWorker:
         finally:
             self.loop.stop()
 
-    # -- the engine's two entry points ------------------------------------------------
+    # -- what the engine calls: a batch, a checkpoint marker, a timer -------------------
 
     def on_records(self, group: str, state: PartitionState, records: Iterable[InRecord]) -> tuple[list[OutRecord], list[int]]:
         """A batch of one partition's records -> (records to write, timers to register)."""
