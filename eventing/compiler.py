@@ -48,18 +48,18 @@ def load_plan(paths: Iterable[str | Path] | str | Path, *,
 
 
 def runs_in_job(source: SourcePlan) -> bool:
-    """The sources the Flink job runs: a KafkaSource whose sink is a Broker (its topics
-    enter the job where the broker topic enters)."""
-    return source.kind == "KafkaSource" and source.broker is not None
+    """The sources the Flink job runs: KafkaSources (their topics enter the job where the
+    broker topic enters; one whose sink is a service or uri is delivered to it directly)."""
+    return source.kind == "KafkaSource"
 
 
 def _not_wired(source: SourcePlan) -> Problem:
     hint = ("; a RocketMQSource feeding a broker can run beside the job: `knflow rocketmq-bridge`"
             if source.kind == "RocketMQSource" and source.broker is not None else "")
     return Problem(source.source_file, source.kind, source.name, "kind",
-                   f"the job runs KafkaSources whose sink is a Broker; this {source.kind} (sink "
-                   f"{source.flows_to()}) is not run by it yet: `knflow validate` and `knflow plan` accept it "
-                   f"(leave it out of the manifests given to the job){hint}")
+                   f"this {source.kind} (sink {source.flows_to()}) is not run here: the Flink job (`knflow run`, "
+                   f"`knflow submit`) runs KafkaSources, and `knflow validate` and `knflow plan` accept every "
+                   f"source (leave it out of the manifests given here){hint}")
 
 
 def compile_plan(resources: list[Resource], problems: list[Problem] | None = None) -> Plan:

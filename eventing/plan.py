@@ -324,6 +324,28 @@ class Plan:
     def triggers(self) -> tuple[TriggerPlan, ...]:
         return tuple(t for b in self.brokers for t in b.triggers)
 
+    def direct_sources(self) -> tuple[BrokerPlan, ...]:
+        """Each KafkaSource whose sink is not a Broker, as a broker of one trigger named
+        ``KafkaSource:<name>``: no filter, the source's sink, delivery and ordering (how
+        Knative's KafkaSource dispatches to its sink). Its topic is empty: the job reads the
+        source's own topics and writes no replies for it (a source has no reply path)."""
+        from filters.materialize import materialize_trigger
+
+        out = []
+        for source in self.sources:
+            if source.kind != "KafkaSource" or source.broker is not None:
+                continue
+            trigger = TriggerPlan(source.namespace, f"KafkaSource:{source.name}", "", materialize_trigger(None, None),
+                                  {}, source.sink, source.delivery, getattr(source, "ordering", UNORDERED),
+                                  source.source_file)
+            out.append(BrokerPlan(source.namespace, f"KafkaSource:{source.name}", "", source.delivery, (trigger,),
+                                  source.source_file))
+        return tuple(out)
+
+    def delivery_triggers(self) -> tuple[TriggerPlan, ...]:
+        """Every destination the job delivers to: the brokers' triggers and the direct sources'."""
+        return self.triggers() + tuple(t for b in self.direct_sources() for t in b.triggers)
+
     def kafka_sink_topics(self) -> tuple[str, ...]:
         """Topics of the KafkaSinks that triggers dead-letter into."""
         topics = {t.delivery.dead_letter_sink.kafka_topic for t in self.triggers()

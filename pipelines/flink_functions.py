@@ -108,7 +108,7 @@ class BrokerPartitionFunction(KeyedProcessFunction):
             runtime_context.get_map_state(MapStateDescriptor("held", Types.LONG(), pickled)),
             runtime_context.get_map_state(MapStateDescriptor("in_flight", Types.LONG(), pickled)))
         loop = LoopThread(lambda: new_event_loop(self.settings.event_loop))
-        engine = self.settings.engine({t.key: t for t in self.plan.triggers()})
+        engine = self.settings.engine({t.key: t for t in self.plan.delivery_triggers()})
         self.worker = BrokerWorker(self.plan, self.topics, engine, loop, concurrency=self.settings.concurrency,
                                    wait_s=self.wait_ms / 1000, collect_s=self.collect_ms / 1000)
         log.info("deliveries run on %s with %s", type(loop.loop).__qualname__, self.settings.http_client)

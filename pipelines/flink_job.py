@@ -231,7 +231,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
 
 
 def kafka_sources(plan: Plan) -> list[Any]:
-    """The plan's KafkaSources that feed a broker: extra inputs of the job, read with their
+    """The plan's KafkaSources: extra inputs of the job, read with their
     own servers, consumer group and initialOffset (Knative's: the group's committed
     offsets, else initialOffset). One job reads a topic once, so a topic may belong to one
     source and to no broker."""
@@ -240,7 +240,7 @@ def kafka_sources(plan: Plan) -> list[Any]:
     owners: dict[str, str] = {b.topic: f"Broker/{b.key}" for b in plan.brokers}
     chosen = []
     for source in plan.sources:
-        if source.kind != "KafkaSource" or source.broker is None:
+        if source.kind != "KafkaSource":
             continue
         for topic in source.topics:
             if topic in owners:

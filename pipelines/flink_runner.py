@@ -76,7 +76,7 @@ def summarize(plan: Plan, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
             counts[doc["t"]][SUMMARY_KINDS[kind]] += 1
     columns = ("matched", "delivered", "retried", "dead_lettered", "replies")
     return {"records": records, "undecodable": undecodable,
-            "triggers": {t.key: {c: counts[t.key][c] for c in columns} for t in plan.triggers()}}
+            "triggers": {t.key: {c: counts[t.key][c] for c in columns} for t in plan.delivery_triggers()}}
 
 
 class _Stop(Exception):

@@ -131,7 +131,7 @@ class BrokerWorker:
         self.collect_s = collect_s
         self.max_in_flight = max_in_flight
         self.clock = clock
-        self.triggers = {t.key: t for t in plan.triggers()}
+        self.triggers = {t.key: t for t in plan.delivery_triggers()}
         self._limits: dict[str, _Limit] = {}
         self._ids = itertools.count(random.getrandbits(40) << 22)  # chain ids, unique across restarts
         self._done: dict[str, list[ChainDone]] = defaultdict(list)

@@ -111,11 +111,12 @@ class Intake:
     def __init__(self, plan: Plan, topics: Topics) -> None:
         self.topics = topics
         self.routers = {b.topic: Router(b) for b in plan.brokers}
-        self.ordered = {t.key for t in plan.triggers() if t.ordering == ORDERED}
-        by_topic = {b.topic: b for b in plan.brokers}
-        self.sources = {topic: (source, self.routers[source.topic])
-                        for source in plan.sources if source.kind == "KafkaSource" and source.topic in by_topic
-                        for topic in source.topics}
+        self.ordered = {t.key for t in plan.delivery_triggers() if t.ordering == ORDERED}
+        routers = {source.key: self.routers[source.topic] for source in plan.sources
+                   if source.kind == "KafkaSource" and source.topic in self.routers}
+        routers.update({direct.key.replace("KafkaSource:", "", 1): Router(direct) for direct in plan.direct_sources()})
+        self.sources = {topic: (source, routers[source.key])
+                        for source in plan.sources if source.key in routers for topic in source.topics}
 
     def ingest_record(self, record: InRecord, now: float) -> list[WorkItem | OutRecord]:
         """One record the job read: of a broker topic, or of a KafkaSource's topic."""
@@ -191,10 +192,12 @@ class Outbox:
         elif isinstance(outcome, Delivered):
             out += _outcome(topics, "delivered", trigger, event_id, s=outcome.status, n=task.attempt + 1)
         elif isinstance(outcome, Replied):
-            key, headers, value = encode_kafka(outcome.reply, "binary")
-            out.append(OutRecord(self.broker_topics[trigger], key, value, dict(headers)))
             out += _outcome(topics, "delivered", trigger, event_id, s=outcome.status, n=task.attempt + 1)
-            out += _outcome(topics, "replied", trigger, event_id, reply=outcome.reply.get_id())
+            broker_topic = self.broker_topics.get(trigger)
+            if broker_topic is not None:  # a source's sink has no reply path: its reply is dropped, as Knative does
+                key, headers, value = encode_kafka(outcome.reply, "binary")
+                out.insert(0, OutRecord(broker_topic, key, value, dict(headers)))
+                out += _outcome(topics, "replied", trigger, event_id, reply=outcome.reply.get_id())
         elif isinstance(outcome, DeadLetterStored):
             out += _outcome(topics, "dead_letter_stored", trigger, event_id, s=outcome.status)
         elif isinstance(outcome, DeadLettered):

@@ -191,14 +191,15 @@ def test_load_plan_refuses_sources_unless_allowed(tmp_path):
     with pytest.raises(ManifestError) as info:
         load_plan(path)
     [problem] = info.value.problems
-    assert str(problem).startswith(f"{path}: KafkaSource/s: kind: the job runs KafkaSources whose sink is a Broker")
+    assert str(problem).startswith(f"{path}: KafkaSource/s: kind: this KafkaSource (sink Broker/streaming/live")
+    assert "is not run here: the Flink job (`knflow run`, `knflow submit`) runs KafkaSources" in str(problem)
     assert load_plan(path, allow_sources=True).sources[0].name == "s"
     assert load_plan(path, allow_sources=runs_in_job).sources[0].name == "s"  # the Flink job runs this one
     ping_path = tmp_path / "p.yaml"
     ping_path.write_text("\n---\n".join([BROKER, source("PingSource", ping(), name="p")]))
     with pytest.raises(ManifestError) as info:
         load_plan(ping_path, allow_sources=runs_in_job)
-    assert "PingSource/p: kind: the job runs KafkaSources whose sink is a Broker; this PingSource" in str(info.value)
+    assert "PingSource/p: kind: this PingSource (sink http://consumer.local/) is not run here" in str(info.value)
 
 
 def test_cli_validate_plan_and_run(tmp_path, capsys):
@@ -222,5 +223,28 @@ def test_cli_validate_plan_and_run(tmp_path, capsys):
     assert "PingSource/s: spec.schedule: expected exactly 5 fields" in capsys.readouterr().err
     assert main(["submit", str(path), "--jobmanager", "127.0.0.1:1"]) == 1
     err = capsys.readouterr().err
-    assert "PingSource/p: kind: the job runs KafkaSources whose sink is a Broker" in err
+    assert "PingSource/p: kind: this PingSource (sink http://consumer.local/) is not run here" in err
     assert "KafkaSource/s" not in err  # the job runs that one
+
+
+def test_a_kafka_source_with_a_direct_sink_is_delivered_as_a_trigger_without_filter():
+    from cloudevents.core.v1.event import CloudEvent
+
+    from transforms.delivery import DeliveryTask, Replied
+    from transforms.kafka_plane import Outbox, Topics
+
+    plan = compile_text(BROKER, source("KafkaSource", kafka(sink={"uri": "http://audit.local/"},
+                                                            delivery={"retry": 2}), name="audit"),
+                        source("KafkaSource", kafka(topics=["in2"]), name="fed"))
+    [direct] = plan.direct_sources()  # the broker-fed source is not one
+    [trigger] = direct.triggers
+    assert trigger.key == "streaming/KafkaSource:audit" and trigger.subscriber.url({}) == "http://audit.local/"
+    assert trigger.ordering == "ordered" and trigger.delivery.retry == 2  # Knative's default ordering, the source's delivery
+    assert [t.key for t in plan.delivery_triggers()] == [t.key for t in plan.triggers()] + [trigger.key]
+    event = CloudEvent({"specversion": "1.0", "id": "e1", "source": "/s", "type": "t"})
+    reply = CloudEvent({"specversion": "1.0", "id": "r1", "source": "/s", "type": "reply"})
+    topics = Topics.for_job("j")
+    records, follow_up = Outbox(plan, topics).records(Replied(DeliveryTask(trigger.key, event), 200, reply))
+    # a source has no reply path: the delivery counts, the reply goes nowhere
+    assert follow_up is None and [r.topic for r in records] == [topics.outcomes]
+    assert json.loads(records[0].value)["k"] == "delivered"
