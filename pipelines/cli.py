@@ -186,7 +186,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     from filters.base import EventView
     from transforms.codec import decode_structured
 
-    plan = load_plan(args.manifests)
+    plan = load_plan(args.manifests, allow_sources=True)  # sources do not change what the triggers match
     raw = sys.stdin.buffer.read() if args.event == "-" else _read_event_file(args.event)
     try:
         event = decode_structured(raw)
@@ -269,7 +269,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_ingress(args: argparse.Namespace) -> int:
     from eventing.ingress import serve
 
-    serve(load_plan(args.manifests), args.bootstrap_servers, host=args.host, port=args.port,
+    # the ingress serves the brokers; sources in the same manifests run in the job
+    serve(load_plan(args.manifests, allow_sources=True), args.bootstrap_servers, host=args.host, port=args.port,
           max_body=args.max_body, partitions=args.partitions, workers=args.workers)
     return 0
 

@@ -248,3 +248,18 @@ def test_a_kafka_source_with_a_direct_sink_is_delivered_as_a_trigger_without_fil
     # a source has no reply path: the delivery counts, the reply goes nowhere
     assert follow_up is None and [r.topic for r in records] == [topics.outcomes]
     assert json.loads(records[0].value)["k"] == "delivered"
+
+
+def test_match_takes_manifests_with_sources(tmp_path, capsys):
+    path = tmp_path / "m.yaml"
+    trigger = """
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: gifts, namespace: streaming}
+spec: {broker: live, filters: [{exact: {type: gift}}], subscriber: {uri: 'http://gifts.local/'}}
+"""
+    path.write_text("\n---\n".join([BROKER, trigger, source("PingSource", ping(), name="p")]))
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"specversion": "1.0", "id": "1", "source": "/s", "type": "gift"}))
+    assert main(["match", str(path), "--event", str(event)]) == 0
+    assert "MATCH" in capsys.readouterr().out
