@@ -307,6 +307,12 @@ class PingSourcePlan(SourcePlan):
         return out
 
 
+def direct_name(source: SourcePlan) -> str:
+    """The name of the broker and trigger a source with a direct sink is delivered as
+    (``Plan.direct_sources``); no Knative name has a colon, so it meets no trigger's."""
+    return f"{source.kind}:{source.name}"
+
+
 @dataclass(frozen=True)
 class Plan:
     brokers: tuple[BrokerPlan, ...] = ()
@@ -335,11 +341,10 @@ class Plan:
         for source in self.sources:
             if source.kind != "KafkaSource" or source.broker is not None:
                 continue
-            trigger = TriggerPlan(source.namespace, f"KafkaSource:{source.name}", "", materialize_trigger(None, None),
-                                  {}, source.sink, source.delivery, getattr(source, "ordering", UNORDERED),
-                                  source.source_file)
-            out.append(BrokerPlan(source.namespace, f"KafkaSource:{source.name}", "", source.delivery, (trigger,),
-                                  source.source_file))
+            name = direct_name(source)
+            trigger = TriggerPlan(source.namespace, name, "", materialize_trigger(None, None), {}, source.sink,
+                                  source.delivery, getattr(source, "ordering", UNORDERED), source.source_file)
+            out.append(BrokerPlan(source.namespace, name, "", source.delivery, (trigger,), source.source_file))
         return tuple(out)
 
     def delivery_triggers(self) -> tuple[TriggerPlan, ...]:

@@ -114,6 +114,8 @@ class BrokerPartitionFunction(KeyedProcessFunction):
         log.info("deliveries run on %s with %s", type(loop.loop).__qualname__, self.settings.http_client)
         group = runtime_context.get_metrics_group()
         self.records_in = group.counter("knflow_records_in")
+        self.attempts = group.counter("knflow_attempts")  # the worker counts; reported per call
+        self.attempts_reported = 0
 
     def close(self) -> None:
         worker = getattr(self, "worker", None)
@@ -133,8 +135,10 @@ class BrokerPartitionFunction(KeyedProcessFunction):
         out, timers = self.worker.on_timer(ctx.get_current_key(), self.state, timestamp)
         yield from self._emit(out, timers, ctx)
 
-    @staticmethod
-    def _emit(out: list[OutRecord], timers: list[int], ctx: Any):
+    def _emit(self, out: list[OutRecord], timers: list[int], ctx: Any):
+        attempts = self.worker.attempts
+        self.attempts.inc(attempts - self.attempts_reported)
+        self.attempts_reported = attempts
         service = ctx.timer_service()
         for due in set(timers):
             service.register_processing_time_timer(due)

@@ -141,7 +141,7 @@ class BrokerWorker:
         self._in_flight = 0  # chains started and not collected, all groups
         self._resumed: set[str] = set()
         self._cond = threading.Condition()
-        self.attempts = 0
+        self.attempts = 0  # attempts started (the loop thread counts; the Flink function reports it as a metric)
         loop.run(self._open())
 
     async def _open(self) -> None:

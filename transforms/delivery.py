@@ -292,15 +292,13 @@ class DeliveryTask:
         return (f"DeliveryTask(trigger={self.trigger!r}, event_id={self.event_id!r}, attempt={self.attempt}, "
                 f"due_at={self.due_at!r}, target={self.target!r})")
 
-    def to_bytes(self, event_json: bytes | None = None) -> bytes:
+    def to_bytes(self) -> bytes:
         """The task record: a JSON line of the task's fields (and its request's headers),
-        a line with the event in JSON form, then its request's body, if it has one.
-        ``event_json``: the event's JSON form when the caller has it already (one event
-        routed to many triggers is serialized once)."""
+        a line with the event in JSON form, then its request's body, if it has one. Made
+        only for what waits in the job's state; the event's JSON form is kept once made."""
+        event_json = self._event_json
         if event_json is None:
-            event_json = self._event_json
-            if event_json is None:
-                event_json = self._event_json = event_record_json(self._event)
+            event_json = self._event_json = event_record_json(self._event)
         doc: dict[str, Any] = {
             "v": 2,
             "trigger": self.trigger,

@@ -21,7 +21,7 @@ import orjson
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES
-from eventing.plan import ORDERED, Plan
+from eventing.plan import ORDERED, Plan, direct_name
 from transforms.codec import CodecError, decode_kafka, encode_kafka, event_to_dict
 from transforms.delivery import (
     DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying, first_attempts,
@@ -112,11 +112,14 @@ class Intake:
         self.topics = topics
         self.routers = {b.topic: Router(b) for b in plan.brokers}
         self.ordered = {t.key for t in plan.delivery_triggers() if t.ordering == ORDERED}
-        routers = {source.key: self.routers[source.topic] for source in plan.sources
-                   if source.kind == "KafkaSource" and source.topic in self.routers}
-        routers.update({direct.key.replace("KafkaSource:", "", 1): Router(direct) for direct in plan.direct_sources()})
-        self.sources = {topic: (source, routers[source.key])
-                        for source in plan.sources if source.key in routers for topic in source.topics}
+        directs = {(b.namespace, b.name): Router(b) for b in plan.direct_sources()}
+        self.sources = {}
+        for source in plan.sources:
+            if source.kind != "KafkaSource":
+                continue
+            router = self.routers.get(source.topic) or directs.get((source.namespace, direct_name(source)))
+            if router is not None:
+                self.sources.update({topic: (source, router) for topic in source.topics})
 
     def ingest_record(self, record: InRecord, now: float) -> list[WorkItem | OutRecord]:
         """One record the job read: of a broker topic, or of a KafkaSource's topic."""
