@@ -55,6 +55,7 @@ class FlinkJobOptions:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger records are dead-lettered (kafka_plane.fit)
     connector_jar: str | None = None
     restore_from: str | None = None
+    savepoint_dir: str | None = None  # knflow run: stop with a savepoint here instead of cancelling
     ship_code: bool = False  # add knflow's packages as Python files (remote clusters)
 
     def __post_init__(self) -> None:

@@ -104,6 +104,7 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
         raise _Stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopped = False
     try:
         deadline = time.time() + duration if duration > 0 else None
         while deadline is None or time.time() < deadline:
@@ -111,18 +112,42 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
             status = str(client.get_job_status().result())
             if status in ("FAILED", "CANCELED", "FINISHED"):
                 raise KnflowError(f"the Flink job ended unexpectedly: {status}")
+        stopped = True
     except _Stop:
-        pass
+        stopped = True
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if stopped and options.savepoint_dir:
+            path = stop_with_savepoint(client, options.savepoint_dir)
+            print(f"knflow: job stopped with a savepoint: {path} (restore it with --restore-from {path})", flush=True)
+        else:
+            try:
+                client.cancel().result()
+            except Exception:  # already gone
+                pass
+    if not topics.outcomes:
+        return None
+    return summarize(plan, read_outcomes(options.bootstrap_servers, topics.outcomes, start))
+
+
+def stop_with_savepoint(client: Any, directory: str) -> str:
+    """Stop the job with a savepoint in ``directory`` (sources stop, a final savepoint, then
+    the job ends: nothing runs after the state it holds); returns the savepoint's path."""
+    from pyflink.java_gateway import get_gateway
+
+    target = directory if "://" in directory else "file://" + str(Path(directory).resolve())
+    jvm = get_gateway().jvm
+    try:
+        return str(client._j_job_client.stopWithSavepoint(
+            False, target, jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL).get())
+    except Exception as exc:
         try:
             client.cancel().result()
         except Exception:  # already gone
             pass
-    if not topics.outcomes:
-        return None
-    return summarize(plan, read_outcomes(options.bootstrap_servers, topics.outcomes, start))
+        raise KnflowError(f"stopping the job with a savepoint in {directory} failed (the job was cancelled): "
+                          f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from None
 
 
 # --- a Flink cluster -------------------------------------------------------------------

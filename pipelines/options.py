@@ -101,6 +101,9 @@ def _add_flink_arguments(parser: Any) -> None:
     flink.add_argument("--duration", type=float, default=0.0,
                        help="runner flink: stop after this many seconds (default: run until interrupted)")
     flink.add_argument("--restore-from", default=None, help="checkpoint or savepoint path to restore the job from")
+    flink.add_argument("--savepoint-dir", default=None, metavar="DIR",
+                       help="runner flink: on stop (Ctrl-C, SIGTERM, --duration), stop the job with a savepoint in "
+                            "DIR and print its path, instead of cancelling it")
 
 
 def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
@@ -125,6 +128,7 @@ def flink_options(args: Any, plan: Any = None) -> Any:
         batch_delay_ms=args.batch_delay_ms, batch_wait_ms=args.batch_wait_ms, bundle_time_ms=args.bundle_time_ms,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
         outcomes=args.outcomes, restore_from=args.restore_from, max_record_bytes=args.max_record_bytes,
+        savepoint_dir=args.savepoint_dir,
         buffer_timeout_ms=args.buffer_timeout_ms,
     )
     if args.checkpoint_dir:
