@@ -49,8 +49,9 @@ def load_plan(paths: Iterable[str | Path] | str | Path, *,
 
 def runs_in_job(source: SourcePlan) -> bool:
     """The sources the Flink job runs: KafkaSources (their topics enter the job where the
-    broker topic enters; one whose sink is a service or uri is delivered to it directly)."""
-    return source.kind == "KafkaSource"
+    broker topic enters) and PingSources (a keyed timer per source emits each tick where
+    the broker topic enters); one whose sink is a service or uri is delivered to it directly."""
+    return source.kind in ("KafkaSource", "PingSource")
 
 
 def _not_wired(source: SourcePlan) -> Problem:
@@ -58,7 +59,7 @@ def _not_wired(source: SourcePlan) -> Problem:
             if source.kind == "RocketMQSource" and source.broker is not None else "")
     return Problem(source.source_file, source.kind, source.name, "kind",
                    f"this {source.kind} (sink {source.flows_to()}) is not run here: the Flink job (`knflow run`, "
-                   f"`knflow submit`) runs KafkaSources, and `knflow validate` and `knflow plan` accept every "
+                   f"`knflow submit`) runs KafkaSources and PingSources, and `knflow validate` and `knflow plan` accept every "
                    f"source (leave it out of the manifests given here){hint}")
 
 

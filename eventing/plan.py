@@ -291,6 +291,13 @@ class PingSourcePlan(SourcePlan):
     content_type: str | None = None
     data: Any = None
 
+    @property
+    def tick_topic(self) -> str:
+        """The pseudo topic the job's ticks of this source carry (``knflow-ping/<ns>/<name>``):
+        no Kafka topic has a slash, so it meets no real one. A tick enters the job as a
+        record of this topic, partition 0, offset and timestamp the tick's epoch ms."""
+        return f"knflow-ping/{self.namespace}/{self.name}"
+
     def reads(self) -> str:
         return f"schedule {self.schedule!r}" + (f" in {self.timezone}" if self.timezone else " (UTC)")
 
@@ -331,15 +338,17 @@ class Plan:
         return tuple(t for b in self.brokers for t in b.triggers)
 
     def direct_sources(self) -> tuple[BrokerPlan, ...]:
-        """Each KafkaSource whose sink is not a Broker, as a broker of one trigger named
-        ``KafkaSource:<name>``: no filter, the source's sink, delivery and ordering (how
-        Knative's KafkaSource dispatches to its sink). Its topic is empty: the job reads the
-        source's own topics and writes no replies for it (a source has no reply path)."""
+        """Each KafkaSource or PingSource whose sink is not a Broker, as a broker of one
+        trigger named ``<Kind>:<name>``: no filter, the source's sink, delivery and ordering
+        (how Knative's sources dispatch to their sink; a PingSource has no ``delivery`` in
+        Knative, so it gets the defaults, and is unordered). Its topic is empty: the job
+        reads the source's own topics (or its ticks) and writes no replies for it (a source
+        has no reply path)."""
         from filters.materialize import materialize_trigger
 
         out = []
         for source in self.sources:
-            if source.kind != "KafkaSource" or source.broker is not None:
+            if source.kind not in (KAFKA_SOURCE, PING_SOURCE) or source.broker is not None:
                 continue
             name = direct_name(source)
             trigger = TriggerPlan(source.namespace, name, "", materialize_trigger(None, None), {}, source.sink,

@@ -176,10 +176,21 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"  delivery: {json.dumps(source.delivery.to_dict())}")
         if source.ce_overrides:
             lines.append(f"  ceOverrides.extensions: {json.dumps(dict(source.ce_overrides))}")
-        lines.append("  runs:     " + ("beside the job: `knflow rocketmq-bridge` writes to the broker topic"
-                                     if source.kind == "RocketMQSource" and source.broker is not None
-                                     else "not yet (source execution is not wired into the job)"))
+        lines.append("  runs:     " + _runs(source))
     return "\n".join(lines)
+
+
+def _runs(source: Any) -> str:
+    """Where ``knflow plan`` says a source runs."""
+    where = "routed by the broker's triggers" if source.broker is not None else "delivered to its sink"
+    if source.kind == "KafkaSource":
+        return f"in the Flink job: its topics enter where the broker topic enters, {where}"
+    if source.kind == "PingSource":
+        return (f"in the Flink job: a timer per source emits each tick (topic {source.tick_topic}) where the broker "
+                f"topic enters, {where}")
+    if source.kind == "RocketMQSource" and source.broker is not None:
+        return "beside the job: `knflow rocketmq-bridge` writes to the broker topic"
+    return "not yet (a RocketMQSource with a service or uri sink is not run)"
 
 
 def cmd_match(args: argparse.Namespace) -> int:

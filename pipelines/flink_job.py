@@ -6,6 +6,10 @@
     --batch of out records--> Unbatch (JVM) --> KafkaSink (PackedRecordSerializer): replies
     -> broker topic, dead letters -> dead-letter topic / KafkaSink topics, outcome records.
 
+KafkaSources' topics are more packed inputs, and PingSources' ticks a packed input made in
+the job (``pipelines/flink_ping.py``), unioned with the broker topics before the Batcher:
+a source's record enters where a broker-topic record enters.
+
 Why this shape (``bench/pipeline.py``; the README's Performance section has the numbers):
 every crossing between the JVM and Python costs more than routing an event, and a Row with
 a MAP of headers costs ~20 us to decode where BYTES cost under 1 us. So what crosses is
@@ -215,13 +219,21 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     if env is None:
         env = environment(options)
     configure(env, options)
-    records = packed_source(env, [b.topic for b in plan.brokers], options, "broker topics")
-    sources = [packed_source(env, list(source.topics), options, f"KafkaSource {source.key}",
+    inputs = [packed_source(env, [b.topic for b in plan.brokers], options, "broker topics")] if plan.brokers else []
+    inputs += [packed_source(env, list(source.topics), options, f"KafkaSource {source.key}",
                              bootstrap_servers=",".join(source.bootstrap_servers), group_id=source.consumer_group,
                              start_from="group", reset=source.initial_offset)
                for source in kafka_sources(plan)]
-    if sources:
-        records = records.union(*sources)
+    pings = ping_sources(plan)
+    if pings:  # each tick enters as a packed record, exactly where a broker-topic record enters
+        from pipelines.flink_ping import ping_stream, recovery_window_s
+
+        inputs.append(ping_stream(env, pings, recovery_window_s(options.checkpoint_interval)))
+    if not inputs:
+        from filters.errors import KnflowError
+
+        raise KnflowError("nothing to run: the manifests define no Broker and no source the job runs")
+    records = inputs[0].union(*inputs[1:]) if len(inputs) > 1 else inputs[0]
     function = BrokerPartitionFunction(plan, options.topics, options.delivery, options.batch_wait_ms,
                                        max(1, options.batch_delay_ms))
     out = (keyed_batches(records, options)
@@ -229,6 +241,12 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
            .name("decode, route, deliver"))
     packed_sink(out, options)
     return env
+
+
+def ping_sources(plan: Plan) -> list[Any]:
+    """The plan's PingSources the job runs: a direct sink, or a broker the job serves."""
+    brokers = {b.key for b in plan.brokers}
+    return [s for s in plan.sources if s.kind == "PingSource" and (s.broker is None or s.broker in brokers)]
 
 
 def kafka_sources(plan: Plan) -> list[Any]:

@@ -96,7 +96,8 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
     start = _end_offsets(options.bootstrap_servers, topics.outcomes) if topics.outcomes else {}
     client = build_job(plan, options).execute_async(f"knflow-{options.job_name}")
     print(f"knflow: job {client.get_job_id()} running on the embedded Flink mini-cluster "
-          f"(brokers: {', '.join(b.topic for b in plan.brokers)})", flush=True)
+          f"(brokers: {', '.join(b.topic for b in plan.brokers) or 'none'}"
+          + "".join(f"; {s.kind} {s.key}" for s in plan.sources) + ")", flush=True)
     if on_started:
         on_started(str(client.get_job_id()))
 

@@ -60,6 +60,8 @@ def run_job(args: argparse.Namespace) -> int:
         summary = run_local(plan, flink_options(args, plan), duration=args.duration, partitions=args.partitions)
         if summary is None:
             return 0
+        for line in source_lines(plan):
+            print(line)
         print(render_summary(broker, summary) if len(plan.brokers) == 1 else summary_json(summary))
         return 0
     if args.knflow_runner == "beam-direct":
@@ -115,6 +117,13 @@ def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], settings: Deli
             counts[trigger][name] = counts[trigger].get(name, 0) + value
     return {"records": len(records), "undecodable": undecodable,
             "triggers": {t.key: dict(counts[t.key]) for t in broker.triggers}}
+
+
+def source_lines(plan: Plan) -> list[str]:
+    """One line per source the job ran: what it read and where it flowed. A source with a
+    direct sink has its row in the trigger table too (``<ns>/<Kind>:<name>``)."""
+    return [f"{source.kind} {source.key}: {source.reads()} -> {source.flows_to()}" for source in plan.sources
+            if runs_in_job(source)]
 
 
 def render_summary(broker: BrokerPlan, summary: Mapping[str, Any]) -> str:

@@ -21,7 +21,7 @@ import orjson
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES
-from eventing.plan import ORDERED, Plan, direct_name
+from eventing.plan import KAFKA_SOURCE, ORDERED, PING_SOURCE, Plan, direct_name
 from transforms.codec import CodecError, decode_kafka, encode_kafka, event_to_dict
 from transforms.delivery import (
     DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying, first_attempts,
@@ -104,9 +104,11 @@ def _outcome(topics: Topics, kind: str, trigger: str | None, event_id: str | Non
 
 
 class Intake:
-    """Decode and route records of the broker topics of ``plan``, and of the topics of its
-    KafkaSources that feed a broker (their records become CloudEvents as Knative's
-    KafkaSource makes them, ``transforms.sources``, and are routed by that broker)."""
+    """Decode and route records of the broker topics of ``plan``, of the topics of its
+    KafkaSources (their records become CloudEvents as Knative's KafkaSource makes them,
+    ``transforms.sources``), and its PingSources' ticks (records of the pseudo topic
+    ``knflow-ping/<ns>/<name>``, ``transforms.ping``), each routed by the broker the source
+    feeds or by its direct broker of one trigger (``Plan.direct_sources``)."""
 
     def __init__(self, plan: Plan, topics: Topics) -> None:
         self.topics = topics
@@ -115,10 +117,14 @@ class Intake:
         directs = {(b.namespace, b.name): Router(b) for b in plan.direct_sources()}
         self.sources = {}
         for source in plan.sources:
-            if source.kind != "KafkaSource":
+            if source.kind not in (KAFKA_SOURCE, PING_SOURCE):
                 continue
             router = self.routers.get(source.topic) or directs.get((source.namespace, direct_name(source)))
-            if router is not None:
+            if router is None:
+                continue
+            if source.kind == PING_SOURCE:  # ticks are CloudEvents in the Kafka binding: the broker-topic path
+                self.routers[source.tick_topic] = router
+            else:
                 self.sources.update({topic: (source, router) for topic in source.topics})
 
     def ingest_record(self, record: InRecord, now: float) -> list[WorkItem | OutRecord]:

@@ -456,6 +456,29 @@ def due_ticks(schedule: Schedule, cursor: datetime, now: datetime, *, grace: tim
     return TickDecision(tuple(due), skipped, now, schedule.next_after(now))
 
 
+def resume_ticks(schedule: Schedule, cursor: datetime, now: datetime, *, window: timedelta,
+                 grace: timedelta = DEFAULT_GRACE, limit: int = 1000) -> TickDecision:
+    """The first decision after the engine restored ``cursor`` from a checkpoint.
+
+    The run that stopped may have emitted ticks after its last checkpoint, and the
+    checkpoint cannot tell which: every tick in ``(cursor, cursor + window]`` is emitted
+    however late (the engine passes its checkpoint interval plus the grace), so a tick
+    whose delivery a failure cut short is emitted again, with the same id (at least once).
+    Later ticks follow ``due_ticks``: the ones older than ``grace`` were missed while the
+    job was down and are skipped, as Knative's adapter skips them. After a stop with a
+    savepoint, whose cursor covers every tick emitted, the window's ticks are ticks missed
+    while stopped, emitted late: nothing is emitted twice either way.
+    """
+    now = _aware(now)
+    cursor = _aware(cursor)
+    if now <= cursor:
+        return due_ticks(schedule, cursor, now, grace=grace, limit=limit)
+    head_end = min(now, cursor + window)
+    head = due_ticks(schedule, cursor, head_end, catch_up=True, limit=limit)
+    tail = due_ticks(schedule, head_end, now, grace=grace, limit=limit)
+    return TickDecision(head.emit + tail.emit, head.skipped + tail.skipped, tail.cursor, tail.next_tick)
+
+
 def ping_event(tick: datetime, *, namespace: str, name: str, content_type: str | None = None, data: Any = None,
                ce_overrides: Mapping[str, str] | None = None) -> CloudEvent:
     """The event a PingSource emits for ``tick``: type ``dev.knative.sources.ping``, source

@@ -197,9 +197,13 @@ def test_load_plan_refuses_sources_unless_allowed(tmp_path):
     assert load_plan(path, allow_sources=runs_in_job).sources[0].name == "s"  # the Flink job runs this one
     ping_path = tmp_path / "p.yaml"
     ping_path.write_text("\n---\n".join([BROKER, source("PingSource", ping(), name="p")]))
+    assert load_plan(ping_path, allow_sources=runs_in_job).sources[0].name == "p"  # and this one
+    mq_path = tmp_path / "r.yaml"
+    mq_path.write_text("\n---\n".join([BROKER, source("RocketMQSource", rocketmq(sink={"uri": "http://consumer.local/"}),
+                                                       name="r")]))
     with pytest.raises(ManifestError) as info:
-        load_plan(ping_path, allow_sources=runs_in_job)
-    assert "PingSource/p: kind: this PingSource (sink http://consumer.local/) is not run here" in str(info.value)
+        load_plan(mq_path, allow_sources=runs_in_job)
+    assert "RocketMQSource/r: kind: this RocketMQSource (sink http://consumer.local/) is not run here" in str(info.value)
 
 
 def test_cli_validate_plan_and_run(tmp_path, capsys):
@@ -213,6 +217,8 @@ def test_cli_validate_plan_and_run(tmp_path, capsys):
     assert "KafkaSource streaming/s  -> Broker/streaming/live (topic knative-broker-streaming-live)" in out
     assert "PingSource streaming/p  -> http://consumer.local/" in out
     assert "reads:    RocketMQ topic gifts tags '*' at 127.0.0.1:9876" in out
+    assert ("runs:     in the Flink job: a timer per source emits each tick (topic knflow-ping/streaming/p) where "
+            "the broker topic enters, delivered to its sink") in out
     assert main(["plan", "--json", str(path)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [s["kind"] for s in data["sources"]] == ["KafkaSource", "PingSource", "RocketMQSource"]
@@ -223,8 +229,8 @@ def test_cli_validate_plan_and_run(tmp_path, capsys):
     assert "PingSource/s: spec.schedule: expected exactly 5 fields" in capsys.readouterr().err
     assert main(["submit", str(path), "--jobmanager", "127.0.0.1:1"]) == 1
     err = capsys.readouterr().err
-    assert "PingSource/p: kind: this PingSource (sink http://consumer.local/) is not run here" in err
-    assert "KafkaSource/s" not in err  # the job runs that one
+    assert "RocketMQSource/r: kind: this RocketMQSource (sink Broker/streaming/live" in err
+    assert "KafkaSource/s" not in err and "PingSource/p" not in err  # the job runs those
 
 
 def test_a_kafka_source_with_a_direct_sink_is_delivered_as_a_trigger_without_filter():
