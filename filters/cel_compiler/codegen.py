@@ -83,6 +83,9 @@ BASE_GLOBALS: dict[str, Any] = {
     "_bool_body": rt.bool_body,
     "_make_map": rt.make_map,
     "_qual": rt.qualified,
+    "_data": rt.data,
+    "_ident": rt.ident,
+    "_undeclared": rt.undeclared,
 }
 
 _COMPARE = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
@@ -156,6 +159,10 @@ class Gen:
         self.gen_into(node, target)
         self.indent -= 1
         self.emit("except _CelError as _e:")
+        for line in handler:
+            self.emit("    " + line)
+        self.emit("except KeyError as _e:")  # a missing variable (see generate)
+        self.emit("    _e = _undeclared(_e)")
         for line in handler:
             self.emit("    " + line)
 
@@ -333,7 +340,13 @@ class Gen:
         return f"_raise({self.const(node.message)})"
 
     def e_Ident(self, node: Ident) -> str:
-        return f"A[{node.name!r}]"
+        name = node.name
+        if name in rt.TYPE_IDENTS and name != "type":  # an event's view always has 'type'
+            return f"_ident(A, {name!r})"
+        if name == "data" and not self.qualified:
+            t = self.tmp()
+            return f"({t} if type(({t} := A['data'])) is _CelMap else _data(A, {t}))"
+        return f"A[{name!r}]"
 
     def e_Var(self, node: ir.Var) -> str:
         return node.pyname
@@ -347,9 +360,12 @@ class Gen:
             if isinstance(root, Ident):
                 parts.append(root.name)
                 return f"_qual(A, {tuple(reversed(parts))!r})"
+        k = self.const(node.name)
+        if isinstance(node.obj, Ident) and node.obj.name == "data":  # data.f: one type test
+            t = self.tmp()
+            return f"({t}[{k}] if type(({t} := A['data'])) is _CelMap else _field(_data(A, {t}), {k}))"
         o = self.gen_expr(node.obj)
         bound, name = self.bind(o)
-        k = self.const(node.name)
         return f"({name}[{k}] if type({bound}) is _CelMap else _field({name}, {k}))"
 
     def e_Index(self, node: Index) -> str:
@@ -538,27 +554,38 @@ def generate(node: Node) -> tuple[str, dict[str, Any]]:
     events use the plain form; the qualified one serves ``evaluate_values``.
     """
     consts: dict[str, Any] = {}
-    g = Gen(consts, indent=1)
+    g = Gen(consts, indent=2)
     g.gen_into(node, RETURN)
     body = "\n".join(g.lines)
-    q = Gen(consts, indent=1, qualified=True)
+    q = Gen(consts, indent=2, qualified=True)
     q.gen_into(node, RETURN)
     qualified = "\n".join(q.lines)
+    # an event's view is a plain dict: a missing variable raises KeyError, which
+    # &&/||/all/exists catch next to CelError and anything else reports as Undeclared
+    undeclared = """\
+    except KeyError as _e:
+        raise _undeclared(_e) from None"""
     src = f"""\
 def _cel_event(event):
     try:
         A = event.cache[{rt.CACHE_KEY!r}]
     except KeyError:
         A = _activate(event)
+    try:
 {body}
+{undeclared}
 
 
 def _cel_activation(A):
+    try:
 {body}
+{undeclared}
 
 
 def _cel_qualified(A):
+    try:
 {qualified}
+{undeclared}
 """
     return src, consts
 

@@ -111,39 +111,25 @@ class CelMap(dict):
         raise NoSuchKey(key)
 
 
-_NO_DATA = object()
-
-
 class Activation(dict):
-    """Identifier -> value for one event.
+    """Identifier -> value, as ``evaluate_values`` (tests) and constant folding give them.
 
     A name that is no variable but names a type (``int``, ``string``, ``type``, ...) is that
     type value; anything else is an ``undeclared reference`` error. A variable wins over
     the type of the same name: a CloudEvent always has a ``type`` attribute, so ``type``
     is that attribute; ``type(x)`` (a call) is always the built-in function.
 
-    The event's payload is converted on first use of ``data`` (``raw`` holds it until
-    then): filters on attributes alone never pay for it.
+    Events use a plain ``dict`` instead (see :func:`activate`): the compiled code reads it
+    with exact-dict lookups and turns a ``KeyError`` into :class:`Undeclared`.
     """
 
-    __slots__ = ("raw",)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.raw = _NO_DATA
+    __slots__ = ()
 
     def __missing__(self, key: str) -> Any:
-        if key == "data" and self.raw is not _NO_DATA:
-            value = self["data"] = convert_value(self.raw)
-            self.raw = _NO_DATA
-            return value
         t = TYPE_IDENTS.get(key)
         if t is None:
             raise Undeclared(key)
         return t
-
-    def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or (key == "data" and self.raw is not _NO_DATA)
 
 
 _TYPE_OF = {
@@ -249,22 +235,70 @@ def convert_value(v: Any) -> Any:
 CACHE_KEY = "cel.compiled"
 
 
-def activate(event: Any) -> Activation:
-    """The :class:`Activation` of ``event``: attributes by name, and ``data`` if present
-    (converted when first used)."""
+class Pending:
+    """``data`` of an event not used yet: the event's payload is read (and decoded, when
+    the view decodes on first read) and converted on first use of ``data``, so filters on
+    attributes alone never pay for it."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+
+
+class _NoPayload:
+    __slots__ = ()
+
+
+#: ``data`` of an event without payload (or whose payload decodes to JSON ``null``).
+NO_PAYLOAD = _NoPayload()
+
+
+def activate(event: Any) -> dict:
+    """The compiled filters' view of ``event``, built once per event and shared by every
+    compiled trigger (``event.cache[CACHE_KEY]``): a plain ``dict`` (exact-dict lookups
+    are the fastest) of the attributes by name as CEL values, ``data`` bound to a
+    :class:`Pending` until first used (:func:`data`), and always a ``type`` (the compiled
+    code reads it directly; other names of types go through :func:`ident`)."""
     attributes = event.attributes
-    act = Activation(attributes)
+    act = dict(attributes)
     for name, value in attributes.items():
         t = type(value)
         if t is not str and t is not bool:
             act[name] = convert_value(value)
-    data = event.data
-    if data is not None:
-        act.raw = data
-        if "data" in attributes:  # not a valid attribute name: the payload wins
-            del act["data"]
+    act["data"] = Pending(event)  # not a valid attribute name: the payload wins
+    if "type" not in act:  # a CloudEvent has one; else 'type' is the type of types
+        act["type"] = TYPE_T
     event.cache[CACHE_KEY] = act
     return act
+
+
+def data(act: dict, d: Any) -> Any:
+    """The value of ``data`` when ``act["data"]`` (``d``) is not a map: converted now if
+    pending; an event without payload has no ``data`` (undeclared)."""
+    if type(d) is Pending:
+        raw = d.event.data
+        if raw is None:
+            raw = d.event.attributes.get("data")  # no payload: an attribute of that name
+        d = act["data"] = NO_PAYLOAD if raw is None else convert_value(raw)
+    if d is NO_PAYLOAD:
+        raise Undeclared("data")
+    return d
+
+
+def ident(act: dict, name: str) -> Any:
+    """A name that also names a type: the variable if the event has it, else the type."""
+    if name in act:
+        return act[name]
+    return TYPE_IDENTS[name]
+
+
+def undeclared(exc: KeyError) -> CelError:
+    """The CEL error of a ``KeyError`` in compiled code: only a missing variable raises it
+    (maps are :class:`CelMap`, whose missing keys raise :class:`NoSuchKey`)."""
+    if type(exc) is KeyError and len(exc.args) == 1 and type(exc.args[0]) is str:
+        return Undeclared(exc.args[0])
+    return CelError(f"error: {exc!r}")
 
 
 # --------------------------------------------------------------------------------------
