@@ -59,12 +59,18 @@ def attribute_string(value: Any) -> str:
 
     Knative compares attributes as strings; non-string values (integers, booleans,
     timestamps, binary) compare as the string form the CloudEvents type system gives them.
+    A decoded ``time`` (``transforms.codec.Timestamp``) is the very text it came with: any
+    RFC 3339 text is that form (nanoseconds, ``+05:45``, lower-case ``t``/``z``), and it is
+    the text the event is delivered with; other datetimes are rendered (``format_rfc3339``).
     """
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
+        text = getattr(value, "text", None)  # a Timestamp made by arithmetic has none
+        if type(text) is str:
+            return text
         return format_rfc3339(value)
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(bytes(value)).decode("ascii")

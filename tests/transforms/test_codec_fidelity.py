@@ -180,3 +180,31 @@ def test_kept_payload_passes_byte_for_byte(content_type, payload):
 def test_kept_payload_is_still_checked(content_type, payload, needle):
     with pytest.raises(CodecError, match=needle):
         decode_http({**HTTP, "content-type": content_type}, payload, keep_payload=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Filters see ``time`` as its text.
+# ---------------------------------------------------------------------------------------
+
+
+def _router(filters):
+    from tests.plans import broker_yaml, plan_from_yaml, trigger_yaml
+    from transforms.router import Router
+
+    yaml = broker_yaml("b", "ns") + "".join(trigger_yaml(f"t{i}", "http://x.local/", f) for i, f in enumerate(filters))
+    return Router(plan_from_yaml(yaml).brokers[0])
+
+
+def test_filters_see_time_as_its_text():
+    from filters.base import EventView, attribute_string
+
+    for text in TIMES:
+        event = decode_http({**HTTP, "ce-time": text}, b"")[0]
+        assert attribute_string(event.get_time()) == text
+        assert EventView.of(event).string("time") == text
+        router = _router([f"[{{exact: {{time: '{text}'}}}}]", f"[{{cesql: \"time = '{text}'\"}}]",
+                          f"[{{prefix: {{time: '{text[:-3]}'}}}}]", "[{cel: 'time < timestamp(\"2027-01-01T00:00:00Z\")'}]"])
+        assert [t.name for t in router.route(event)] == ["t0", "t1", "t2", "t3"]
+    # a datetime made elsewhere (no text) is rendered as before: UTC, Z, microseconds at most
+    later = decode_http({**HTTP, "ce-time": TIMES[1]}, b"")[0].get_time() + timedelta(0)
+    assert attribute_string(later) == "2026-11-29T04:15:20.123456Z"
