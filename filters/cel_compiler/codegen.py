@@ -86,6 +86,9 @@ BASE_GLOBALS: dict[str, Any] = {
     "_data": rt.data,
     "_ident": rt.ident,
     "_undeclared": rt.undeclared,
+    "_sdata": rt.soft_data,
+    "_sfield": rt.soft_field,
+    "_cond_result": rt.cond_result,
 }
 
 _COMPARE = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
@@ -101,6 +104,77 @@ class Gen:
         self.consts = consts  # shared global namespace entries (name -> value)
         self.ntmp = 0
         self.literals: set[str] = set()
+        self.soft: set[int] = set()  # ids of nodes whose consumer takes an error value
+        self.produces: set[int] = set()  # ... and that may give one (see mark)
+
+    # ---- error values (see mark)
+    def mark(self, node: Node, soft: bool) -> bool:
+        """Mark where an error may be a *value* instead of a raised ``CelError`` (raising
+        and catching costs ~0.5-1 us, more than a whole evaluation): ``soft`` nodes are
+        those whose consumer handles a ``CelError`` value (an &&/|| operand, an all/exists
+        body, a ternary's condition, the result), and nodes that pass it on test their
+        operand's type before any operation anyway (``x > 1.0 if type(x) is float else
+        ...``), so only their slow path checks for an error value. The sources of error
+        values are a missing ``data`` and a missing map key (``m.f``), the errors of
+        filters on events that lack a field. Returns whether ``node`` may give one."""
+        gives = False
+        if isinstance(node, (And, Or)):
+            for c in node.items:
+                self.mark(c, True)
+        elif isinstance(node, Cond):
+            self.mark(node.cond, True)
+            self.mark(node.then, soft)
+            self.mark(node.other, soft)
+            gives = soft
+        elif isinstance(node, Ident):
+            gives = soft and node.name == "data" and not self.qualified
+        elif isinstance(node, Field):
+            self.mark(node.obj, soft)
+            gives = soft and not self.qualified
+        elif isinstance(node, Bin) and (node.op in _COMPARE or node.op == "in") and isinstance(node.left, Const) != isinstance(node.right, Const):
+            const_left = isinstance(node.left, Const)
+            gives = self.mark(node.left, soft and not const_left)
+            gives = self.mark(node.right, soft and const_left) or gives
+        elif isinstance(node, Method) and self._soft_method(node):
+            gives = self.mark(node.obj, soft)
+            for a in node.args:
+                self.mark(a, False)
+        elif isinstance(node, Call) and node.name == "size" and len(node.args) == 1:
+            gives = self.mark(node.args[0], soft)
+        elif isinstance(node, Not):
+            gives = self.mark(node.arg, soft)
+        elif isinstance(node, Has):
+            gives = self.mark(node.arg.obj, soft)
+        elif isinstance(node, Macro):
+            self.mark(node.recv, False)
+            if node.pred is not None:
+                self.mark(node.pred, False)
+            self.mark(node.body, node.kind in ("all", "exists"))
+        else:
+            for c in ir.children(node):
+                self.mark(c, False)
+        if soft:
+            self.soft.add(id(node))
+        if gives:
+            self.produces.add(id(node))
+        return gives
+
+    @staticmethod
+    def _soft_method(node: Method) -> bool:
+        name, args = node.name, node.args
+        if name == "size":
+            return not args
+        if name in _STRING_METHODS:
+            return len(args) == 1 and isinstance(args[0], Const) and type(args[0].value) is str
+        if name == "matches":
+            return len(args) == 1 and isinstance(args[0], Const) and type(args[0].value) is str and rt.regex(args[0].value) is not None
+        return False
+
+    def slow(self, operand: Node, name: str, expr: str) -> str:
+        """A slow path ``expr`` on ``name`` (``operand``'s value): an error value passes."""
+        if id(operand) in self.produces:
+            return f"({name} if isinstance({name}, _CelError) else {expr})"
+        return expr
 
     # ---- helpers
     def emit(self, line: str) -> None:
@@ -212,9 +286,12 @@ class Gen:
         self.indent -= 1
         self.emit("else:")
         self.indent += 1
-        self.emit(f"_cond_error({c})")
-        if target != RETURN:
-            self.emit(f"{target} = None")
+        if id(node) in self.soft:
+            self.assign(target, f"_cond_result({c})")
+        else:
+            self.emit(f"_cond_error({c})")
+            if target != RETURN:
+                self.emit(f"{target} = None")
         self.indent -= 1
 
     def gen_has(self, node: Has, target: str) -> None:
@@ -222,7 +299,7 @@ class Gen:
         o = self.gen_expr(arg.obj)
         bound, name = self.bind(o)
         k = self.const(arg.name)
-        self.assign(target, f"({k} in {name}) if type({bound}) is _CelMap else _has_field({name}, {k})")
+        self.assign(target, f"({k} in {name}) if type({bound}) is _CelMap else {self.slow(arg.obj, name, f'_has_field({name}, {k})')}")
 
     def gen_macro(self, node: Macro, target: str) -> None:
         r = self.tmp()
@@ -345,7 +422,8 @@ class Gen:
             return f"_ident(A, {name!r})"
         if name == "data" and not self.qualified:
             t = self.tmp()
-            return f"({t} if type(({t} := A['data'])) is _CelMap else _data(A, {t}))"
+            fn = "_sdata" if id(node) in self.produces else "_data"
+            return f"({t} if type(({t} := A['data'])) is _CelMap else {fn}(A, {t}))"
         return f"A[{name!r}]"
 
     def e_Var(self, node: ir.Var) -> str:
@@ -361,6 +439,13 @@ class Gen:
                 parts.append(root.name)
                 return f"_qual(A, {tuple(reversed(parts))!r})"
         k = self.const(node.name)
+        if id(node) in self.produces:  # a missing key is an error value
+            missing = self.const(rt.NoSuchKey(node.name))
+            if isinstance(node.obj, Ident) and node.obj.name == "data":  # data.f: one type test
+                t = self.tmp()
+                return f"({t}.get({k}, {missing}) if type(({t} := A['data'])) is _CelMap else _sfield(_sdata(A, {t}), {k}))"
+            bound, name = self.bind(self.gen_expr(node.obj))
+            return f"({name}.get({k}, {missing}) if type({bound}) is _CelMap else _sfield({name}, {k}))"
         if isinstance(node.obj, Ident) and node.obj.name == "data":  # data.f: one type test
             t = self.tmp()
             return f"({t}[{k}] if type(({t} := A['data'])) is _CelMap else _field(_data(A, {t}), {k}))"
@@ -377,7 +462,7 @@ class Gen:
 
     def e_Not(self, node: Not) -> str:
         bound, name = self.bind(self.gen_expr(node.arg))
-        return f"(({name} is False) if type({bound}) is bool else _not({name}))"
+        return f"(({name} is False) if type({bound}) is bool else {self.slow(node.arg, name, f'_not({name})')})"
 
     def e_Neg(self, node: Neg) -> str:
         return f"_neg({self.gen_expr(node.arg)})"
@@ -391,7 +476,14 @@ class Gen:
         if op in _COMPARE:
             fn = _COMPARE[op]
             fast = self._compare_fast(node, a, b)
-            return fast or f"{fn}({a}, {b})"
+            if fast:
+                return fast
+            for operand, expr in ((node.left, a), (node.right, b)):
+                if id(operand) in self.produces:
+                    bound, name = self.bind(expr)
+                    call = f"{fn}({name}, {b})" if operand is node.left else f"{fn}({a}, {name})"
+                    return f"({name} if isinstance({bound}, _CelError) else {call})"
+            return f"{fn}({a}, {b})"
         if op == "in":
             right = node.right
             if isinstance(right, Const) and type(right.value) is list and right.value:
@@ -400,7 +492,12 @@ class Gen:
                     (kind,) = kinds
                     fs = self.const(frozenset(right.value))
                     bound, name = self.bind(a)
-                    return f"(({name} in {fs}) if type({bound}) is {kind.__name__} else _in({name}, {b}))"
+                    return f"(({name} in {fs}) if type({bound}) is {kind.__name__} else {self.slow(node.left, name, f'_in({name}, {b})')})"
+            for operand, expr in ((node.left, a), (node.right, b)):
+                if id(operand) in self.produces:
+                    bound, name = self.bind(expr)
+                    call = f"_in({name}, {b})" if operand is node.left else f"_in({a}, {name})"
+                    return f"({name} if isinstance({bound}, _CelError) else {call})"
             return f"_in({a}, {b})"
         return f"{_ARITH[op]}({a}, {b})"
 
@@ -409,9 +506,9 @@ class Gen:
         fn = _COMPARE[op]
         left, right = node.left, node.right
         if isinstance(right, Const) and not isinstance(left, Const):
-            k, other, const_right = right.value, a, True
+            k, other, const_right, onode = right.value, a, True, left
         elif isinstance(left, Const) and not isinstance(right, Const):
-            k, other, const_right = left.value, b, False
+            k, other, const_right, onode = left.value, b, False, right
         else:
             return None
         kt = type(k)
@@ -420,10 +517,10 @@ class Gen:
             kexpr = b if const_right else a
             expr = f"{name} {op} {kexpr}" if const_right else f"{kexpr} {op} {name}"
             slow = f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})"
-            return f"(({expr}) if type({bound}) is _DT else {slow})"
+            return f"(({expr}) if type({bound}) is _DT else {self.slow(onode, name, slow)})"
         if kt not in (str, int, float, bool):
             return None
-        if op in ("==", "!=") and (kt is str or (kt in (int, float) and k not in (0, 1) and abs(k) <= 2**53)):
+        if op in ("==", "!=") and (kt is str or (kt in (int, float) and k not in (0, 1) and abs(k) <= 2**53)) and id(onode) not in self.produces:
             # Python's == is CEL's heterogeneous equality here: a string equals only an
             # equal string; a number other than 0 and 1 (which equal False and True in
             # Python) within 2^53 equals exactly the ints, uints and doubles CEL says
@@ -443,7 +540,7 @@ class Gen:
         kexpr = b if const_right else a
         expr = f"{name} {op} {kexpr}" if const_right else f"{kexpr} {op} {name}"
         slow = f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})"
-        return f"(({expr}) if {test} else {slow})"
+        return f"(({expr}) if {test} else {self.slow(onode, name, slow)})"
 
     def e_Call(self, node: Call) -> str:
         name = node.name
@@ -451,7 +548,7 @@ class Gen:
         n = len(args)
         if name == "size" and n == 1:
             bound, obj = self.bind(args[0])
-            return f"(len({obj}) if type({bound}) is str or type({obj}) is list else _size({obj}))"
+            return f"(len({obj}) if type({bound}) is str or type({obj}) is list else {self.slow(node.args[0], obj, f'_size({obj})')})"
         if name == "type" and n == 1:
             return f"_type_of({args[0]})"
         if name in rt.TIMESTAMP_METHODS and n in (1, 2):
@@ -470,19 +567,19 @@ class Gen:
         n = len(args)
         if name == "size" and n == 0:
             bound, obj = self.bind(o)
-            return f"(len({obj}) if type({bound}) is str or type({obj}) is list else _size({obj}))"
+            return f"(len({obj}) if type({bound}) is str or type({obj}) is list else {self.slow(node.obj, obj, f'_size({obj})')})"
         if name in _STRING_METHODS and n == 1:
             helper, fast = _STRING_METHODS[name]
             if isinstance(node.args[0], Const) and type(node.args[0].value) is str:
                 bound, obj = self.bind(o)
-                return f"({fast.format(o=obj, a=args[0])} if type({bound}) is str else {helper}({obj}, {args[0]}))"
+                return f"({fast.format(o=obj, a=args[0])} if type({bound}) is str else {self.slow(node.obj, obj, f'{helper}({obj}, {args[0]})')})"
             return f"{helper}({o}, {args[0]})"
         if name == "matches" and n == 1:
             arg = node.args[0]
             if isinstance(arg, Const) and type(arg.value) is str and rt.regex(arg.value) is not None:
                 regex = self.const(rt.regex(arg.value))
                 bound, obj = self.bind(o)
-                return f"({regex}.search({obj}) if type({bound}) is str else _matches({obj}, {args[0]}))"
+                return f"({regex}.search({obj}) if type({bound}) is str else {self.slow(node.obj, obj, f'_matches({obj}, {args[0]})')})"
             return f"_matches({o}, {args[0]})"
         if name in rt.TIMESTAMP_METHODS and n in (0, 1):
             return f"_ts_get({name!r}, {', '.join([o] + args)})"
@@ -536,6 +633,7 @@ def fold(node: Node) -> Node:
 def compile_body(node: Node) -> Any:
     consts: dict[str, Any] = {}
     g = Gen(consts, indent=1)
+    g.mark(node, True)
     g.gen_into(node, RETURN)
     src = "def _body(A):\n" + "\n".join(g.lines) + "\n"
     namespace = dict(BASE_GLOBALS)
@@ -555,9 +653,11 @@ def generate(node: Node) -> tuple[str, dict[str, Any]]:
     """
     consts: dict[str, Any] = {}
     g = Gen(consts, indent=2)
+    g.mark(node, True)
     g.gen_into(node, RETURN)
     body = "\n".join(g.lines)
     q = Gen(consts, indent=2, qualified=True)
+    q.mark(node, True)
     q.gen_into(node, RETURN)
     qualified = "\n".join(q.lines)
     # an event's view is a plain dict: a missing variable raises KeyError, which

@@ -286,6 +286,32 @@ def data(act: dict, d: Any) -> Any:
     return d
 
 
+#: ``data`` of an event without payload where an error value is taken (see soft_data).
+UNDECLARED_DATA = Undeclared("data")
+
+
+def soft_data(act: dict, d: Any) -> Any:
+    """:func:`data`, where the compiled code takes an error value instead of a raised
+    error (``codegen.Gen.mark``): an event without payload gives :data:`UNDECLARED_DATA`.
+    Such shared error values are raised, when they are, without their last traceback
+    (``raise_value``)."""
+    if type(d) is Pending:
+        raw = d.event.data
+        if raw is None:
+            raw = d.event.attributes.get("data")
+        d = act["data"] = NO_PAYLOAD if raw is None else convert_value(raw)
+    if d is NO_PAYLOAD:
+        return UNDECLARED_DATA
+    return d
+
+
+def soft_field(obj: Any, name: str) -> Any:
+    """``obj.name`` on a value that is no map: an error value passes on."""
+    if isinstance(obj, CelError):
+        return obj
+    return field(obj, name)
+
+
 def ident(act: dict, name: str) -> Any:
     """A name that also names a type: the variable if the event has it, else the type."""
     if name in act:
@@ -1110,12 +1136,12 @@ def _rest(values: tuple, neutral: bool, op: str) -> CelError:
 
 def and_rest(*values: Any) -> Any:
     """``&&`` over values none of which is false and not all true."""
-    raise _rest(values, True, "_&&_")
+    raise _rest(values, True, "_&&_").with_traceback(None)  # may be a shared error value
 
 
 def or_rest(*values: Any) -> Any:
     """``||`` over values none of which is true and not all false."""
-    raise _rest(values, False, "_||_")
+    raise _rest(values, False, "_||_").with_traceback(None)
 
 
 def and_result(*values: Any) -> CelError:
@@ -1129,9 +1155,14 @@ def or_result(*values: Any) -> CelError:
 
 
 def cond_error(c: Any) -> Any:
+    raise cond_result(c).with_traceback(None)  # may be a shared error value
+
+
+def cond_result(c: Any) -> CelError:
+    """The error of ``c ? a : b`` when ``c`` is no bool: ``c``'s error, else a type error."""
     if isinstance(c, CelError):
-        raise c
-    raise no_overload("_?_:_", c)
+        return c
+    return no_overload("_?_:_", c)
 
 
 def iterate(r: Any) -> Any:
