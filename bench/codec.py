@@ -13,7 +13,12 @@ Cases (``impl`` is always ``codec``, the current ``transforms/codec.py``):
 - ``encode_http_binary_fanout``: the same event encoded again and again, as when one event
   is delivered to several triggers in process (there is no memo: a cold encode's cost);
 - ``encode_kafka_binary``, ``decode_kafka_binary``, ``decode_kafka_structured``,
-  ``decode_http_binary``, ``decode_http_structured``.
+  ``decode_http_binary``, ``decode_http_structured``;
+- ``decode_kafka_binary_keep``: ``decode_kafka(keep_payload=True)``, as the job's intake
+  decodes (the payload stays bytes, unparsed); ``decode_http_binary_keep``: the ingress's
+  ``decode_http(keep_payload=True)`` (the payload is checked, kept);
+- ``encode_http_binary_kept`` / ``encode_http_structured_kept``: events decoded as the
+  intake decodes them (payload bytes: sent as is, or embedded in the document as is).
 
 Each case makes ``--passes`` passes of ``POOL`` calls over fresh inputs (built untimed),
 timed in chunks of ``CHUNK`` calls, and reports the best chunk: short runs, the best of
@@ -98,6 +103,9 @@ def _cases() -> dict[str, tuple[Callable[[Any], Any], Callable[[], list[Any]]]]:
     def fresh_events() -> list[Any]:  # new event objects each pass: nothing cached from before
         return [decode_kafka(h, v) for h, v in kafka_records]
 
+    def kept_events() -> list[Any]:  # as the job's intake decodes them
+        return [decode_kafka(h, v, keep_payload=True) for h, v in kafka_records]
+
     kafka_structured = [_kafka_structured(d) for d in docs]
     # HTTP messages as a producer sends them (built once: decoding does not change them)
     http_binary = [encode_http(e, "binary") for e in fresh_events()]
@@ -113,9 +121,13 @@ def _cases() -> dict[str, tuple[Callable[[Any], Any], Callable[[], list[Any]]]]:
         "encode_http_structured": (lambda e: encode_http(e, "structured"), fresh_events),
         "encode_http_binary_fanout": (lambda e: encode_http(e, "binary"), lambda: [one] * POOL),
         "encode_kafka_binary": (lambda e: encode_kafka(e, "binary"), fresh_events),
+        "encode_http_binary_kept": (lambda e: encode_http(e, "binary"), kept_events),
+        "encode_http_structured_kept": (lambda e: encode_http(e, "structured"), kept_events),
         "decode_kafka_binary": (lambda r: decode_kafka(*r), lambda: kafka_records),
+        "decode_kafka_binary_keep": (lambda r: decode_kafka(*r, keep_payload=True), lambda: kafka_records),
         "decode_kafka_structured": (lambda r: decode_kafka(*r), lambda: kafka_structured),
         "decode_http_binary": (lambda r: decode_http(*r), lambda: http_binary),
+        "decode_http_binary_keep": (lambda r: decode_http(*r, keep_payload=True), lambda: http_binary),
         "decode_http_structured": (lambda r: decode_http(*r), lambda: http_structured),
     }
 

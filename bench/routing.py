@@ -9,7 +9,16 @@ trigger filtering with the Knative dialects, CESQL or CEL on attributes and payl
 fixed handful are not indexable at all (suffix, not). The event mix is drawn from the
 same universe, so a typical event matches a few triggers whatever the trigger count.
 
-    python bench/routing.py [--seconds 2]   (per case, split into 5 runs; the best counts)
+The ``intake`` cases measure what the job's intake does per record: decode the Kafka
+record, then route the event, with the same trigger sets and event mix (1 KB-ish JSON
+payloads as Kafka records): impl ``parse-at-decode`` (``decode_kafka`` parses the JSON
+payload, as the intake did before) against ``kept-payload`` (``decode_kafka(keep_payload=True)``:
+the payload stays bytes and is parsed only when a filter reads ``data``). The trigger
+sets ``no-data`` (Knative dialects and CESQL only: nothing reads the payload) and
+``all-data`` (one CEL trigger reading ``data`` of every event, beside the mix) bound the
+two ends.
+
+    python bench/routing.py [--seconds 2] [--cases routing,intake]   (per case, split into 5 runs; the best counts)
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eventing.plan import BrokerPlan, DeliveryPolicy, Destination, TriggerPlan  # noqa: E402
 from filters.base import EventView  # noqa: E402
 from filters.materialize import materialize_trigger  # noqa: E402
+from transforms.codec import decode_kafka  # noqa: E402
 from transforms.router import Router  # noqa: E402
 
 FEATURES = ["gift", "like", "comment", "viewer", "share", "follow", "poll", "quiz", "badge", "raid"]
@@ -125,11 +135,72 @@ def routing_cases(seconds: float = 2.0, sizes=(1, 10, 100, 1000)):
                "triggers": len(plan.triggers)}
 
 
+def kafka_records(mix) -> list[tuple[list[tuple[str, bytes]], bytes]]:
+    """The event mix as binary-mode Kafka records, as the ingress writes them."""
+    out = []
+    for attrs, data in mix:
+        headers = [(f"ce_{k}", v.encode()) for k, v in attrs.items()]
+        headers.append(("content-type", b"application/json"))
+        out.append((headers, json.dumps(data, separators=(",", ":")).encode()))
+    return out
+
+
+def measure_intake(router: Router, records, keep: bool, seconds: float, runs: int = 5) -> float:
+    """Records decoded and routed per second (the best of ``runs`` runs, as ``measure``)."""
+    best = 0.0
+    route = router.route
+    for _ in range(runs):
+        done = 0
+        start = time.perf_counter()
+        deadline = start + seconds / runs
+        while time.perf_counter() < deadline:
+            if keep:
+                for headers, value in records:
+                    route(decode_kafka(headers, value, keep_payload=True))
+            else:
+                for headers, value in records:
+                    route(decode_kafka(headers, value))
+            done += len(records)
+        best = max(best, done / (time.perf_counter() - start))
+    return best
+
+
+def intake_broker(kind: str, n: int = 100) -> BrokerPlan:
+    """``no-data``: the mix without its data-reading CEL shapes; ``all-data``: the mix plus
+    one unindexed CEL trigger that reads every event's data; ``mixed``: the mix as is."""
+    plan = broker(n)
+    triggers = plan.triggers
+    if kind == "no-data":
+        triggers = tuple(t for t in triggers if "data." not in json.dumps(t.filter_spec))
+    elif kind == "all-data":
+        extra = [{"cel": "data.user.level >= 20"}]
+        triggers += (TriggerPlan("bench", "reads-data", "b", materialize_trigger(None, extra), {"filters": extra},
+                                 Destination(uri="http://127.0.0.1:1/"), DeliveryPolicy()),)
+    return BrokerPlan("bench", "b", "knative-broker-bench-b", DeliveryPolicy(), triggers)
+
+
+def intake_cases(seconds: float = 2.0, n: int = 100):
+    records = kafka_records(events(n))
+    for kind in ("no-data", "mixed", "all-data"):
+        router = Router(intake_broker(kind, n))
+        for impl, keep in (("parse-at-decode", False), ("kept-payload", True)):
+            rate = measure_intake(router, records, keep, seconds)
+            yield {"bench": "routing", "case": f"intake-{kind}", "impl": impl, "ops_per_s": round(rate),
+                   "us_per_op": round(1e6 / rate, 2), "triggers": len(router.triggers)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--cases", default="routing,intake", help="routing, intake or both (comma-separated)")
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
     pin_one_core()
+    if "intake" in cases:
+        for row in intake_cases(args.seconds):
+            print(json.dumps(row), flush=True)
+    if "routing" not in cases:
+        return
     results = []
     for row in routing_cases(args.seconds):
         results.append(row)

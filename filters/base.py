@@ -84,20 +84,45 @@ class EventView:
     datetime); ``data`` is the decoded payload (JSON value, str, or bytes). Derived forms
     that dialects need (string forms, a CEL activation, ...) are built once per event in
     ``cache`` and shared by all triggers of a broker.
+
+    ``decode``: the payload is given as received (``data``, ``bytes``) and decoded on the
+    first read of ``data``, as ``decode(payload, datacontenttype)`` (the router passes
+    ``transforms.codec.payload_value``): an event no filter reads the data of is never
+    parsed, and one that several filters read is parsed once. ``has_data`` says whether
+    there is a payload without decoding it.
     """
 
-    __slots__ = ("attributes", "data", "_strings", "cache")
+    __slots__ = ("attributes", "_data", "_decode", "_strings", "cache")
 
-    def __init__(self, attributes: Mapping[str, Any], data: Any = None) -> None:
+    def __init__(self, attributes: Mapping[str, Any], data: Any = None,
+                 decode: Callable[[Any, Any], Any] | None = None) -> None:
         self.attributes = attributes
-        self.data = data
+        self._data = data
+        self._decode = decode if data is not None else None
         self._strings: dict[str, str | None] = {}
         self.cache: dict[str, Any] = {}
 
+    @property
+    def data(self) -> Any:
+        """The payload as filters see it (decoded now if it was given as received)."""
+        decode = self._decode
+        if decode is None:
+            return self._data
+        self._decode = None
+        data = self._data = decode(self._data, self.attributes.get("datacontenttype"))
+        return data
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the event has a payload (without decoding it). A payload that decodes to
+        JSON ``null`` is a payload here, while ``data`` is then None."""
+        return self._data is not None
+
     @classmethod
-    def of(cls, event: Any) -> "EventView":
-        """View of a ``cloudevents.core`` event (anything with get_attributes/get_data)."""
-        return cls(event.get_attributes(), event.get_data())
+    def of(cls, event: Any, decode: Callable[[Any, Any], Any] | None = None) -> "EventView":
+        """View of a ``cloudevents.core`` event (anything with get_attributes/get_data);
+        ``decode``: see the class docstring."""
+        return cls(event.get_attributes(), event.get_data(), decode)
 
     def string(self, name: str) -> str | None:
         """String form of attribute ``name``, or None when the event does not have it."""

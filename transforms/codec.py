@@ -23,10 +23,19 @@ Data:
 - Binary mode: a JSON content type (``*/json``, ``*/*+json``) is parsed to a Python value,
   ``text/*`` becomes ``str`` (``charset`` parameter honoured, default UTF-8), anything
   else (or no content type) stays ``bytes``. An empty payload is ``None``.
+- Kept payloads (``keep_payload=True``: the ingress, the job's intake): a binary-mode
+  payload is the data as ``bytes``, exactly as received (checked first by
+  ``decode_http``, unchecked by ``decode_kafka``); ``payload_value`` gives what parsing
+  would have given, for filters, when they first read the data.
 - Writing: for a JSON content type the data is a JSON *value* (a ``str`` is written as a
   JSON string, quoted), as in the JSON format spec; with no ``datacontenttype`` non-binary
   data is written as ``application/json`` (the type the JSON format implies), so binary
-  mode then sets that content type on the wire. ``bytes`` data is always written as is.
+  mode then sets that content type on the wire. ``bytes`` data is always written as is in
+  binary mode. In a structured document (``encode_structured``) ``bytes`` data with a JSON
+  content type that holds valid JSON is embedded as that very JSON text (``1.10`` stays
+  ``1.10``), ``text/*`` that decodes in its charset becomes a JSON string, anything else
+  is ``data_base64``; ``event_to_dict`` gives ``data_base64`` for any ``bytes`` (a dict
+  cannot hold JSON text as is; task records read it back to the same bytes).
 
 Choices where the specs leave room:
 
@@ -96,6 +105,7 @@ __all__ = [
     "is_http_cloudevent",
     "decode_kafka",
     "encode_kafka",
+    "payload_value",
 ]
 
 CE_JSON_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
@@ -437,12 +447,19 @@ def _as_bytes(payload: Any, what: str) -> bytes:
     raise CodecError(f"{what} must be bytes, got {type(payload).__name__}")
 
 
-def _decode_data(body: bytes, content_type: str | None, where: str, keep: bool = False) -> Any:
+# How a binary-mode decoder treats the payload: parse it into data (the default), keep it
+# as the data after checking it as parsing would (decode_http(keep_payload=True)), or keep
+# it unchecked (decode_kafka(keep_payload=True)).
+_PARSE, _KEEP_CHECKED, _KEEP = 0, 1, 2
+
+
+def _decode_data(body: bytes, content_type: str | None, where: str, keep: int = _PARSE) -> Any:
     """Binary-mode payload -> data, per the content type (see the module docstring).
-    ``keep``: checked the same way, but the payload itself (``bytes``) is the data."""
+    ``keep``: ``_KEEP_CHECKED``: checked the same way, but the payload itself (``bytes``) is
+    the data; ``_KEEP``: the payload is the data, unchecked."""
     if not body:
         return None
-    if content_type is None:
+    if content_type is None or keep == _KEEP:
         return body
     kind, charset = _media(content_type)
     if keep:
@@ -462,6 +479,46 @@ def _decode_data(body: bytes, content_type: str | None, where: str, keep: bool =
     if kind == _TEXT:
         return _decode_text(body, charset, where)
     return body
+
+
+# A run of 19 digits: a number orjson may read differently from json (an integer beyond
+# 64 bits becomes a float there), or a long string of digits; payload_value then uses json.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}").search
+
+
+def payload_value(payload: Any, content_type: Any) -> Any:
+    """The data a binary-mode payload kept as ``bytes`` stands for: what decoding it without
+    ``keep_payload`` gives (a JSON value for a JSON content type, ``str`` for ``text/*``
+    in its charset, else the bytes themselves); the bytes themselves too when they do not
+    decode (``decode_kafka(keep_payload=True)`` does not check them). Never raises.
+
+    Filters read an event's data through this, on first use (``transforms.router``): the
+    payload is parsed only for a filter that reads it. orjson parses (about twice as fast as
+    json, same values) unless the payload holds a run of 19 digits (a number orjson would
+    read as a float) or orjson refuses it; then json decides, as the decoders do."""
+    if type(payload) is not bytes or not payload or type(content_type) is not str:
+        return payload
+    try:
+        kind, charset = _media(content_type)
+    except Exception:  # noqa: BLE001 - never raises: an odd content type leaves the bytes
+        return payload
+    if kind in _JSON_KINDS:
+        if charset == "utf-8":
+            if not _LONG_DIGITS(payload):
+                try:
+                    return _orjson_loads(payload)
+                except ValueError:  # NaN, 1e400, lone surrogates...: json below decides
+                    pass
+        try:
+            return _loads(payload.decode(charset), "payload", "data")
+        except (CodecError, LookupError, UnicodeError):
+            return payload
+    if kind == _TEXT:
+        try:
+            return payload.decode(charset)
+        except (LookupError, UnicodeError):
+            return payload
+    return payload
 
 
 def _encode_data(data: Any, content_type: str | None) -> tuple[bytes | None, str | None]:
@@ -636,6 +693,44 @@ def _fast_attributes(event: Any) -> dict[str, Any] | None:
     return None
 
 
+def _embedded_payload(data: bytes, content_type: Any) -> tuple[str, Any] | None:
+    """How a structured document carries ``bytes`` data other than as ``data_base64``
+    (None: as ``data_base64``): ``("json", text)`` for a JSON content type whose payload is
+    valid JSON (``text``: the payload itself, UTF-8, embedded as is: never parsed and
+    written again, so ``1.10`` stays ``1.10``); ``("text", str)`` for ``text/*`` that
+    decodes in its charset (written as a JSON string, as the JSON format does with text and
+    as Knative's Go SDK does with a binary-mode text payload)."""
+    if type(content_type) is not str or not data:
+        return None
+    kind, charset = _media(content_type)
+    if kind in _JSON_KINDS:
+        if charset == "utf-8":
+            if not _LONG_DIGITS(data):
+                try:
+                    _orjson_loads(data)
+                    return "json", data
+                except ValueError:
+                    pass  # json below decides
+        try:
+            text = data.decode(charset)
+            _loads(text, "payload", "")
+            return "json", data if charset == "utf-8" else text.encode("utf-8")
+        except (CodecError, LookupError, UnicodeError):
+            return None
+    if kind == _TEXT:
+        try:
+            return "text", data.decode(charset)
+        except (LookupError, UnicodeError):
+            return None
+    return None
+
+
+def _spliced(document: bytes, payload: bytes) -> bytes:
+    """A structured document (a JSON object, without data) with ``"data": payload`` added
+    last; ``payload`` is JSON text already."""
+    return b"%s,\"data\":%s}" % (document[:-1], payload) if len(document) > 2 else b'{"data":%s}' % payload
+
+
 def _encode_structured_fast(event: CloudEvent) -> bytes | None:
     """encode_structured for the common case (module docstring); None: use the general path."""
     attributes = _fast_attributes(event)
@@ -655,9 +750,16 @@ def _encode_structured_fast(event: CloudEvent) -> bytes | None:
         else:
             return None
     data = event.get_data()
+    payload = None
     if data is not None:
         if type(data) is bytes:
-            out["data_base64"] = base64.b64encode(data).decode("ascii")
+            embedded = _embedded_payload(data, attributes.get("datacontenttype"))
+            if embedded is None:
+                out["data_base64"] = base64.b64encode(data).decode("ascii")
+            elif embedded[0] == "json":
+                payload = embedded[1]
+            else:
+                out["data"] = embedded[1]
         elif isinstance(data, (bytearray, memoryview)):
             return None
         else:
@@ -671,6 +773,8 @@ def _encode_structured_fast(event: CloudEvent) -> bytes | None:
         text = "".join(_c_encode(out, 0))
     except (TypeError, ValueError, RecursionError):
         return None
+    if payload is not None:
+        return _spliced(text.encode("utf-8"), payload)
     return text.encode("utf-8")
 
 
@@ -682,8 +786,20 @@ def encode_structured(event: CloudEvent) -> bytes:
         body = None
     if body is not None:
         return body
+    document = event_to_dict(event)
+    payload = None
+    if "data_base64" in document:  # bytes data: embedded as JSON text or a string when it can be
+        data = event.get_data()
+        embedded = _embedded_payload(bytes(data), event.get_attributes().get("datacontenttype"))
+        if embedded is not None:
+            del document["data_base64"]
+            if embedded[0] == "json":
+                payload = embedded[1]
+            else:
+                document["data"] = embedded[1]
     try:
-        return _dumps(event_to_dict(event), "event").encode("utf-8")
+        text = _dumps(document, "event").encode("utf-8")
+        return text if payload is None else _spliced(text, payload)
     except UnicodeEncodeError as exc:
         raise CodecError(f"event contains text that is not valid Unicode: {exc.reason} at index {exc.start}") from None
 
@@ -734,7 +850,7 @@ def _json_type(value: Any) -> str:
 
 
 def _binary_event(
-    raw: list[tuple[str, str, str]], content_type: str | None, body: bytes, missing: str, keep: bool = False
+    raw: list[tuple[str, str, str]], content_type: str | None, body: bytes, missing: str, keep: int = _PARSE
 ) -> CloudEvent:
     """raw: (attribute name, decoded value, header name); specversion already checked."""
     attributes: dict[str, Any] = {}
@@ -870,7 +986,7 @@ def _fast_attribute(attributes: dict[str, Any], name: str, text: str) -> bool:
 
 
 def _fast_binary_event(
-    attributes: dict[str, Any], content_type: str | None, body: bytes, keep: bool = False
+    attributes: dict[str, Any], content_type: str | None, body: bytes, keep: int = _PARSE
 ) -> CloudEvent | None:
     """_binary_event's ending for attributes collected by a fast decoder; None: give up."""
     if "specversion" not in attributes or "id" not in attributes or "source" not in attributes \
@@ -883,12 +999,12 @@ def _fast_binary_event(
         content_type = attributes.get("datacontenttype")
     data: Any = None
     if body:
-        if content_type is None:
+        if content_type is None or keep == _KEEP:
             data = body
         else:
             kind, charset = _media(content_type)
             if keep:
-                data = _decode_data(body, content_type, "data", True)
+                data = _decode_data(body, content_type, "data", keep)
             elif kind == _JSON and charset == "utf-8":  # _decode_data's most common case, inline
                 text = body.decode("utf-8")
                 data, end = _json_scan(text, 0)
@@ -906,7 +1022,7 @@ def _fast_binary_event(
 _http_attribute_names: dict[str, str] = {}
 
 
-def _decode_http_fast(headers: Mapping[str, str], body: bytes, keep: bool = False) -> list[CloudEvent] | None:
+def _decode_http_fast(headers: Mapping[str, str], body: bytes, keep: int = _PARSE) -> list[CloudEvent] | None:
     """decode_http for the common case (module docstring); None: use the general path."""
     if type(body) is not bytes:
         return None
@@ -959,15 +1075,15 @@ def decode_http(headers: Mapping[str, str], body: bytes, *, keep_payload: bool =
     writing the event again (binary mode) sends the very same bytes. The ingress uses it:
     a parsed and re-serialized JSON payload may differ (``1.10`` is written ``1.1``)."""
     try:
-        events = _decode_http_fast(headers, body, keep_payload)
+        events = _decode_http_fast(headers, body, _KEEP_CHECKED if keep_payload else _PARSE)
     except Exception:  # the general path below raises the right error
         events = None
     if events is not None:
         return events
-    return _decode_http(headers, body, keep_payload)
+    return _decode_http(headers, body, _KEEP_CHECKED if keep_payload else _PARSE)
 
 
-def _decode_http(headers: Mapping[str, str], body: bytes, keep: bool = False) -> list[CloudEvent]:
+def _decode_http(headers: Mapping[str, str], body: bytes, keep: int = _PARSE) -> list[CloudEvent]:
     content_type: str | None = None
     specversion: str | None = None
     raw: list[tuple[str, str]] = []
@@ -1134,7 +1250,7 @@ def _kafka_text(value: Any, key: str) -> str:
 _kafka_attribute_names: dict[str, str] = {}
 
 
-def _decode_kafka_fast(headers: Any, value: Any) -> CloudEvent | None:
+def _decode_kafka_fast(headers: Any, value: Any, keep: int = _PARSE) -> CloudEvent | None:
     """decode_kafka for the common case (module docstring); None: use the general path."""
     kind = type(headers)
     if kind is list or kind is tuple:
@@ -1176,23 +1292,31 @@ def _decode_kafka_fast(headers: Any, value: Any) -> CloudEvent | None:
             return decode_structured(value) if value else None  # no value: the general path says so
         if media == _CE_BATCH or media == _CE_OTHER:
             return None
-    return _fast_binary_event(attributes, content_type, value)
+    return _fast_binary_event(attributes, content_type, value, keep)
 
 
 def decode_kafka(
-    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes], value: bytes | None
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes], value: bytes | None, *, keep_payload: bool = False
 ) -> CloudEvent:
-    """A Kafka record (headers, value) in binary or structured mode -> event."""
+    """A Kafka record (headers, value) in binary or structured mode -> event.
+
+    ``keep_payload``: a binary-mode event's data is the record's value as is (``bytes``,
+    not checked, not parsed), so delivering the event (binary mode) sends the very same
+    bytes, and a record costs no JSON parse. The job's intake uses it: what enters the
+    broker topic through the ingress was checked there (``decode_http(keep_payload=True)``),
+    and the broker passes a payload on as Knative's does, whatever it holds. Filters see
+    the parsed payload all the same, parsed when one reads it (``payload_value``)."""
+    keep = _KEEP if keep_payload else _PARSE
     try:
-        event = _decode_kafka_fast(headers, value)
+        event = _decode_kafka_fast(headers, value, keep)
     except Exception:  # the general path below raises the right error
         event = None
     if event is not None:
         return event
-    return _decode_kafka(headers, value)
+    return _decode_kafka(headers, value, keep)
 
 
-def _decode_kafka(headers: Any, value: Any) -> CloudEvent:
+def _decode_kafka(headers: Any, value: Any, keep: int = _PARSE) -> CloudEvent:
     content_type: str | None = None
     raw: list[tuple[str, Any]] = []
     specversion: Any = None
@@ -1235,7 +1359,7 @@ def _decode_kafka(headers: Any, value: Any) -> CloudEvent:
     except (AttributeError, UnicodeDecodeError):
         decoded = [(key[3:], _kafka_text(header_value, key), key) for key, header_value in raw]
     body = b"" if value is None else _as_bytes(value, "record value")
-    return _binary_event(decoded, content_type, body, " (no 'ce_{}' header)")
+    return _binary_event(decoded, content_type, body, " (no 'ce_{}' header)", keep)
 
 
 def _encode_kafka_binary_fast(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes | None] | None:

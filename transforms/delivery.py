@@ -527,7 +527,7 @@ def _on_success(
     if status == 202 or not is_http_cloudevent(headers):
         return Delivered(task, status)
     try:
-        events = decode_http(headers, body)
+        events = decode_http(headers, body, keep_payload=True)  # the reply's payload goes on byte for byte
         if len(events) != 1:
             raise CodecError(f"a reply must be one event, got a batch of {len(events)}")
     except CodecError as exc:

@@ -2,7 +2,8 @@
 
 One job reads the broker topic once for all triggers (Knative reads it once per trigger);
 the event is turned into an ``EventView`` once and the trigger index narrows which filters
-run at all.
+run at all. A payload kept as received (``bytes``: ``decode_kafka(keep_payload=True)``) is
+parsed for the filters only when one reads ``data``, once (``event_view``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from typing import Any
 from eventing.plan import BrokerPlan, TriggerPlan
 from filters.base import EventView
 from filters.index import TriggerIndex
+from transforms.codec import payload_value
+
+
+def event_view(event: Any) -> EventView:
+    """The filters' view of a ``cloudevents.core`` event. ``bytes`` data (a kept payload)
+    is seen as what it holds per its content type (a JSON value, text), decoded on the
+    first read (``codec.payload_value``); other data as it is."""
+    data = event.get_data()
+    return EventView(event.get_attributes(), data, payload_value if type(data) is bytes else None)
 
 
 class Router:
@@ -24,7 +34,7 @@ class Router:
 
     def route(self, event: Any) -> list[TriggerPlan]:
         """Triggers that deliver ``event`` (a cloudevents.core event), in manifest order."""
-        return self.route_view(EventView.of(event))
+        return self.route_view(event_view(event))
 
     def route_view(self, view: EventView) -> list[TriggerPlan]:
         positions = self.index.match(view)

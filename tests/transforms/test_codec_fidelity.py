@@ -3,6 +3,7 @@ extension values of every CloudEvents type, unusual but valid header encodings, 
 binary payloads (``keep_payload``), through every binding, task records, dead letters."""
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import pickle
@@ -183,8 +184,221 @@ def test_kept_payload_is_still_checked(content_type, payload, needle):
 
 
 # ---------------------------------------------------------------------------------------
-# Filters see ``time`` as its text.
+# The job's intake keeps the record's payload (decode_kafka(keep_payload=True)): it leaves
+# byte for byte, filters see it parsed (once, when one reads it), structured delivery
+# embeds it as is.
 # ---------------------------------------------------------------------------------------
+
+ODD_JSON = b'{ "v": 1.10, "big": 123456789012345678901234567890, "e": "caf\\u00e9 \xc3\xa9", "k": [1E+2, -0.0] }\n'
+
+
+def kafka_record(payload, content_type="application/json", **headers):
+    record = [*KAFKA, *((f"ce_{k}", v.encode()) for k, v in headers.items())]
+    if content_type is not None:
+        record.append(("content-type", content_type.encode()))
+    return record, payload
+
+
+@pytest.mark.parametrize("content_type,payload", [*PAYLOADS, ("application/json", ODD_JSON)])
+def test_intake_keeps_the_payload_byte_for_byte(content_type, payload):
+    event = decode_kafka(*kafka_record(payload, content_type), keep_payload=True)
+    assert event.get_data() == payload
+    assert encode_http(event)[1] == payload and encode_http(event)[0]["Content-Type"] == content_type
+    assert encode_kafka(event)[2] == payload
+
+
+def test_intake_does_not_check_the_payload():
+    # A record is not parsed at intake (the ingress checked what it wrote); it passes on as is.
+    for payload in (b"{not json", b'{"a": NaN}', b'"\xff"'):
+        event = decode_kafka(*kafka_record(payload), keep_payload=True)
+        assert event.get_data() == payload and encode_http(event)[1] == payload
+    with pytest.raises(CodecError, match="not valid JSON"):
+        decode_kafka(*kafka_record(b"{not json"))  # parse-at-decode still refuses it
+    # no payload is no data in both modes; a structured record is decoded as before
+    assert decode_kafka(*kafka_record(b""), keep_payload=True).get_data() is None
+    doc = json.dumps({**BASE, "data": {"v": 1}}).encode()
+    assert decode_kafka([("content-type", b"application/cloudevents+json")], doc, keep_payload=True).get_data() == {"v": 1}
+
+
+def test_the_general_decode_path_keeps_the_payload_too():
+    headers, payload = kafka_record(ODD_JSON, subject="s")
+    headers = dict(headers)  # a mapping with a str value: not the fast path's shape
+    headers["ce_subject"] = "s"
+    event = decode_kafka(headers, payload, keep_payload=True)
+    assert event.get_data() == ODD_JSON and event.get_subject() == "s"
+
+
+PAYLOAD_VALUES = [
+    ("application/json", ODD_JSON),
+    ("application/json", b'{"n": 9223372036854775807, "m": -9223372036854775809, "u": 18446744073709551615}'),
+    ("application/json", b'"\\ud800 lone surrogate escape"'),
+    ("application/json", b"1e400"),
+    ("application/json", b"null"),
+    ("application/json", b' [ ] '),
+    ("application/json", b'{"a": 1, "a": 2}'),
+    ("application/json; charset=latin-1", '{"caf\u00e9": 1}'.encode("latin-1")),
+    ("application/vnd.x+json", b'{"id": "12345678901234567890123"}'),
+    ("text/plain", "café".encode()),
+    ("text/csv; charset=latin-1", "caf\u00e9".encode("latin-1")),
+    ("application/octet-stream", b"\x00\x01"),
+    ("image/png", b"{}"),
+]
+
+
+@pytest.mark.parametrize("content_type,payload", PAYLOAD_VALUES)
+def test_payload_value_is_what_parse_at_decode_gives(content_type, payload):
+    from transforms.codec import payload_value
+
+    parsed = decode_kafka(*kafka_record(payload, content_type)).get_data()
+    value = payload_value(payload, content_type)
+    assert value == parsed and type(value) is type(parsed)
+    assert json.dumps(value, sort_keys=True, default=repr) == json.dumps(parsed, sort_keys=True, default=repr)
+
+
+@pytest.mark.parametrize("content_type,payload", [
+    ("application/json", b"{not json"),
+    ("application/json", b'{"a": NaN}'),
+    ("application/json", b'"\xff"'),
+    ("application/json", b"\xef\xbb\xbf{}"),  # a BOM
+    ("application/json; charset=x-unknown", b"{}"),
+    ("text/plain", b"\xff\xfe"),
+])
+def test_payload_value_of_what_does_not_decode_is_the_bytes(content_type, payload):
+    from transforms.codec import payload_value
+
+    assert payload_value(payload, content_type) == payload
+
+
+def test_payload_value_agrees_with_json_on_random_documents():
+    import random
+
+    from transforms.codec import payload_value
+
+    rng = random.Random(10)
+
+    def value(depth=0):
+        kind = rng.randrange(8 if depth < 3 else 5)
+        if kind == 0:
+            return rng.choice([0, -1, 2**31, -(2**63), 2**63 - 1, 2**64 - 1, 10**30, -(10**19)]) + rng.randrange(3)
+        if kind == 1:
+            return rng.choice([0.1, 1.10, 1e-320, 5e-324, 1.7976931348623157e308, -0.0, 123456.789e10]) * rng.choice([1, -1])
+        if kind == 2:
+            return "".join(rng.choice(["a", "é", "\u2028", "\U0001f381", "\\", '"', "\x00", "\ud7ff"]) for _ in range(rng.randrange(6)))
+        if kind == 3:
+            return rng.choice([True, False, None])
+        if kind == 4:
+            return rng.randrange(-(10**25), 10**25)
+        if kind in (5, 6):
+            return {f"k{rng.randrange(5)}": value(depth + 1) for _ in range(rng.randrange(4))}
+        return [value(depth + 1) for _ in range(rng.randrange(4))]
+
+    for _ in range(2000):
+        doc = value()
+        text = json.dumps(doc, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 1])).encode()
+        got = payload_value(text, "application/json")
+        assert repr(got) == repr(json.loads(text)), text
+
+
+def test_structured_delivery_embeds_a_kept_json_payload_as_is():
+    event = decode_kafka(*kafka_record(ODD_JSON, time=TIMES[1]), keep_payload=True)
+    for body in (encode_structured(event), encode_http(event, "structured")[1], encode_kafka(event, "structured")[2]):
+        assert body.endswith(b',"data":' + ODD_JSON + b"}")
+        doc = json.loads(body)
+        assert doc["time"] == TIMES[1] and doc["data"]["big"] == 123456789012345678901234567890
+        assert "data_base64" not in doc
+        assert decode_structured(body).get_data() == json.loads(ODD_JSON)
+    # the general path (an attribute type the fast path leaves to it) embeds it the same way
+    from transforms.codec import _new_event
+
+    odd = _new_event({**event.get_attributes(), "bin": b"\x01"}, ODD_JSON)
+    assert encode_structured(odd).endswith(b',"data":' + ODD_JSON + b"}")
+    assert json.loads(encode_structured(odd))["bin"] == "AQ=="
+
+
+@pytest.mark.parametrize("content_type,payload,expected", [
+    ("application/json", b"{not json", {"data_base64": "e25vdCBqc29u"}),  # not JSON: as bytes
+    ("application/json; charset=latin-1", '{"caf\u00e9": 1.10}'.encode("latin-1"), None),  # transcoded
+    ("text/plain", "café".encode(), {"data": "café"}),
+    ("text/plain; charset=latin-1", "café".encode("latin-1"), {"data": "café"}),
+    ("text/plain", b"\xff", {"data_base64": "/w=="}),
+    ("application/octet-stream", b"\x00{}", {"data_base64": "AHt9"}),
+])
+def test_structured_delivery_of_other_kept_payloads(content_type, payload, expected):
+    event = decode_kafka(*kafka_record(payload, content_type), keep_payload=True)
+    body = encode_structured(event)
+    doc = json.loads(body)
+    if expected is None:  # JSON in another charset: the same text, in the document's UTF-8
+        assert body.endswith(b',"data":' + '{"caf\u00e9": 1.10}'.encode() + b"}")
+        assert doc["data"] == {"caf\u00e9": 1.1}
+    else:
+        assert {k: doc[k] for k in ("data", "data_base64") if k in doc} == expected
+    # binary mode writes the structured document's event as the same bytes
+    again = decode_structured(body)
+    if expected is not None:
+        assert encode_http(again)[1] == payload
+
+
+def test_kept_payload_through_task_records_dead_letters_and_replies():
+    from transforms.codec import event_to_dict
+    from transforms.delivery import Replied, decide
+    from transforms.kafka_plane import Outbox, Topics
+    from transforms.records import DeadLetter
+    from tests.plans import broker_yaml, plan_from_yaml, trigger_yaml
+
+    event = decode_kafka(*kafka_record(ODD_JSON, time=TIMES[1], knativebrokerttl="5"), keep_payload=True)
+    # a retry's task record: the same bytes, the same request
+    task = DeliveryTask("ns/t", event, due_at=1.0)
+    again = DeliveryTask.from_bytes(task.retried(1, 1.0, 2.0).to_bytes())
+    assert again.event.get_data() == ODD_JSON and encode_http(again.event)[1] == ODD_JSON
+    assert encode_http(again.event)[0]["ce-time"] == TIMES[1]
+    # a dead letter to a deadLetterSink (HTTP) and to a KafkaSink: the same bytes
+    dead = dead_letter_event(again.event, "http://x", 500, b"boom")
+    assert encode_http(dead)[1] == ODD_JSON and encode_kafka(dead)[2] == ODD_JSON
+    assert encode_structured(dead).endswith(b',"data":' + ODD_JSON + b"}")
+    # the job's own dead-letter record: the event's dict form, data_base64 of the very bytes
+    doc = json.loads(DeadLetter(reason="r", event=event_to_dict(dead)).to_json())
+    assert base64_bytes(doc["event"]["data_base64"]) == ODD_JSON and doc["event"]["time"] == TIMES[1]
+    # a reply: its payload goes to the broker topic as the subscriber sent it
+    plan = plan_from_yaml(broker_yaml("b", "ns") + trigger_yaml("t", "http://t.local/"))
+    reply_headers = {"ce-specversion": "1.0", "ce-id": "r", "ce-source": "/r", "ce-type": "t.r",
+                     "ce-time": TIMES[0], "content-type": "application/json"}
+    outcome = decide(DeliveryTask("ns/t", event), plan.brokers[0].triggers[0].delivery, 1.0, 200,
+                     reply_headers, ODD_JSON, url="http://t.local/")
+    assert isinstance(outcome, Replied) and outcome.reply.get_data() == ODD_JSON
+    [record] = [r for r in Outbox(plan, Topics.for_job("j")).records(outcome)[0] if r.topic == plan.brokers[0].topic]
+    assert record.value == ODD_JSON and record.headers["ce_time"] == TIMES[0].encode()
+    assert record.headers["ce_knativebrokerttl"] == b"4"
+
+
+def base64_bytes(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
+
+
+# ---------------------------------------------------------------------------------------
+# Filters see a kept payload as parsed, parse it once and only when one reads it, and
+# see ``time`` as its text.
+# ---------------------------------------------------------------------------------------
+
+FILTERS = [
+    "[{exact: {type: t}}]",
+    "[{cel: 'data.v == 1.1 && data.big > 1.0e29'}]",
+    "[{cel: 'data.e.startsWith(\"café\")'}]",
+    "[{cel: 'has(data.k) && size(data.k) == 2 && data.k[0] == 100.0'}]",
+    "[{cel: 'type == \"t\" && data.v > 2.0'}]",
+    "[{cel: 'data == b\"\"'}]",
+    "[{cel: 'data == \"café\"'}]",
+    "[{cel: 'size(data) > 0'}]",
+    "[{cesql: \"type = 't' AND EXISTS subject\"}]",
+    "[{cesql: \"time LIKE '%.123456789+05:45'\"}]",
+    "[{exact: {time: '2026-11-29T10:00:20.123456789+05:45'}}]",
+    "[{prefix: {time: '2026-11-29T10:00:20.1234567'}}]",
+    "[{suffix: {time: '9+05:45'}}]",
+    "[{cel: 'time == timestamp(\"2026-11-29T04:15:20.123456Z\")'}]",
+    "[{not: {cel: 'data.v == 1.1'}}]",
+    "[{any: [{cel: 'data.nope == 1'}, {exact: {subject: café}}]}]",
+]
 
 
 def _router(filters):
@@ -193,6 +407,56 @@ def _router(filters):
 
     yaml = broker_yaml("b", "ns") + "".join(trigger_yaml(f"t{i}", "http://x.local/", f) for i, f in enumerate(filters))
     return Router(plan_from_yaml(yaml).brokers[0])
+
+
+@pytest.mark.parametrize("content_type,payload", [
+    ("application/json", ODD_JSON),
+    ("application/json", b"null"),
+    ("application/json", b'"caf\\u00e9"'),
+    ("application/json", b"{not json"),
+    ("text/plain", "café".encode()),
+    ("application/octet-stream", b"\x00"),
+    ("application/json", b""),
+    (None, b"caf\xc3\xa9"),
+])
+def test_filters_match_a_kept_payload_as_a_parsed_one(content_type, payload):
+    record = kafka_record(payload, content_type, time=TIMES[1], subject="café")
+    kept = decode_kafka(*record, keep_payload=True)
+    try:
+        parsed = decode_kafka(*record)
+    except CodecError:  # not JSON: what parse-at-decode refused, filters see as bytes
+        parsed = event_from_dict({**BASE, "time": TIMES[1], "subject": "café", "datacontenttype": content_type,
+                                  "data_base64": base64.b64encode(payload).decode()})
+    expected = [t.name for t in _router(FILTERS).route(parsed)]
+    assert [t.name for t in _router(FILTERS).route(kept)] == expected
+    if content_type == "application/json" and payload == ODD_JSON:
+        assert expected == ["t0", "t1", "t2", "t3", "t7", "t8", "t9", "t10", "t11", "t12", "t13", "t15"]
+
+
+def test_a_kept_payload_is_parsed_once_and_only_when_a_filter_reads_it():
+    from filters.base import EventView
+    from transforms.codec import payload_value
+
+    event = decode_kafka(*kafka_record(ODD_JSON), keep_payload=True)
+    calls = []
+
+    def decode(payload, content_type):
+        calls.append(payload)
+        return payload_value(payload, content_type)
+
+    def view():
+        return EventView(event.get_attributes(), event.get_data(), decode)
+
+    # Knative dialects and CESQL (which has no access to data) never read it
+    no_data = _router([f for f in FILTERS if "data" not in f and "cel" not in f])
+    assert [t.name for t in no_data.route_view(view())]
+    assert no_data.index.match_all(view()) and calls == []  # every filter ran: none read data
+    reads_data = _router(FILTERS)
+    reads_data.route_view(view())
+    assert calls == [ODD_JSON]  # several filters read it: parsed once
+    calls.clear()
+    reads_data.index.match_all(view())
+    assert calls == [ODD_JSON]
 
 
 def test_filters_see_time_as_its_text():

@@ -106,7 +106,7 @@ def test_reply_gets_ttl_decremented() -> None:
     assert isinstance(out, Replied) and out.status == 200 and out.task == task
     assert attrs(out.reply) == {"id": "r-1", "source": "/svc", "type": "order.checked", "specversion": "1.0",
                                 "datacontenttype": "application/json", "knativebrokerttl": 254}
-    assert out.reply.get_data() == {"ok": True}
+    assert out.reply.get_data() == b'{"ok":true}'  # the reply's payload as sent, byte for byte
     # incoming ttl (binary mode: a string) wins over the default
     task10 = DeliveryTask(TRIGGER, make_event(knativebrokerttl="10"))
     out10 = decide(task10, policy(), 1.0, 200, _reply_headers(), b"{}", url=URL)
@@ -452,7 +452,7 @@ def test_reply_is_routed_with_ttl_decremented(sender_name: str) -> None:
             outcomes = await _settle(trigger(consumer.url), sender_name, make_event(knativebrokerttl=5), clock)
             assert [type(o) for o in outcomes] == [Replied]
             got = outcomes[0].reply
-            assert got.get_type() == "order.checked" and got.get_data() == {"valid": True}
+            assert got.get_type() == "order.checked" and got.get_data() == b'{"valid":true}'
             # the incoming event's ttl (5) counts, not whatever the subscriber wrote
             assert got.get_attributes()["knativebrokerttl"] == 4
             assert consumer.requests[0].headers["prefer"] == "reply"
