@@ -89,8 +89,21 @@ BASE_GLOBALS: dict[str, Any] = {
     "_sdata": rt.soft_data,
     "_sfield": rt.soft_field,
     "_cond_result": rt.cond_result,
+    "_local_time": rt.local_time,
 }
 
+#: timestamp methods whose result is a field of the (UTC or zoned) datetime ``t``
+_TS_PARTS = {
+    "getHours": "{t}.hour",
+    "getMinutes": "{t}.minute",
+    "getSeconds": "{t}.second",
+    "getMilliseconds": "({t}.microsecond // 1000)",
+    "getFullYear": "{t}.year",
+    "getMonth": "({t}.month - 1)",
+    "getDate": "{t}.day",
+    "getDayOfMonth": "({t}.day - 1)",
+    "getDayOfWeek": "({t}.isoweekday() % 7)",
+}
 _COMPARE = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
 _ARITH = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
 _STRING_METHODS = {"startsWith": ("_starts_with", "{o}.startswith({a})"), "endsWith": ("_ends_with", "{o}.endswith({a})"), "contains": ("_contains", "({a} in {o})")}
@@ -247,6 +260,8 @@ class Gen:
         temps = [self.tmp() for _ in items]
         levels = 0
         for i, (c, t) in enumerate(zip(items, temps)):
+            if target == RETURN and self._jump(c, t, stop, unit):
+                continue
             self.gen_try(c, t, [f"{t} = _e"])
             if target == RETURN:
                 self.emit(f"if {t} is {stop}:")
@@ -272,6 +287,29 @@ class Gen:
             self.assign(target, f"{'_and_rest' if is_and else '_or_rest'}({', '.join(temps)})")
         self.indent -= 1
         self.indent -= levels
+
+    def _jump(self, node: Node, t: str, stop: str, unit: str) -> bool:
+        """An &&/|| operand ``x == "lit"`` (``!=``, or a number Python compares as CEL
+        does, see ``_compare_fast``) as a conditional return: CPython then compares two
+        strings in its specialised compare-and-jump. Returns whether it did."""
+        if not (isinstance(node, Bin) and node.op in ("==", "!=")):
+            return False
+        mark = len(self.lines)
+        a, b = self.operands([node.left, node.right])
+        fast = self._compare_fast(node, a, b)
+        if len(self.lines) != mark or fast != f"({a} {node.op} {b})":
+            del self.lines[mark:]
+            return False
+        returns_when = node.op if stop == "True" else ("!=" if node.op == "==" else "==")
+        self.emit(f"{t} = {unit}")
+        self.emit("try:")
+        self.emit(f"    if {a} {returns_when} {b}:")
+        self.emit(f"        return {stop}")
+        self.emit("except _CelError as _e:")
+        self.emit(f"    {t} = _e")
+        self.emit("except KeyError as _e:")
+        self.emit(f"    {t} = _undeclared(_e)")
+        return True
 
     def gen_cond(self, node: Cond, target: str) -> None:
         c = self.tmp()
@@ -581,6 +619,12 @@ class Gen:
                 bound, obj = self.bind(o)
                 return f"({regex}.search({obj}) if type({bound}) is str else {self.slow(node.obj, obj, f'_matches({obj}, {args[0]})')})"
             return f"_matches({o}, {args[0]})"
+        if name in _TS_PARTS and (n == 0 or (n == 1 and isinstance(node.args[0], Const) and type(node.args[0].value) is str)):
+            # a timestamp's field read inline (the event's time is always a UTC datetime);
+            # with a time zone, the converted time is memoized (runtime.local_time)
+            bound, ts = self.bind(o)
+            t = ts if n == 0 else f"_local_time({ts}, {args[0]})"
+            return f"({_TS_PARTS[name].format(t=t)} if type({bound}) is _DT else _ts_get({', '.join([repr(name), ts] + args)}))"
         if name in rt.TIMESTAMP_METHODS and n in (0, 1):
             return f"_ts_get({name!r}, {', '.join([o] + args)})"
         return f"_nofn({', '.join([repr(name), o] + args)})"

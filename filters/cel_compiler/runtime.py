@@ -1068,6 +1068,21 @@ _DURATION_PARTS = {"getHours": 3600 * 10**6, "getMinutes": 60 * 10**6, "getSecon
 _NOARG = object()
 
 
+def local_time(ts: _DT, tz: str) -> _DT:
+    """The timestamp ``ts`` in time zone ``tz`` (memoized, see ``_ZONED``)."""
+    key = (ts, tz)
+    local = _ZONED.get(key)
+    if local is None:
+        try:
+            local = ts.astimezone(zone(tz))
+        except OverflowError:
+            raise CelError("timestamp out of range in that time zone") from None
+        if len(_ZONED) >= 4096:
+            _ZONED.clear()
+        _ZONED[key] = local
+    return local
+
+
 def ts_get(name: str, ts: Any, tz: Any = _NOARG) -> Any:
     """``ts.getHours()`` etc., optionally with a time zone argument."""
     t = type(ts)
@@ -1075,17 +1090,7 @@ def ts_get(name: str, ts: Any, tz: Any = _NOARG) -> Any:
         if tz is _NOARG:
             return _ts_part(name, ts)
         if type(tz) is str:
-            key = (ts, tz)
-            local = _ZONED.get(key)
-            if local is None:
-                try:
-                    local = ts.astimezone(zone(tz))
-                except OverflowError:
-                    raise CelError("timestamp out of range in that time zone") from None
-                if len(_ZONED) >= 4096:
-                    _ZONED.clear()
-                _ZONED[key] = local
-            return _ts_part(name, local)
+            return _ts_part(name, local_time(ts, tz))
         raise no_overload(name, ts, tz)
     if t is _TD and tz is _NOARG:
         us = ts // _ONE_US
