@@ -499,6 +499,19 @@ class Gen:
         return f"_index({o}, {k})"
 
     def e_Not(self, node: Not) -> str:
+        arg = node.arg
+        if isinstance(arg, Method) and arg.name in _STRING_METHODS and len(arg.args) == 1 and isinstance(arg.args[0], Const) and type(arg.args[0].value) is str:
+            # !s.endsWith("x"): the string fast path's bool negated inline
+            helper, fast = _STRING_METHODS[arg.name]
+            o, a = self.operands([arg.obj, arg.args[0]])
+            bound, obj = self.bind(o)
+            slow = self.slow(arg.obj, obj, f"{helper}({obj}, {a})")
+            if id(arg) in self.produces:  # an error value passes
+                t = self.tmp()
+                slow = f"({t} if isinstance(({t} := {slow}), _CelError) else _not({t}))"
+            else:
+                slow = f"_not({slow})"
+            return f"((not {fast.format(o=obj, a=a)}) if type({bound}) is str else {slow})"
         bound, name = self.bind(self.gen_expr(node.arg))
         return f"(({name} is False) if type({bound}) is bool else {self.slow(node.arg, name, f'_not({name})')})"
 
