@@ -21,6 +21,19 @@ from tests.plans import plan_from_yaml
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
 
 ROOMS = [f"room-{n}" for n in range(5)]
+# Every 25th event is sent with what a broker must not alter (issue 10, Fidelity): a time
+# with nanoseconds and a +05:45 offset, a percent-encoded header, extensions, and a JSON
+# payload that a parse and re-serialization would change (1.10, a 30-digit integer, escapes,
+# spaces, non-ASCII).
+NANO = "2026-11-29T10:00:20.123456789+05:45"
+FIDELITY_HEADERS = {"ce-time": NANO, "ce-subject": "caf%C3%A9", "ce-boolext": "true", "ce-intext": "-2147483648",
+                    "ce-timeext": "2026-11-29t10:00:20.000000001z"}
+REPLY = b'{"score": 0.50, "n": 18446744073709551616, "e": "\\u00e9"}'
+
+
+def fidelity_payload(room: str, level: int) -> bytes:
+    return (b'{ "room": "%s", "level": %d, "price": 1.10, "big": 123456789012345678901234567890,\n'
+            b'  "e": "caf\\u00e9 \xc3\xa9" }' % (room.encode(), level))
 TYPES = ["com.live.gift.sent", "com.live.like", "com.live.comment.posted", "com.live.viewer.joined"]
 
 
@@ -44,6 +57,7 @@ def manifests(namespace: str, urls: dict[str, str]) -> str:
     return (f"apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: live, namespace: {namespace}}}\n"
             + trigger("gifts", "[{exact: {type: com.live.gift.sent}}]", urls["gifts"])
             + trigger("vip", "[{cel: 'data.level >= 30'}]", urls["vip"])
+            + trigger("structured", "[{exact: {type: com.live.like}}]", urls["structured"], "{format: json}")
             + trigger("likes", "[{exact: {type: com.live.like}}]", urls["flaky"],
                       "{retry: 3, backoffDelay: PT0.2S}")
             + trigger("broken", "[{exact: {type: com.live.viewer.joined}}]", urls["bad"],
@@ -69,7 +83,8 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         "bad": ConsumerServer(always(400, b"viewer service rejects")), "dls": ConsumerServer(accept(202)),
         "bad2": ConsumerServer(always(422, b"audit refuses")),
         "moderation": ConsumerServer(lambda req: reply_event(
-            {"id": "flag-" + req.headers["ce-id"], "source": "/moderation", "type": "com.live.comment.flagged"}, b"{}")(req)),
+            {"id": "flag-" + req.headers["ce-id"], "source": "/moderation", "type": "com.live.comment.flagged"}, REPLY)(req)),
+        "structured": ConsumerServer(accept()),
         "notify": ConsumerServer(accept()), "ordered": ConsumerServer(fail_first_per_event(500)),
         # A 700 KB event, retried once (its retry waits in the job's state, not in Kafka).
         "uploads": ConsumerServer(fail_first_per_event()),
@@ -92,6 +107,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         try:
             job.wait_running()
             events, expected = [], defaultdict(set)
+            fidelity: dict[str, bytes] = {}
             room_order: dict[str, list[str]] = defaultdict(list)
             for n in range(1000):
                 type_ = TYPES[n % len(TYPES)]
@@ -100,7 +116,11 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
                 event_id = f"ev-{n:04d}"
                 headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": f"/rooms/{room}", "ce-type": type_,
                            "ce-partitionkey": room, "content-type": "application/json"}
-                events.append((event_id, headers, json.dumps({"room": room, "level": level}).encode()))
+                body = json.dumps({"room": room, "level": level}).encode()
+                if n % 25 == 0:
+                    headers.update(FIDELITY_HEADERS)
+                    body = fidelity[event_id] = fidelity_payload(room, level)
+                events.append((event_id, headers, body))
                 if type_ == "com.live.gift.sent":
                     expected["gifts"].add(event_id)
                     expected["ordered"].add(event_id)
@@ -109,6 +129,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
                     expected["vip"].add(event_id)
                 if type_ == "com.live.like":
                     expected["flaky"].add(event_id)
+                    expected["structured"].add(event_id)
                 if type_ == "com.live.viewer.joined":
                     expected["bad"].add(event_id)
                     expected["bad2"].add(event_id)
@@ -126,8 +147,8 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
                 statuses = post_all(f"{base}/{namespace}/live", events, lanes=room_of.__getitem__)
             assert Counter(statuses.values()) == Counter({202: 1001})
 
-            def ids(name):
-                return Counter(r.headers.get("ce-id") for r in servers[name].requests)
+            def ids(name):  # a structured-mode request carries the id in its body
+                return Counter(r.headers.get("ce-id") or json.loads(r.body)["id"] for r in servers[name].requests)
 
             def settled():
                 # Consumers that fail each event's first attempt must also have seen its retry.
@@ -141,7 +162,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
             writer.close()
 
         duplicates = {}
-        for name in ("gifts", "vip", "moderation", "notify", "dls"):
+        for name in ("gifts", "vip", "moderation", "notify", "dls", "structured"):
             got = ids(name)
             assert set(got) == expected[name], name  # exactly the matching ids, none missing, none extra
             duplicates[name] = sum(got.values()) - len(got)
@@ -166,6 +187,25 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         for room, attempts in attempts_order.items():
             assert attempts == [e for e in room_order[room] for _ in range(2)], room
 
+        # Fidelity: every delivery (first attempts, retries held in state, ordered ones, dead
+        # letters to an HTTP sink) carries the payload and attribute texts as they were sent.
+        assert len(fidelity) == 40
+        for name in ("gifts", "vip", "flaky", "bad", "dls", "moderation", "ordered"):
+            received = [r for r in servers[name].requests if r.headers.get("ce-id") in fidelity]
+            assert received and {r.headers["ce-id"] for r in received} == expected[name] & set(fidelity), name
+            for request in received:
+                assert request.body == fidelity[request.headers["ce-id"]], name
+                assert {k: request.headers[k] for k in FIDELITY_HEADERS} == FIDELITY_HEADERS, name
+        # structured mode: the payload embedded as it was sent, the attribute texts as sent
+        structured = [r for r in servers["structured"].requests if json.loads(r.body)["id"] in fidelity]
+        assert len(structured) == len(expected["structured"] & set(fidelity)) == 10
+        for request in structured:
+            doc = json.loads(request.body)
+            assert request.body.endswith(b',"data":' + fidelity[doc["id"]] + b"}")
+            assert (doc["time"], doc["subject"], doc["timeext"]) == (NANO, "caf\u00e9", FIDELITY_HEADERS["ce-timeext"])
+        # replies reach the broker topic, and their subscriber, with the reply's payload as sent
+        assert {r.body for r in servers["notify"].requests} == {REPLY}
+
         # The KafkaSink dead-letter sink: the job wrote each refused event to its topic.
         from tests.eventing.test_ingress import consume
         from transforms.codec import decode_kafka
@@ -174,6 +214,10 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         audited = [decode_kafka(r.headers, r.value) for r in records]
         assert {e.get_id() for e in audited} == expected["bad"]
         assert {e.get_attributes()["knativeerrorcode"] for e in audited} == {"422"}
+        for record in records:
+            event_id = dict(record.headers)["ce_id"].decode()
+            if event_id in fidelity:
+                assert record.value == fidelity[event_id] and dict(record.headers)["ce_time"] == NANO.encode()
 
         # The retry of the 700 KB event was held in the job's state and sent again, whole.
         assert [json.loads(r.body) for r in servers["uploads"].requests] == [json.loads(clip)] * 2
