@@ -451,6 +451,9 @@ def test_a_kept_payload_is_parsed_once_and_only_when_a_filter_reads_it():
     no_data = _router([f for f in FILTERS if "data" not in f and "cel" not in f])
     assert [t.name for t in no_data.route_view(view())]
     assert no_data.index.match_all(view()) and calls == []  # every filter ran: none read data
+    # nor do CEL filters on attributes alone (the compiled code reads data when it is used)
+    cel_attributes = _router([f for f in FILTERS if "cel" in f and "data" not in f] + ["[{cel: 'type == \"t\"'}]"])
+    assert [t.name for t in cel_attributes.route_view(view())] == ["t1"] and calls == []
     reads_data = _router(FILTERS)
     reads_data.route_view(view())
     assert calls == [ODD_JSON]  # several filters read it: parsed once
