@@ -19,6 +19,7 @@ from pyflink.datastream.state import MapStateDescriptor
 from eventing.plan import Plan
 from pipelines.delivery_settings import DeliverySettings
 from pipelines.event_loop import new_event_loop
+from pipelines.gc_tuning import tune_for_streaming
 from transforms.broker_worker import BrokerWorker, LoopThread
 from transforms.delivery import DeliveryTask
 from transforms.kafka_plane import OutRecord, Topics
@@ -116,6 +117,7 @@ class BrokerPartitionFunction(KeyedProcessFunction):
         self.records_in = group.counter("knflow_records_in")
         self.attempts = group.counter("knflow_attempts")  # the worker counts; reported per call
         self.attempts_reported = 0
+        tune_for_streaming()
 
     def close(self) -> None:
         worker = getattr(self, "worker", None)
