@@ -200,3 +200,42 @@ def test_a_triggers_concurrency_bounds_its_requests_in_flight():
     # With 3 in flight, the 4th request can only start once one of the first 3 was answered,
     # 0.2 s after it arrived: a lower bound that a slow machine only makes wider.
     assert arrivals[3] - arrivals[0] >= 0.19
+
+
+class _HangingSender:
+    """An HTTP client that never returns (a bug in it, or a lost wake-up): the worker's
+    deadline sweep is the only thing that can end such an attempt."""
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def post(self, url, headers, body, timeout):
+        import asyncio
+
+        await asyncio.Event().wait()
+
+
+def test_an_attempt_that_hangs_past_its_deadline_ends_and_frees_its_slot(monkeypatch):
+    import transforms.broker_worker as broker_worker
+    from transforms.delivery import DeliveryEngine
+
+    monkeypatch.setattr(broker_worker, "ATTEMPT_GRACE_S", 0.2)
+    monkeypatch.setattr(broker_worker, "SWEEP_S", 0.05)
+    plan = plan_from_yaml(broker_yaml() + trigger_yaml("all", "http://127.0.0.1:9/never"))
+    loop = LoopThread(lambda: new_event_loop("uvloop"))
+    engine = DeliveryEngine({t.key: t for t in plan.triggers()}, _HangingSender(), default_timeout=0.1)
+    worker = BrokerWorker(plan, TOPICS, engine, loop, concurrency=1, wait_s=30.0)
+    try:
+        state = MemoryPartitionState()
+        worker.on_records("g", state, [record(n) for n in range(2)])
+        settled, _ = worker.on_marker("g", state)
+    finally:
+        worker.close()
+    docs = [json.loads(line) for r in settled if r.topic == TOPICS.outcomes for line in r.value.splitlines()]
+    # both attempts ended (the second could only start once the first freed the trigger's one slot)
+    # (no retries configured: each is dead-lettered with the reason)
+    assert [d["k"] for d in docs] == ["dead_lettered", "dead_lettered"]
+    assert all("did not finish in its timeout" in d["reason"] for d in docs)
