@@ -49,18 +49,19 @@ def load_plan(paths: Iterable[str | Path] | str | Path, *,
 
 def runs_in_job(source: SourcePlan) -> bool:
     """The sources the Flink job runs: KafkaSources (their topics enter the job where the
-    broker topic enters) and PingSources (a keyed timer per source emits each tick where
-    the broker topic enters); one whose sink is a service or uri is delivered to it directly."""
-    return source.kind in ("KafkaSource", "PingSource")
+    broker topic enters), PingSources (a keyed timer per source emits each tick where the
+    broker topic enters) and RocketMQSources, with `knflow rocketmq-bridge` beside the job
+    (it writes their events to the broker's topic, or to the source's internal topic that
+    the job reads); one whose sink is a service or uri is delivered to it directly."""
+    return source.kind in ("KafkaSource", "PingSource", "RocketMQSource")
 
 
 def _not_wired(source: SourcePlan) -> Problem:
-    hint = ("; a RocketMQSource feeding a broker can run beside the job: `knflow rocketmq-bridge`"
-            if source.kind == "RocketMQSource" and source.broker is not None else "")
     return Problem(source.source_file, source.kind, source.name, "kind",
                    f"this {source.kind} (sink {source.flows_to()}) is not run here: the Flink job (`knflow run`, "
-                   f"`knflow submit`) runs KafkaSources and PingSources, and `knflow validate` and `knflow plan` accept every "
-                   f"source (leave it out of the manifests given here){hint}")
+                   f"`knflow submit`) runs KafkaSources, PingSources and RocketMQSources (with `knflow rocketmq-bridge` "
+                   f"beside it), and `knflow validate` and `knflow plan` accept every source (leave it out of the "
+                   f"manifests given here)")
 
 
 def compile_plan(resources: list[Resource], problems: list[Problem] | None = None) -> Plan:

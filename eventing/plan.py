@@ -266,6 +266,20 @@ class RocketMQSourcePlan(SourcePlan):
     #: ``spec.accessToken.secretKeyRef`` as (secret name, key), if set
     access_token: tuple[str, str] | None = None
 
+    @property
+    def kafka_topic(self) -> str:
+        """The Kafka topic the bridge (``knflow rocketmq-bridge``) writes this source's events
+        to: its broker's topic, or, for a service or uri sink, the internal topic
+        ``knflow-rocketmq-<ns>-<name>`` that the job reads as a direct source."""
+        if self.broker is not None and self.topic is not None:
+            return self.topic
+        return rocketmq_topic(self.namespace, self.name)
+
+    def flows_to(self) -> str:
+        if self.broker is not None:
+            return super().flows_to()
+        return f"Kafka topic {self.kafka_topic}, then {self.sink.describe()}"
+
     def reads(self) -> str:
         return (f"RocketMQ topic {self.topic_name} tags {self.selector_expression!r} at {';'.join(self.namesrv_addr)} "
                 f"(group {self.group_name}, initialOffset {self.initial_offset})")
@@ -275,6 +289,8 @@ class RocketMQSourcePlan(SourcePlan):
         out.update({"rocketmqTopic": self.topic_name, "namesrvAddr": list(self.namesrv_addr),
                     "groupName": self.group_name, "selectorExpression": self.selector_expression,
                     "initialOffset": self.initial_offset})
+        if self.broker is None:
+            out["kafkaTopic"] = self.kafka_topic
         if self.access_token is not None:
             out["accessToken"] = {"secretKeyRef": {"name": self.access_token[0], "key": self.access_token[1]}}
         return out
@@ -338,17 +354,18 @@ class Plan:
         return tuple(t for b in self.brokers for t in b.triggers)
 
     def direct_sources(self) -> tuple[BrokerPlan, ...]:
-        """Each KafkaSource or PingSource whose sink is not a Broker, as a broker of one
-        trigger named ``<Kind>:<name>``: no filter, the source's sink, delivery and ordering
-        (how Knative's sources dispatch to their sink; a PingSource has no ``delivery`` in
-        Knative, so it gets the defaults, and is unordered). Its topic is empty: the job
-        reads the source's own topics (or its ticks) and writes no replies for it (a source
-        has no reply path)."""
+        """Each source whose sink is not a Broker, as a broker of one trigger named
+        ``<Kind>:<name>``: no filter, the source's sink, delivery and ordering (how Knative's
+        sources dispatch to their sink; a PingSource or RocketMQSource has no ``delivery``
+        in its CRD, so it gets the defaults, and is unordered). Its topic is empty: the job
+        reads the source's own topics (a KafkaSource's, a RocketMQSource's internal topic
+        that the bridge writes) or its ticks, and writes no replies for it (a source has no
+        reply path)."""
         from filters.materialize import materialize_trigger
 
         out = []
         for source in self.sources:
-            if source.kind not in (KAFKA_SOURCE, PING_SOURCE) or source.broker is not None:
+            if source.kind not in (KAFKA_SOURCE, PING_SOURCE, ROCKETMQ_SOURCE) or source.broker is not None:
                 continue
             name = direct_name(source)
             trigger = TriggerPlan(source.namespace, name, "", materialize_trigger(None, None), {}, source.sink,
@@ -366,6 +383,12 @@ class Plan:
                   if t.delivery.dead_letter_sink is not None and t.delivery.dead_letter_sink.kafka_topic}
         return tuple(sorted(topics))
 
+    def rocketmq_topics(self) -> tuple[str, ...]:
+        """The internal Kafka topics of the RocketMQSources with a service or uri sink: the
+        bridge writes them, the job reads them with its own consumer group."""
+        return tuple(sorted({s.kafka_topic for s in self.sources
+                             if isinstance(s, RocketMQSourcePlan) and s.broker is None}))
+
     def sources_of(self, broker_key: str) -> tuple[SourcePlan, ...]:
         """The sources feeding one broker (``namespace/name``)."""
         return tuple(s for s in self.sources if s.broker == broker_key)
@@ -378,3 +401,8 @@ class Plan:
 def broker_topic(namespace: str, name: str) -> str:
     """The Kafka topic of a broker, named as Knative's Kafka broker names it."""
     return f"knative-broker-{namespace}-{name}"
+
+
+def rocketmq_topic(namespace: str, name: str) -> str:
+    """The internal Kafka topic of a RocketMQSource with a service or uri sink."""
+    return f"knflow-rocketmq-{namespace}-{name}"

@@ -1,18 +1,21 @@
-"""The RocketMQSource bridge: RocketMQ messages into their broker's Kafka topic, at least once.
+"""The RocketMQSource bridge: RocketMQ messages into a Kafka topic the job reads, at least once.
 
 There is no RocketMQ connector for Flink 2.x on Maven Central, and the broker's Kafka topic
 is already where the job reads every event of a broker (the ingress writes there too). So
-a RocketMQSource whose sink is a Broker runs as this bridge beside the job, and its events
-enter the job exactly where the broker topic enters: whatever shape the job's graph takes,
-the bridge needs nothing from it.
+a RocketMQSource runs as this bridge beside the job: one whose sink is a Broker writes into
+the broker's topic, one whose sink is a service or uri into its internal topic
+``knflow-rocketmq-<ns>-<name>`` (``RocketMQSourcePlan.kafka_topic``), which the job reads
+with its own consumer group and delivers to the sink as a trigger without filter
+(``Plan.direct_sources``). Either way its events enter the job exactly where the broker
+topic enters: whatever shape the job's graph takes, the bridge needs nothing from it.
 
 One loop per source, with the Apache RocketMQ 5 client's ``SimpleConsumer`` (the gRPC proxy):
 
 1. ``receive`` a batch; each message stays invisible to other consumers of the group for
    ``invisible_duration`` seconds;
 2. convert each message (``transforms.sources.rocketmq_message_to_event``: CloudEvents in the
-   RocketMQ binding pass through, others are wrapped) and write it to the broker topic in the
-   Kafka binary mode with ``acks=all`` (idempotent producer);
+   RocketMQ binding pass through, others are wrapped) and write it to the source's Kafka topic
+   in the Kafka binary mode with ``acks=all`` (idempotent producer);
 3. ``ack`` a message only after Kafka acknowledged its record. A message whose write failed is
    not acked: RocketMQ delivers it again when its invisibility ends (and after its group's
    ``retryMaxTimes`` moves it to the group's ``%DLQ%`` topic). While a batch waits for Kafka
@@ -57,7 +60,7 @@ class _DebugLog:
 
 
 class BridgeError(KnflowError):
-    """A RocketMQSource the bridge cannot run (its sink, its credentials)."""
+    """A RocketMQSource the bridge cannot run (its credentials, its group)."""
 
 
 @dataclass
@@ -92,14 +95,12 @@ def credentials_for(source: RocketMQSourcePlan) -> Any:
 
 
 class RocketMQBridge:
-    """Runs one RocketMQSource whose sink is a Broker until ``stop()``."""
+    """Runs one RocketMQSource until ``stop()``: into its broker's topic, or into its internal
+    topic when its sink is a service or uri (``source.kafka_topic``)."""
 
     def __init__(self, source: RocketMQSourcePlan, *, endpoints: str, bootstrap_servers: str, batch: int = 32,
                  invisible_duration: int = 30, await_duration: int = 5, kafka_timeout_s: float = 10.0,
                  startup_timeout_s: float = 30.0, producer_config: dict[str, Any] | None = None) -> None:
-        if source.broker is None or source.topic is None:
-            raise BridgeError(f"{source.kind}/{source.name}: the bridge writes into a broker's topic; this source's sink "
-                              f"is {source.sink.describe()} (a RocketMQSource with a service or uri sink is not run yet)")
         if invisible_duration < 10:
             raise BridgeError("invisible_duration must be at least 10 seconds")
         self.source = source
@@ -155,7 +156,7 @@ class RocketMQBridge:
                 f"updateSubGroup -c DefaultCluster -g {source.group_name})")
         log.info("%s/%s: bridging RocketMQ topic %s (tags %r, group %s, proxy %s) into Kafka topic %s",
                  source.namespace, source.name, source.topic_name, source.selector_expression, source.group_name,
-                 self.endpoints, source.topic)
+                 self.endpoints, source.kafka_topic)
 
     def stop(self) -> None:
         self._stop.set()
@@ -236,7 +237,7 @@ class RocketMQBridge:
 
         while True:
             try:
-                self._producer.produce(self.source.topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                self._producer.produce(self.source.kafka_topic, value=value, key=key, headers=headers, on_delivery=delivered)
                 return
             except BufferError:  # librdkafka's queue is full: let it drain
                 self._producer.poll(0.1)

@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="processes serving the port together (SO_REUSEPORT), one per core (default: %(default)s)")
 
-    p = sub.add_parser("rocketmq-bridge", help="run the RocketMQSources that feed a broker: RocketMQ -> the broker's Kafka topic",
-                       description="Bridge each RocketMQSource whose sink is a Broker into that broker's Kafka topic, at "
-                                   "least once: a message is acked in RocketMQ only after Kafka acknowledged its record "
+    p = sub.add_parser("rocketmq-bridge", help="run the RocketMQSources beside the job: RocketMQ -> Kafka",
+                       description="Bridge each RocketMQSource into Kafka, at least once: one whose sink is a Broker "
+                                   "into the broker's topic, one with a service or uri sink into its internal topic "
+                                   "knflow-rocketmq-<ns>-<name>, which the job (knflow run) reads and delivers to the "
+                                   "sink. A message is acked in RocketMQ only after Kafka acknowledged its record "
                                    "(acks=all). Runs until Ctrl-C / SIGTERM (or --duration).")
     _manifests(p)
     p.add_argument("--source", action="append", default=[], metavar="NAME",
@@ -189,8 +191,11 @@ def _runs(source: Any) -> str:
         return (f"in the Flink job: a timer per source emits each tick (topic {source.tick_topic}) where the broker "
                 f"topic enters, {where}")
     if source.kind == "RocketMQSource" and source.broker is not None:
-        return "beside the job: `knflow rocketmq-bridge` writes to the broker topic"
-    return "not yet (a RocketMQSource with a service or uri sink is not run)"
+        return "beside the job: `knflow rocketmq-bridge` writes to the broker topic, routed by the broker's triggers"
+    if source.kind == "RocketMQSource":
+        return (f"beside the job: `knflow rocketmq-bridge` writes to Kafka topic {source.kafka_topic}, which the job "
+                f"reads with its own consumer group, delivered to its sink")
+    return "not in the Flink job"
 
 
 def cmd_match(args: argparse.Namespace) -> int:
@@ -249,8 +254,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.flink_runner import submit
     from pipelines.options import flink_options
 
+    from pipelines.runners import bridge_note
+
     plan = load_plan(args.manifests, allow_sources=runs_in_job)
     job_id = submit(args.manifests, args.jobmanager, plan, flink_options(args, plan), args.partitions)
+    note = bridge_note(plan, args.manifests, args.bootstrap_servers)
+    if note:
+        print(note, file=sys.stderr)  # stdout is the job id alone
     print(job_id)
     return 0
 
@@ -300,13 +310,13 @@ def cmd_rocketmq_bridge(args: argparse.Namespace) -> int:
             raise BridgeError(f"--source: no RocketMQSource named {', '.join(sorted(missing))} in the manifests")
     if not sources:
         raise BridgeError("the manifests define no RocketMQSource")
-    ensure_topics(args.bootstrap_servers, {s.topic for s in sources if s.topic}, partitions=args.partitions)
+    ensure_topics(args.bootstrap_servers, {s.kafka_topic for s in sources}, partitions=args.partitions)
     bridges = run_bridges(sources, endpoints=args.endpoints, bootstrap_servers=args.bootstrap_servers,
                           duration=args.duration, batch=args.batch, invisible_duration=args.invisible_duration,
                           on_started=lambda started: print(f"bridging {len(started)} RocketMQSource(s)", flush=True))
     for bridge in bridges:
         s = bridge.stats
-        print(f"{bridge.source.kind}/{bridge.source.key} -> {bridge.source.topic}: received {s.received}, "
+        print(f"{bridge.source.kind}/{bridge.source.key} -> {bridge.source.kafka_topic}: received {s.received}, "
               f"written {s.written}, acked {s.acked}, failed writes {s.failed_writes}")
     return 0
 

@@ -219,7 +219,9 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     if env is None:
         env = environment(options)
     configure(env, options)
-    inputs = [packed_source(env, [b.topic for b in plan.brokers], options, "broker topics")] if plan.brokers else []
+    # RocketMQSources with a direct sink: the bridge writes their internal topics, read like a broker's
+    job_topics = [b.topic for b in plan.brokers] + list(plan.rocketmq_topics())
+    inputs = [packed_source(env, job_topics, options, "broker topics")] if job_topics else []
     inputs += [packed_source(env, list(source.topics), options, f"KafkaSource {source.key}",
                              bootstrap_servers=",".join(source.bootstrap_servers), group_id=source.consumer_group,
                              start_from="group", reset=source.initial_offset)
@@ -281,10 +283,10 @@ def output_topics(plan: Plan, options: FlinkJobOptions) -> list[str]:
 
 def prepare_topics(plan: Plan, options: FlinkJobOptions, partitions: int = 4) -> None:
     """Create every topic before the job starts (the Kafka source discovers new
-    partitions only periodically)."""
+    partitions only periodically), the RocketMQSources' internal topics among them."""
     from eventing.kafka_topics import ensure_topics
 
-    ensure_topics(options.bootstrap_servers, output_topics(plan, options), partitions,
+    ensure_topics(options.bootstrap_servers, output_topics(plan, options) + list(plan.rocketmq_topics()), partitions,
                   max_record_bytes=options.max_record_bytes)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -57,6 +58,9 @@ def run_job(args: argparse.Namespace) -> int:
         if args.events_file:
             raise KnflowError("--events-file is for --runner beam-direct; the Flink job reads the broker topics "
                               "(post events to `knflow ingress`)")
+        note = bridge_note(plan, args.manifests, args.bootstrap_servers)
+        if note:
+            print(note, flush=True)
         summary = run_local(plan, flink_options(args, plan), duration=args.duration, partitions=args.partitions)
         if summary is None:
             return 0
@@ -117,6 +121,25 @@ def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], settings: Deli
             counts[trigger][name] = counts[trigger].get(name, 0) + value
     return {"records": len(records), "undecodable": undecodable,
             "triggers": {t.key: dict(counts[t.key]) for t in broker.triggers}}
+
+
+#: the RocketMQ 5 proxy's gRPC endpoint deploy/rocketmq.sh starts (the bridge's default too)
+DEFAULT_ROCKETMQ_ENDPOINTS = "127.0.0.1:28081"
+
+
+def bridge_note(plan: Plan, manifests: list[str], bootstrap_servers: str) -> str | None:
+    """What ``knflow run`` and ``submit`` say when the manifests have RocketMQSources: the
+    job reads what the bridge writes, so the bridge must run beside it, with this command
+    line (None without RocketMQSources)."""
+    sources = [s for s in plan.sources if s.kind == "RocketMQSource"]
+    if not sources:
+        return None
+    command = shlex.join(["knflow", "rocketmq-bridge", *map(str, manifests), "--endpoints", DEFAULT_ROCKETMQ_ENDPOINTS,
+                          "--bootstrap-servers", bootstrap_servers])
+    flows = "; ".join(f"{s.kind} {s.key} -> {s.flows_to()}" for s in sources)
+    return (f"knflow: this job reads what the RocketMQ bridge writes to Kafka ({flows}). Run the bridge beside it "
+            f"(until it runs, their messages wait in RocketMQ; --endpoints: your RocketMQ proxy's gRPC "
+            f"endpoint):\n    {command}")
 
 
 def source_lines(plan: Plan) -> list[str]:

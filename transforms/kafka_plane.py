@@ -21,7 +21,7 @@ import orjson
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES
-from eventing.plan import KAFKA_SOURCE, ORDERED, PING_SOURCE, Plan, direct_name
+from eventing.plan import KAFKA_SOURCE, ORDERED, PING_SOURCE, ROCKETMQ_SOURCE, Plan, direct_name
 from transforms.codec import CodecError, decode_kafka, encode_kafka, event_to_dict
 from transforms.delivery import (
     DeadLettered, DeadLetterStored, Delivered, DeliveryTask, Outcome, Replied, Retrying, first_attempts,
@@ -106,9 +106,11 @@ def _outcome(topics: Topics, kind: str, trigger: str | None, event_id: str | Non
 class Intake:
     """Decode and route records of the broker topics of ``plan``, of the topics of its
     KafkaSources (their records become CloudEvents as Knative's KafkaSource makes them,
-    ``transforms.sources``), and its PingSources' ticks (records of the pseudo topic
-    ``knflow-ping/<ns>/<name>``, ``transforms.ping``), each routed by the broker the source
-    feeds or by its direct broker of one trigger (``Plan.direct_sources``)."""
+    ``transforms.sources``), its PingSources' ticks (records of the pseudo topic
+    ``knflow-ping/<ns>/<name>``, ``transforms.ping``) and the internal topics of its
+    RocketMQSources with a direct sink (``knflow-rocketmq-<ns>-<name>``: the bridge wrote
+    CloudEvents there in the Kafka binding), each routed by the broker the source feeds or
+    by its direct broker of one trigger (``Plan.direct_sources``)."""
 
     def __init__(self, plan: Plan, topics: Topics) -> None:
         self.topics = topics
@@ -117,13 +119,15 @@ class Intake:
         directs = {(b.namespace, b.name): Router(b) for b in plan.direct_sources()}
         self.sources = {}
         for source in plan.sources:
-            if source.kind not in (KAFKA_SOURCE, PING_SOURCE):
+            if source.kind not in (KAFKA_SOURCE, PING_SOURCE, ROCKETMQ_SOURCE):
                 continue
             router = self.routers.get(source.topic) or directs.get((source.namespace, direct_name(source)))
             if router is None:
                 continue
             if source.kind == PING_SOURCE:  # ticks are CloudEvents in the Kafka binding: the broker-topic path
                 self.routers[source.tick_topic] = router
+            elif source.kind == ROCKETMQ_SOURCE:  # so are the bridge's records (a broker sink's: its topic)
+                self.routers[source.kafka_topic] = router
             else:
                 self.sources.update({topic: (source, router) for topic in source.topics})
 

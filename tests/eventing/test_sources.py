@@ -201,9 +201,12 @@ def test_load_plan_refuses_sources_unless_allowed(tmp_path):
     mq_path = tmp_path / "r.yaml"
     mq_path.write_text("\n---\n".join([BROKER, source("RocketMQSource", rocketmq(sink={"uri": "http://consumer.local/"}),
                                                        name="r")]))
+    # and this one, with the bridge beside it
+    assert load_plan(mq_path, allow_sources=runs_in_job).sources[0].name == "r"
     with pytest.raises(ManifestError) as info:
-        load_plan(mq_path, allow_sources=runs_in_job)
-    assert "RocketMQSource/r: kind: this RocketMQSource (sink http://consumer.local/) is not run here" in str(info.value)
+        load_plan(mq_path)
+    assert ("RocketMQSource/r: kind: this RocketMQSource (sink Kafka topic knflow-rocketmq-streaming-r, then "
+            "http://consumer.local/) is not run here") in str(info.value)
 
 
 def test_cli_validate_plan_and_run(tmp_path, capsys):
@@ -227,10 +230,12 @@ def test_cli_validate_plan_and_run(tmp_path, capsys):
     bad.write_text("\n---\n".join([BROKER, source("PingSource", ping(schedule="every day"))]))
     assert main(["validate", str(bad)]) == 1
     assert "PingSource/s: spec.schedule: expected exactly 5 fields" in capsys.readouterr().err
-    assert main(["submit", str(path), "--jobmanager", "127.0.0.1:1"]) == 1
-    err = capsys.readouterr().err
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    assert main(["run", str(path), "--runner", "beam-direct", "--events-file", str(events)]) == 1
+    err = capsys.readouterr().err  # the DirectRunner runs no source
     assert "RocketMQSource/r: kind: this RocketMQSource (sink Broker/streaming/live" in err
-    assert "KafkaSource/s" not in err and "PingSource/p" not in err  # the job runs those
+    assert "KafkaSource/s: kind:" in err and "PingSource/p: kind:" in err
 
 
 def test_a_kafka_source_with_a_direct_sink_is_delivered_as_a_trigger_without_filter():
@@ -269,3 +274,54 @@ spec: {broker: live, filters: [{exact: {type: gift}}], subscriber: {uri: 'http:/
     event.write_text(json.dumps({"specversion": "1.0", "id": "1", "source": "/s", "type": "gift"}))
     assert main(["match", str(path), "--event", str(event)]) == 0
     assert "MATCH" in capsys.readouterr().out
+
+
+def test_a_rocketmq_source_with_a_direct_sink_flows_through_its_internal_topic(tmp_path, capsys):
+    from transforms.codec import encode_kafka, event_from_dict
+    from transforms.kafka_plane import Intake, Topics
+    from transforms.scheduler import WorkItem
+
+    plan = compile_text(BROKER, source("RocketMQSource", rocketmq(sink={"uri": "http://audit.local/"}), name="audit"),
+                        source("RocketMQSource", rocketmq(), name="fed"))
+    audit, fed = plan.sources
+    assert audit.kafka_topic == "knflow-rocketmq-streaming-audit" and fed.kafka_topic == "knative-broker-streaming-live"
+    assert plan.rocketmq_topics() == ("knflow-rocketmq-streaming-audit",)  # the broker-fed one writes the broker topic
+    [direct] = plan.direct_sources()
+    [trigger] = direct.triggers
+    assert trigger.key == "streaming/RocketMQSource:audit" and trigger.subscriber.url({}) == "http://audit.local/"
+    assert trigger.ordering == "unordered" and trigger.delivery.retry == 0  # no delivery, no ordering in its CRD
+    assert audit.flows_to() == "Kafka topic knflow-rocketmq-streaming-audit, then http://audit.local/"
+    assert audit.to_dict()["kafkaTopic"] == "knflow-rocketmq-streaming-audit" and "kafkaTopic" not in fed.to_dict()
+    # what the bridge wrote there (a CloudEvent in the Kafka binding) is delivered to the sink as it is
+    event = event_from_dict({"specversion": "1.0", "id": "m-1", "source": "/s", "type": "dev.knative.rocketmq.event",
+                             "rocketmqtag": "gift"})
+    key, headers, value = encode_kafka(event, "binary")
+    out = Intake(plan, Topics.for_job("j")).ingest("knflow-rocketmq-streaming-audit", key, headers, value,
+                                                   "knflow-rocketmq-streaming-audit/0@0", now=1.0)
+    [item] = [o for o in out if isinstance(o, WorkItem)]
+    assert item.task.trigger == "streaming/RocketMQSource:audit" and item.task.event.get_id() == "m-1"
+    assert item.task.event.get_attributes()["rocketmqtag"] == "gift"
+
+    path = tmp_path / "m.yaml"
+    path.write_text("\n---\n".join([BROKER, source("RocketMQSource", rocketmq(sink={"uri": "http://audit.local/"}),
+                                                   name="audit")]))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("RocketMQSource streaming/audit  -> Kafka topic knflow-rocketmq-streaming-audit, then "
+            "http://audit.local/") in out
+    assert "reads:    RocketMQ topic gifts tags '*' at 127.0.0.1:9876 (group knative-rocketmq-source-streaming-audit" in out
+    assert ("runs:     beside the job: `knflow rocketmq-bridge` writes to Kafka topic knflow-rocketmq-streaming-audit, "
+            "which the job reads with its own consumer group, delivered to its sink") in out
+
+
+def test_knflow_run_names_the_bridge_command_line(tmp_path):
+    from pipelines.runners import bridge_note
+
+    plan = compile_text(BROKER, source("RocketMQSource", rocketmq(sink={"uri": "http://audit.local/"}), name="audit"),
+                        source("KafkaSource", kafka()))
+    note = bridge_note(plan, [str(tmp_path / "my manifests")], "10.0.0.1:9092")
+    assert "RocketMQSource streaming/audit -> Kafka topic knflow-rocketmq-streaming-audit, then http://audit.local/" in note
+    assert note.endswith(f"knflow rocketmq-bridge '{tmp_path / 'my manifests'}' --endpoints 127.0.0.1:28081 "
+                         f"--bootstrap-servers 10.0.0.1:9092")
+    assert bridge_note(compile_text(BROKER, source("KafkaSource", kafka())), ["m"], "b") is None
+
