@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The live-streaming demo on the real path: a local Kafka (KRaft), the broker ingress,
 # the sample consumers, and the knflow job on Flink's embedded mini-cluster. The sample
-# interaction stream is POSTed to the ingress; the job routes and delivers it; the
-# per-trigger summary and what each consumer received are printed; everything started
-# here is stopped at the end (also on failure or Ctrl-C).
+# interaction stream is POSTed to the ingress, and raw records of the platform's own
+# queue (a Kafka topic) enter the same broker through a KafkaSource (sources/); the job
+# routes and delivers both; the per-trigger summary and what each consumer received are
+# printed; everything started here is stopped at the end (also on failure or Ctrl-C).
 #
 #   examples/live-stream/demo.sh            (make demo runs setup first)
 #   DEMO_RUNNER=beam-direct examples/live-stream/demo.sh   the DirectRunner variant, no Kafka
@@ -56,8 +57,13 @@ else
   $KNFLOW ingress $EXAMPLE --port "$INGRESS_PORT" --bootstrap-servers "$BOOTSTRAP" >"$RUN_DIR/ingress.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$INGRESS_PORT/readyz" 60
+  # The KafkaSource's manifest names the demo's Kafka: render it with this run's port.
+  mkdir -p "$RUN_DIR/sources"
+  sed "s/127.0.0.1:19092/$BOOTSTRAP/" $EXAMPLE/sources/platform-queue.yaml >"$RUN_DIR/sources/platform-queue.yaml"
+  echo "== the platform's queue: writing raw records to Kafka topic live-platform-interactions"
+  $PY $EXAMPLE/send_queue.py "$BOOTSTRAP" live-platform-interactions 40
   echo "== starting the knflow job on Flink's embedded mini-cluster"
-  $KNFLOW run $EXAMPLE "${REFS[@]}" --bootstrap-servers "$BOOTSTRAP" --job-name demo \
+  $KNFLOW run $EXAMPLE "$RUN_DIR/sources" "${REFS[@]}" --bootstrap-servers "$BOOTSTRAP" --job-name demo \
     --checkpoint-interval 5 >"$RUN_DIR/job.log" 2>&1 &
   JOB=$!
   PIDS+=($JOB)
