@@ -110,7 +110,11 @@ class Intake:
     ``knflow-ping/<ns>/<name>``, ``transforms.ping``) and the internal topics of its
     RocketMQSources with a direct sink (``knflow-rocketmq-<ns>-<name>``: the bridge wrote
     CloudEvents there in the Kafka binding), each routed by the broker the source feeds or
-    by its direct broker of one trigger (``Plan.direct_sources``)."""
+    by its direct broker of one trigger (``Plan.direct_sources``).
+
+    An ordered direct KafkaSource orders per source partition, as Knative's
+    ``OrderedConsumerVerticle`` does (one executor per topic partition, whatever the keys);
+    everywhere else an ordered trigger orders per ``partitionkey`` (else the record key)."""
 
     def __init__(self, plan: Plan, topics: Topics) -> None:
         self.topics = topics
@@ -129,14 +133,14 @@ class Intake:
             elif source.kind == ROCKETMQ_SOURCE:  # so are the bridge's records (a broker sink's: its topic)
                 self.routers[source.kafka_topic] = router
             else:
-                self.sources.update({topic: (source, router) for topic in source.topics})
+                self.sources.update({topic: (source, router, source.broker is None) for topic in source.topics})
 
     def ingest_record(self, record: InRecord, now: float) -> list[WorkItem | OutRecord]:
         """One record the job read: of a broker topic, or of a KafkaSource's topic."""
         source = self.sources.get(record.topic)
         if source is None:
             return self.ingest(record.topic, record.key, record.headers, record.value, record.origin, now)
-        plan, router = source
+        plan, router, direct = source
         try:
             event = kafka_record_to_event(
                 KafkaSourceRecord(record.topic, record.partition, record.offset, record.timestamp, record.key,
@@ -145,7 +149,9 @@ class Intake:
         except (CodecError, ValueError) as exc:
             return self._dead_letter(f"KafkaSource {plan.key}: the record is no valid event: {exc}", record.origin,
                                      record.headers, record.value)
-        return self._route(router, event, record.key, record.origin, now)
+        # a direct source's order is its partition's (Knative); a broker's trigger keeps its own rule
+        order_key = f"{record.topic}/{record.partition}" if direct else None
+        return self._route(router, event, record.key, record.origin, now, order_key)
 
     def ingest(self, topic: str, key: bytes | None, headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]],
                value: bytes | None, origin: str, now: float) -> list[WorkItem | OutRecord]:
@@ -161,14 +167,14 @@ class Intake:
         return self._route(router, event, key, origin, now)
 
     def _route(self, router: Router, event: CloudEvent, key: bytes | None, origin: str,
-               now: float) -> list[WorkItem | OutRecord]:
+               now: float, order_key: str | None = None) -> list[WorkItem | OutRecord]:
         matches = router.route(event)
         out: list[WorkItem | OutRecord] = []
         event_id = event.get_id()
         # Encoded for HTTP once per delivery format, not once per trigger.
         for trigger, task in zip(matches, first_attempts(event, matches, now)):
             if trigger.key in self.ordered:
-                partition_key = event.get_attributes().get("partitionkey")
+                partition_key = order_key if order_key is not None else event.get_attributes().get("partitionkey")
                 if partition_key is None:
                     partition_key = raw_text(key) if key is not None else origin.rsplit("@", 1)[0]
                 out.append(WorkItem(ordered_key(trigger.key, str(partition_key)), True, task))

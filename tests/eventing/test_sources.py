@@ -325,3 +325,25 @@ def test_knflow_run_names_the_bridge_command_line(tmp_path):
                          f"--bootstrap-servers 10.0.0.1:9092")
     assert bridge_note(compile_text(BROKER, source("KafkaSource", kafka())), ["m"], "b") is None
 
+
+def test_an_ordered_direct_kafka_source_orders_per_partition_whatever_the_keys():
+    """Knative's OrderedConsumerVerticle runs one executor per topic partition: records of a
+    partition with different keys (or none) are delivered one after the other."""
+    from transforms.kafka_plane import Intake, Topics
+    from transforms.packing import InRecord
+    from transforms.scheduler import WorkItem
+
+    plan = compile_text(BROKER, source("KafkaSource", kafka(sink={"uri": "http://audit.local/"}), name="audit"),
+                        source("KafkaSource", kafka(topics=["other"], sink={"uri": "http://u.local/"},
+                                                    ordering="unordered"), name="loose"))
+    intake = Intake(plan, Topics.for_job("j"))
+    keys = []
+    for offset, key in enumerate([b"room-1", b"room-2", None]):
+        out = intake.ingest_record(InRecord("in", 3, offset, 0, key, b"{}", {}), now=1.0)
+        [item] = [o for o in out if isinstance(o, WorkItem)]
+        assert item.ordered
+        keys.append(item.key)
+    assert keys == ["o|streaming/KafkaSource:audit|in/3"] * 3
+    [item] = [o for o in intake.ingest_record(InRecord("other", 0, 5, 0, b"k", b"{}", {}), now=1.0)
+              if isinstance(o, WorkItem)]
+    assert not item.ordered and item.key == "u|streaming/KafkaSource:loose|partition:0/offset:5"
