@@ -9,6 +9,8 @@ created in ``setup()``, ``open()``ed once per worker (one pooled, keep-alive con
 - ``"aiohttp"``: ``AiohttpSender``, one ``aiohttp.ClientSession`` per worker.
 - ``"pyreqwest"``: ``PyreqwestSender`` (``sender_pyreqwest.py``), Rust reqwest/hyper under
   a Python API; the HTTP work runs on a Tokio thread.
+- ``"uvhttp"``: ``UvhttpSender`` (``sender_uvhttp.py``), HTTP/1.1 on the running loop's own
+  transports (``asyncio.Protocol``), responses parsed by httptools; no client thread.
 
 Redirects are not followed: Knative treats a 3xx from a subscriber as a (non-retryable)
 failure, so it must reach ``decide`` as such.
@@ -152,9 +154,16 @@ def _make_pyreqwest(**options: Any) -> Sender:
     return PyreqwestSender(**options)
 
 
+def _make_uvhttp(**options: Any) -> Sender:
+    from transforms.sender_uvhttp import UvhttpSender
+
+    return UvhttpSender(**options)
+
+
 _SENDERS: dict[str, Callable[..., Sender]] = {
     "aiohttp": AiohttpSender,
     "pyreqwest": _make_pyreqwest,
+    "uvhttp": _make_uvhttp,
 }
 
 
