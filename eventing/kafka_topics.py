@@ -50,3 +50,37 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
         return missing
     finally:
         admin.close()
+
+
+def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: str,
+                        timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+    """Commit the current end offset of every partition of ``topics`` on which ``group`` has
+    no committed offset yet; returns what it committed ((topic, partition) -> offset).
+
+    What Knative's control plane does for a KafkaSource with ``initialOffset: latest``
+    before the source becomes ready (eventing-kafka-broker ``control-plane/pkg/kafka/offset/
+    offsets.go`` ``InitOffsets``, called by the consumer group reconciler unless the
+    initial offset is earliest): "latest" is then the end of each partition when the source
+    starts, and a record written after that is never skipped, however long the consumer
+    takes to reach the partition (a consumer left to ``auto.offset.reset=latest`` would
+    skip what arrived before its first fetch). A topic that does not exist is left out."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
+                         "logger": logging.getLogger("knflow.librdkafka")})
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        partitions = [TopicPartition(topic, p) for topic in sorted(set(topics)) if topic in metadata.topics
+                      for p in sorted(metadata.topics[topic].partitions)]
+        if not partitions:
+            return {}
+        uncommitted = [tp for tp in consumer.committed(partitions, timeout=timeout_s) if tp.offset < 0]
+        commit = [TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=timeout_s)[1])
+                  for tp in uncommitted]
+        if commit:
+            consumer.commit(offsets=commit, asynchronous=False)
+            log.info("group %s starts at the end of %s (initialOffset latest)", group,
+                     ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in commit))
+        return {(tp.topic, tp.partition): tp.offset for tp in commit}
+    finally:
+        consumer.close()

@@ -283,11 +283,15 @@ def output_topics(plan: Plan, options: FlinkJobOptions) -> list[str]:
 
 def prepare_topics(plan: Plan, options: FlinkJobOptions, partitions: int = 4) -> None:
     """Create every topic before the job starts (the Kafka source discovers new
-    partitions only periodically), the RocketMQSources' internal topics among them."""
-    from eventing.kafka_topics import ensure_topics
+    partitions only periodically), the RocketMQSources' internal topics among them; and
+    fix where a KafkaSource with ``initialOffset: latest`` starts, as Knative does."""
+    from eventing.kafka_topics import ensure_topics, init_latest_offsets
 
     ensure_topics(options.bootstrap_servers, output_topics(plan, options) + list(plan.rocketmq_topics()), partitions,
                   max_record_bytes=options.max_record_bytes)
+    for source in kafka_sources(plan):
+        if source.initial_offset == "latest":
+            init_latest_offsets(",".join(source.bootstrap_servers), source.topics, source.consumer_group)
 
 
 def set_log_dir() -> None:
