@@ -6,17 +6,25 @@ broker topic enters: a plain JSON record is wrapped as Knative's KafkaSource wra
 extension per header, the ``key``), CloudEvent records in binary and structured mode
 pass through, and the broker's triggers filter and deliver them like any other event. A
 second source whose sink is a uri delivers its events straight to it.
+
+The second test runs three jobs over eight sources with uri sinks: initialOffset earliest
+reads what was there before the job, latest skips it; the key-type label decodes the key
+into the ``key`` extension; ordered delivers a partition one record at a time and in order,
+unordered concurrently; a job restored from the savepoint of a stopped one delivers only
+what came while it was stopped, and a new job resumes each group from its committed
+offsets: no record acknowledged before a stop is lost or delivered again.
 """
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
 from kafka import KafkaProducer
 
 from eventing.kafka_topics import ensure_topics
-from tests.consumers import ConsumerServer, accept
+from tests.consumers import ConsumerServer, accept, slow
 from tests.pipelines.flink_harness import KnflowJob, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
@@ -111,3 +119,169 @@ spec:
     assert {r.headers["ce-source"] for r in audit.requests} == {
         f"/apis/v1/namespaces/{namespace}/kafkasources/audit#{audit_topic}"}
     assert [json.loads(r.body) for r in audit.requests] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+# --------------------------------------------------------------------------------------
+# initialOffset, committed offsets, key types, ordering and a restart, through the job.
+# Expected values are Knative's (knative-extensions/eventing-kafka-broker):
+# - initialOffset latest: the control plane commits each partition's end offset for a new
+#   group before the source is ready (control-plane/pkg/kafka/offset/offsets.go InitOffsets,
+#   called by reconcileInitialOffset unless the offset is earliest); earliest: the consumer's
+#   auto.offset.reset. A group's committed offsets win over both.
+# - key type: data-plane .../dispatcher/impl/consumer/KeyDeserializer.java (int: 4 bytes
+#   big-endian, else text; float: 4-byte float or 8-byte double, else text; byte-array: the
+#   bytes) and InvalidCloudEventInterceptor.setKey (the key as `key` and `partitionkey`);
+#   binary-mode HTTP writes a number as Java's toString and bytes as base64.
+# - ordering: OrderedConsumerVerticle runs one executor per topic partition (one record of a
+#   partition at a time, whatever its key); UnorderedConsumerVerticle dispatches concurrently.
+# --------------------------------------------------------------------------------------
+
+
+def _send(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for key, value in records:
+        producer.send(topic, key=key, value=value, partition=0)
+    producer.flush()
+    producer.close()
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+        return tp.offset
+    finally:
+        consumer.close()
+
+
+def _bodies(consumer: ConsumerServer, source: str) -> list:
+    """The payloads one source delivered to ``consumer``, in arrival order."""
+    return [json.loads(r.body) for r in consumer.requests if r.headers["ce-source"].split("/")[-1].startswith(f"{source}#")]
+
+
+def test_kafka_source_offsets_key_types_ordering_and_a_restart(kafka, tmp_path):
+    import struct
+
+    namespace = f"off{uuid.uuid4().hex[:6]}"
+    topics = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in
+              ("early", "late", "kstring", "kint", "kfloat", "kbytes", "ordered", "unordered")}
+    ensure_topics(kafka.bootstrap, topics.values(), partitions=1)
+    # written before the job first starts
+    _send(kafka.bootstrap, topics["early"], [(None, json.dumps({"early": n}).encode()) for n in range(3)])
+    _send(kafka.bootstrap, topics["late"], [(None, json.dumps({"late-before": n}).encode()) for n in range(2)])
+    keys = {
+        "kstring": [(b"room-1", "room-1")],
+        "kint": [(struct.pack(">i", -42), "-42"), (b"abc", "abc")],  # not 4 bytes: read as text
+        "kfloat": [(struct.pack(">f", 1.5), "1.5"), (struct.pack(">d", 1e10), "1.0E10"), (b"x1", "x1")],
+        "kbytes": [(b"\x00\xffkey", "AP9rZXk=")],
+    }
+    for name, pairs in keys.items():
+        _send(kafka.bootstrap, topics[name], [(raw, json.dumps({name: n}).encode()) for n, (raw, _) in enumerate(pairs)])
+    # one partition, a different key (or none) per record: ordered still means one at a time
+    for name in ("ordered", "unordered"):
+        _send(kafka.bootstrap, topics[name],
+              [(f"k{n}".encode() if n % 3 else None, json.dumps({name: n}).encode()) for n in range(6)])
+
+    plain = ConsumerServer(accept()).start()
+    ordered = ConsumerServer(slow(0.2)).start()
+    unordered = ConsumerServer(slow(1.5)).start()
+    docs = []
+    for name, topic in topics.items():
+        labels = ""
+        if name.startswith("k"):
+            key_type = {"kstring": "string", "kint": "int", "kfloat": "float", "kbytes": "byte-array"}[name]
+            labels = f"\n  labels: {{kafkasources.sources.knative.dev/key-type: {key_type}}}"
+        sink = {"ordered": ordered, "unordered": unordered}.get(name, plain)
+        docs.append(f"""
+apiVersion: sources.knative.dev/v1
+kind: KafkaSource
+metadata:
+  name: {name}
+  namespace: {namespace}{labels}
+spec:
+  bootstrapServers: ['{kafka.bootstrap}']
+  topics: ['{topic}']
+  consumerGroup: g-{namespace}-{name}
+  initialOffset: {"latest" if name == "late" else "earliest"}
+  ordering: {"unordered" if name == "unordered" else "ordered"}
+  sink: {{uri: '{sink.url}'}}
+""")
+    manifest = tmp_path / "m" / "sources.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text("---".join(docs))
+    args = ["--bootstrap-servers", kafka.bootstrap, "--job-name", namespace, "--checkpoint-interval", "2",
+            "--checkpoint-dir", str(tmp_path / "ckpt")]
+    jobs = []
+
+    def start(*extra: str) -> KnflowJob:
+        job = KnflowJob(manifest.parent, args + list(extra), tmp_path / f"job{len(jobs)}.log")
+        jobs.append(job)
+        job.wait_running()
+        return job
+
+    def delivered(source: str, count: int, consumer: ConsumerServer = plain) -> None:
+        wait_until(lambda: len(_bodies(consumer, source)) >= count, 120, f"{count} deliveries of KafkaSource {source}")
+
+    def acknowledged() -> None:
+        """Every request the consumers got was answered: the deliveries are settled."""
+        wait_until(lambda: not any(c.in_flight for c in (plain, ordered, unordered)), 60, "the consumers' answers")
+
+    try:
+        # 1. a new job: earliest reads what was there, latest starts at the end when `knflow run` starts
+        job = start("--savepoint-dir", str(tmp_path / "savepoints"))
+        _send(kafka.bootstrap, topics["late"], [(None, b'{"late-after": 0}')])
+        delivered("early", 3)
+        delivered("late", 1)
+        for name, pairs in keys.items():
+            delivered(name, len(pairs))
+        delivered("ordered", 6, ordered)
+        delivered("unordered", 6, unordered)
+        acknowledged()
+        output = job.stop()
+        match = re.search(r"job stopped with a savepoint: (\S+) ", output)
+        assert match, output[-3000:]
+        assert _bodies(plain, "early") == [{"early": n} for n in range(3)]
+        assert _bodies(plain, "late") == [{"late-after": 0}]  # the records before the start are skipped
+        for name, pairs in keys.items():  # the key, decoded per key type, as `key` and `partitionkey`
+            got = [(r.headers["ce-key"], r.headers["ce-partitionkey"]) for r in plain.requests
+                   if r.headers["ce-source"].endswith(f"/kafkasources/{name}#{topics[name]}")]
+            assert got == [(text, text) for _, text in pairs], name
+        # ordered: one at a time, in the partition's order, though each record has its own key
+        assert _bodies(ordered, "ordered") == [{"ordered": n} for n in range(6)] and ordered.max_in_flight == 1
+        assert unordered.max_in_flight > 1  # unordered: concurrently
+
+        # 2. stopped: more records; restored from the savepoint, only those are delivered
+        _send(kafka.bootstrap, topics["early"], [(None, b'{"early": "stopped"}')])
+        _send(kafka.bootstrap, topics["late"], [(None, b'{"late-after": "stopped"}')])
+        start("--restore-from", match.group(1))
+        delivered("early", 4)
+        delivered("late", 2)
+        # the groups' committed offsets follow the checkpoints
+        wait_until(lambda: _committed(kafka.bootstrap, f"g-{namespace}-early", topics["early"]) == 4
+                   and _committed(kafka.bootstrap, f"g-{namespace}-late", topics["late"]) == 4, 120,
+                   "the sources' offsets committed")
+        acknowledged()
+        jobs[-1].stop()
+
+        # 3. stopped again; a new job (no restore) resumes each group from its committed
+        # offsets: neither earliest (nothing read again) nor latest (nothing skipped)
+        _send(kafka.bootstrap, topics["early"], [(None, b'{"early": "new job"}')])
+        _send(kafka.bootstrap, topics["late"], [(None, b'{"late-after": "new job"}')])
+        start()
+        delivered("early", 5)
+        delivered("late", 3)
+        jobs[-1].stop()
+    finally:
+        for job in jobs:
+            job.stop()
+        plain.stop()
+        ordered.stop()
+        unordered.stop()
+    assert _bodies(plain, "early") == [{"early": 0}, {"early": 1}, {"early": 2}, {"early": "stopped"},
+                                       {"early": "new job"}]
+    assert _bodies(plain, "late") == [{"late-after": 0}, {"late-after": "stopped"}, {"late-after": "new job"}]
+    # nothing acknowledged before a stop was delivered again
+    ids = [(r.headers["ce-source"], r.headers["ce-id"]) for c in (plain, ordered, unordered) for r in c.requests]
+    assert len(ids) == len(set(ids)) == 5 + 3 + 1 + 2 + 3 + 1 + 6 + 6
