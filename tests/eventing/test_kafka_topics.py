@@ -31,3 +31,31 @@ def test_created_topics_take_records_over_kafkas_default_limit(kafka):
     finally:
         producer.close()
     assert ensure_topics(kafka.bootstrap, [topic]) == []  # an existing topic is left alone
+
+
+def test_init_latest_offsets_commits_the_end_of_partitions_a_group_has_not_started(kafka):
+    """Knative's InitOffsets: a new group's offsets become each partition's end; a partition
+    the group already has an offset for keeps it; a missing topic is left out."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from eventing.kafka_topics import init_latest_offsets
+
+    topic = kafka.unique_topic("latest")
+    ensure_topics(kafka.bootstrap, [topic], partitions=2)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    for n in range(3):
+        producer.send(topic, b"before", partition=0)
+    producer.send(topic, b"before", partition=1)
+    producer.flush()
+    group = f"g-{topic}"
+    assert init_latest_offsets(kafka.bootstrap, [topic, "no-such-topic-here"], group) == {(topic, 0): 3, (topic, 1): 1}
+    producer.send(topic, b"after", partition=0)
+    producer.flush()
+    producer.close()
+    assert init_latest_offsets(kafka.bootstrap, [topic], group) == {}  # committed already: left as it is
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
+        assert [tp.offset for tp in committed] == [3, 1]
+    finally:
+        consumer.close()
