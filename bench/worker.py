@@ -19,12 +19,15 @@ until every chain settled. The collector is tuned as the job tunes it
 for figures that compare: unpinned, the loop thread, the operator's thread and the HTTP
 client's threads hand the GIL across cores, which costs ~25% more CPU here.
 
-Usage: ``python bench/worker.py [--events 20000] [--batch 500] [--rounds 3] [--default-gc]``.
-Prints one JSON line per round and a summary line with the best (lowest) CPU per event.
+Usage: ``python bench/worker.py [--events 20000] [--batch 500] [--rounds 3] [--default-gc]
+[--http-client uvhttp,pyreqwest]``. Prints one JSON line per round and a summary line with the
+best (lowest) CPU per event; with several ``--http-client`` names each round runs each sender
+in turn (an A/B in one process, one run), and there is a summary line per sender.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import resource
@@ -66,7 +69,7 @@ def _batches(events: list[Any], topic: str, partitions: int, size: int) -> list[
 
 
 def run_round(plan: Any, batches: list[tuple[str, bytes]], count: int, url: str, consumer: Consumer,
-              tune_gc: bool = True) -> dict[str, Any]:
+              tune_gc: bool = True, http_client: str | None = None) -> dict[str, Any]:
     from pipelines.delivery_settings import DeliverySettings
     from pipelines.event_loop import new_event_loop
     from pipelines.flink_functions import out_batch
@@ -77,6 +80,8 @@ def run_round(plan: Any, batches: list[tuple[str, bytes]], count: int, url: str,
     from transforms.scheduler import MemoryPartitionState
 
     settings = DeliverySettings(ref_urls={name: f"{url}/{name}" for name in REFS})
+    if http_client:
+        settings = dataclasses.replace(settings, http_client=http_client)
     loop = LoopThread(lambda: new_event_loop(settings.event_loop))
     engine = settings.engine({t.key: t for t in plan.delivery_triggers()})
     topics = Topics.for_job("bench-worker")
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval (seconds)")
     parser.add_argument("--default-gc", action="store_true", help="leave the garbage collector as CPython sets it")
+    parser.add_argument("--http-client", default=None,
+                        help="sender name(s), comma-separated: each round runs each in turn (default: the job's default)")
     args = parser.parse_args(argv)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
@@ -134,13 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         events = [event_from_dict(doc) for doc in make_events.events(args.events)]
         batches = _batches(events, topic, args.partitions, args.batch)
-        best = None
+        clients = args.http_client.split(",") if args.http_client else [None]
+        best: dict[str | None, dict[str, Any]] = {}
         for number in range(args.rounds):
-            result = run_round(plan, batches, len(events), url, consumer, not args.default_gc)
-            print(json.dumps({"bench": "worker", "case": "round", "round": number, **result}), flush=True)
-            if best is None or result["cpu_us_per_event"] < best["cpu_us_per_event"]:
-                best = result
-        print(json.dumps({"bench": "worker", "case": "summary", **(best or {})}), flush=True)
+            for client in clients:
+                result = run_round(plan, batches, len(events), url, consumer, not args.default_gc, client)
+                tag = {"http_client": client} if client else {}
+                print(json.dumps({"bench": "worker", "case": "round", "round": number, **tag, **result}), flush=True)
+                if client not in best or result["cpu_us_per_event"] < best[client]["cpu_us_per_event"]:
+                    best[client] = result
+        for client, result in best.items():
+            tag = {"http_client": client} if client else {}
+            print(json.dumps({"bench": "worker", "case": "summary", **tag, **result}), flush=True)
     finally:
         consumer.stop()
     return 0
