@@ -6,7 +6,7 @@ batch over and the sink's records coming back (unpack, decode, route, first atte
 chains on the delivery loop, outcome documents, packing of the output), so a change to
 that path can be measured in seconds, on a shared machine, by CPU time rather than by a
 three-minute end-to-end run. The figure to compare is ``cpu_us_per_event`` (the process's
-CPU time, all its threads, pyreqwest's Tokio thread included, over the events); the
+CPU time, all its threads, an HTTP client's own (pyreqwest's Tokio thread) included, over the events); the
 consumer runs in its own process and is not counted. ``events_per_s`` is wall time and
 moves with the machine's load.
 

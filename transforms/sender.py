@@ -171,9 +171,12 @@ def sender_names() -> tuple[str, ...]:
     return tuple(_SENDERS)
 
 
-#: The default client: pyreqwest (Rust) measured about twice aiohttp's requests/s per core
-#: (bench/delivery.py); aiohttp stays available as --http-client aiohttp.
-DEFAULT_SENDER = "pyreqwest"
+#: The default client: uvhttp, HTTP/1.1 on the loop's own transports. pyreqwest (Rust)
+#: measured about twice aiohttp's requests/s per core (bench/delivery.py), but its responses
+#: cross from a Tokio thread to the loop's (GIL, eventfd wake-up): ~35-45 us of the caller's CPU
+#: per request against ~15 us for uvhttp, and bench/worker.py's CPU per event drops by a
+#: third (README, Performance). pyreqwest and aiohttp stay available as --http-client.
+DEFAULT_SENDER = "uvhttp"
 
 
 def make_sender(name: str = DEFAULT_SENDER, **options: Any) -> Sender:

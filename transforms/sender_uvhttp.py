@@ -4,13 +4,14 @@ HTTP/1.1 over ``asyncio.Protocol`` connections (uvloop's libuv transports in the
 standard loop's anywhere else), responses parsed by ``httptools`` (llhttp, the parser
 uvicorn uses). Everything happens on the loop thread that calls ``post``: no client thread,
 no hand-off of each response across threads and no GIL round trip per request, which is
-where pyreqwest's Tokio thread spends most of the ~35-39 us of the caller's CPU it costs per
-request on this machine; this one costs ~11-13 us (``bench/delivery.py``).
+where pyreqwest's Tokio thread spends most of the ~39-48 us of the caller's CPU it costs per
+request on this machine; this one costs ~13-17 us (same process, same consumer, pinned;
+README, Performance > HTTP client). It is the default sender (``DEFAULT_SENDER``).
 
 Per request: the head is built as one string (the request line and ``Host`` cached per
 URL, the given headers, ``Content-Length``), encoded, written with the body in one
 ``transport.write``; its deadline covers the whole exchange (one sender-wide timer, armed at
-the earliest deadline in flight, times out what is due: a timer per request cost ~1 us of set-up
+the earliest deadline in flight, times out what is due: a timer per request cost ~2-3 us of set-up
 and cancelling, a float comparison does not); the response's
 status, headers and body come from the parser's callbacks into the protocol object.
 
