@@ -248,6 +248,25 @@ def _producer_config(args: argparse.Namespace) -> dict:
     return {"compression.type": args.compression} if args.compression != "none" else {}
 
 
+def _gc_stats() -> None:
+    import atexit
+    import gc
+
+    stats = {"seconds": 0.0, "collections": [0, 0, 0], "started": 0.0, "cpu": time.process_time()}
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            stats["started"] = time.perf_counter()
+        else:
+            stats["seconds"] += time.perf_counter() - stats["started"]
+            stats["collections"][info["generation"]] += 1
+
+    gc.callbacks.append(callback)
+    atexit.register(lambda: print(json.dumps({"gc_seconds": round(stats["seconds"], 3), "collections": stats["collections"],
+                                              "cpu_seconds": round(time.process_time() - stats["cpu"], 2)}),
+                                  file=sys.stderr, flush=True))
+
+
 def server_process(args: argparse.Namespace) -> None:
     import functools
     import logging
@@ -261,9 +280,11 @@ def server_process(args: argparse.Namespace) -> None:
     plan = load_plan(f.name)
     os.unlink(f.name)
     bare = args.impl == "bare"
+    if os.environ.get("KNFLOW_BENCH_GC_STATS"):  # time spent collecting, printed to stderr at exit
+        _gc_stats()
     serve(plan, args.bootstrap_servers or "127.0.0.1:1", port=args.port, workers=args.workers,
           writer_factory=BareWriter if bare else functools.partial(KafkaWriter, **_producer_config(args)),
-          create_topics=not bare)
+          create_topics=not bare, tune_gc=not args.default_gc)
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,7 +327,8 @@ def run_case(args: argparse.Namespace, case: str, impl: str, mode: str, clients:
     port = _free_port()
     me = [sys.executable, str(Path(__file__).resolve())]
     server = subprocess.Popen([*me, "--role", "server", "--impl", impl, "--port", str(port), "--workers", str(workers),
-                               "--bootstrap-servers", args.bootstrap_servers or "", "--compression", args.compression],
+                               "--bootstrap-servers", args.bootstrap_servers or "", "--compression", args.compression,
+                               *(["--default-gc"] if args.default_gc else [])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     topic = f"knative-broker-{NAMESPACE}-{BROKER}"
     try:
@@ -349,6 +371,8 @@ def main() -> None:
     parser.add_argument("--cases", default="concurrent,batch,sequential,workers")
     parser.add_argument("--compression", default="none", choices=["none", "lz4", "zstd", "snappy", "gzip"],
                         help="the ingress producer's compression.type (knflow ingress: none)")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="the server keeps CPython's garbage-collector settings (knflow ingress tunes them)")
     parser.add_argument("--rounds", type=int, default=2, help="alternated runs of each comparison; the best counts")
     args = parser.parse_args()
     if args.role == "server":

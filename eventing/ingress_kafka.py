@@ -58,15 +58,31 @@ class _QuietLogger:
 
 class _Request:
     """The records of one HTTP request: its future completes when all are acknowledged,
-    or with the first failure."""
+    or with the first failure. It is the delivery callback of each of its records
+    (librdkafka calls it in whichever thread polls: the request's loop, or the poll thread)."""
 
-    __slots__ = ("future", "remaining", "error", "thread")
+    __slots__ = ("future", "remaining", "error", "thread", "writer")
 
-    def __init__(self, future: asyncio.Future, count: int, thread: int) -> None:
+    def __init__(self, future: asyncio.Future, count: int, thread: int, writer: "KafkaWriter") -> None:
         self.future = future
         self.remaining = count
         self.error: Any = None
         self.thread = thread  # its event loop's thread
+        self.writer = writer
+
+    def __call__(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            if self.error is not None:
+                return
+            self.error = error.str()
+        else:
+            self.remaining -= 1
+            if self.remaining:
+                return
+        if self.thread == get_ident():  # polled by the request's own loop
+            _settle((self,))
+        else:  # the background thread: _run hands it over
+            self.writer._done.append(self)
 
 
 def _settle(requests: list[_Request]) -> None:
@@ -150,6 +166,8 @@ class KafkaWriter:
         self._produce_scheduled = False
         self._deadlines: deque[tuple[float, asyncio.Future]] = deque()  # (guard deadline, future), in order
         self._sweeping = False
+        self._loop: Any = None  # the loop write_many ran on last, in thread _loop_thread
+        self._loop_thread = -1
         self._pumping = False  # an event loop polls (see _pump)
         self._next_probe = 0.0
         self._purge = True
@@ -249,25 +267,6 @@ class KafkaWriter:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _delivered(self, request: _Request) -> Callable[[Any, Any], None]:
-        writer = self
-
-        def callback(error: Any, _message: Any) -> None:
-            if error is not None:
-                if request.error is not None:
-                    return
-                request.error = error.str()
-            else:
-                request.remaining -= 1
-                if request.remaining:
-                    return
-            if request.thread == get_ident():  # polled by the request's own loop
-                _settle((request,))
-            else:  # the background thread: _run hands it over
-                writer._done.append(request)
-
-        return callback
-
     def _pump(self) -> None:
         """On the event loop: serve delivery reports while at least ``pump_threshold``
         records wait for theirs (librdkafka's count); below, the background thread serves
@@ -288,9 +287,15 @@ class KafkaWriter:
         if self._up is False:
             raise KafkaUnavailable(self._reason)
         records = records if isinstance(records, list) else list(records)
-        loop = asyncio.get_running_loop()
+        thread = get_ident()
+        loop = self._loop
+        # asyncio.get_running_loop() makes a getpid() system call per call on Python 3.11:
+        # the loop of the thread that wrote last is kept (checked: same thread, still running)
+        if thread != self._loop_thread or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+            self._loop_thread = thread
         future = loop.create_future()
-        self._queued.append((topic, records, _Request(future, len(records), get_ident())))
+        self._queued.append((topic, records, _Request(future, len(records), thread, self)))
         if not self._produce_scheduled:
             self._produce_scheduled = True
             loop.call_soon(self._produce_queued)
@@ -306,10 +311,9 @@ class KafkaWriter:
         queued, self._queued = self._queued, []
         produce = self._produce
         for topic, records, request in queued:
-            callback = self._delivered(request)
             try:
                 for key, headers, value in records:
-                    produce(topic, value, key, headers=headers, on_delivery=callback)
+                    produce(topic, value, key, headers=headers, on_delivery=request)
             except BufferError:
                 self._refuse(request, f"the producer's queue is full ({len(self._producer)} records waiting for Kafka)")
             except Exception as exc:  # KafkaException: e.g. a record over message.max.bytes

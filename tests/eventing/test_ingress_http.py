@@ -1,0 +1,182 @@
+"""The ingress's HTTP surface as ``knflow ingress`` serves it (``Ingress.server``: aiohttp's
+low-level server, the ingress routes itself), over a REAL Kafka: chunked bodies,
+``Expect: 100-continue``, the 1 MiB limit (announced or chunked), every status code and
+the paths that are not a broker's."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import pytest
+import requests
+from aiohttp import web
+
+from eventing.ingress import DEFAULT_MAX_BODY, Ingress, KafkaWriter
+from eventing.kafka_topics import ensure_topics
+from tests.eventing.test_ingress import BINARY, consume
+from tests.plans import broker_yaml, plan_from_yaml
+
+pytestmark = pytest.mark.kafka
+
+
+class ServerThread:
+    """``Ingress.server()`` on 127.0.0.1 (ephemeral port), from a background thread."""
+
+    def __init__(self, ingress: Ingress) -> None:
+        self.ingress = ingress
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.runner = web.ServerRunner(self.ingress.server(loop=self.loop, access_log=None))
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(kafka):
+    namespace = kafka.unique_topic("ns")
+    plan = plan_from_yaml(broker_yaml("live", namespace))
+    ensure_topics(kafka.bootstrap, [plan.brokers[0].topic], partitions=2)
+    writer = KafkaWriter(kafka.bootstrap)
+    with ServerThread(Ingress(plan, writer)) as server:
+        yield server, namespace, plan.brokers[0].topic
+    writer.close()
+
+
+def raw_exchange(port: int, head: bytes, body: bytes = b"", *, wait_continue: bool = False) -> tuple[bytes, bytes]:
+    """Sends ``head`` (then ``body``, after the interim answer when ``wait_continue``); returns
+    (interim answer or b"", final answer's status line and headers)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        interim = b""
+        buffer = b""
+        if wait_continue:
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                assert chunk, buffer
+                buffer += chunk
+            end = buffer.index(b"\r\n\r\n") + 4
+            first, buffer = buffer[:end], buffer[end:]
+            if first.startswith(b"HTTP/1.1 100"):
+                interim = first
+                sock.sendall(body)
+            else:  # a final answer instead of 100 Continue: the body is not sent
+                return b"", first
+        else:
+            sock.sendall(body)
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, buffer
+            buffer += chunk
+        return interim, buffer[:buffer.index(b"\r\n\r\n")]
+
+
+def binary_head(namespace: str, event_id: str, extra: str) -> bytes:
+    headers = dict(BINARY, **{"ce-id": event_id})
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"POST /{namespace}/live HTTP/1.1\r\nHost: x\r\n{lines}{extra}\r\n".encode()
+
+
+def test_binary_structured_and_batched_events_are_stored(served, kafka):
+    server, namespace, topic = served
+    url = f"http://127.0.0.1:{server.port}/{namespace}/live"
+    assert requests.post(url, headers=dict(BINARY, **{"ce-id": "h-1"}), data=b'{"a": 1}', timeout=10).status_code == 202
+    doc = {"specversion": "1.0", "id": "h-2", "source": "/x", "type": "t", "data": {"a": 1}}
+    r = requests.post(url, data=json.dumps(doc), headers={"content-type": "application/cloudevents+json"}, timeout=10)
+    assert r.status_code == 202, r.text
+    batch = [dict(doc, id="h-3"), dict(doc, id="h-4")]
+    r = requests.post(url + "?from=test", data=json.dumps(batch),  # a query string is no other path
+                      headers={"content-type": "application/cloudevents-batch+json"}, timeout=10)
+    assert r.status_code == 202, r.text
+    ids = [b"h-1", b"h-2", b"h-3", b"h-4"]
+    assert set(ids) <= {dict(m.headers).get("ce_id") for m in consume(kafka.bootstrap, topic, 4, ids=ids)}
+
+
+def test_chunked_body_is_read_whole(served, kafka):
+    server, namespace, topic = served
+    payload = b'{"text": "' + b"x" * 20_000 + b'"}'
+    chunks = iter([payload[:7], payload[7:15_000], payload[15_000:]])
+    r = requests.post(f"http://127.0.0.1:{server.port}/{namespace}/live",
+                      headers=dict(BINARY, **{"ce-id": "chunked-1"}), data=chunks, timeout=10)
+    assert r.status_code == 202, r.text
+    [record] = [m for m in consume(kafka.bootstrap, topic, 1, ids=[b"chunked-1"]) if dict(m.headers).get("ce_id") == b"chunked-1"]
+    assert record.value == payload
+
+
+def test_body_over_the_limit_is_413_announced_or_chunked(served):
+    server, namespace, _ = served
+    url = f"http://127.0.0.1:{server.port}/{namespace}/live"
+    big = b"x" * (DEFAULT_MAX_BODY + 1)
+    r = requests.post(url, headers=BINARY, data=big, timeout=30)
+    assert r.status_code == 413 and "exceeds the limit" in r.text
+    r = requests.post(url, headers=BINARY, data=iter([big[:600_000], big[600_000:]]), timeout=30)
+    assert r.status_code == 413 and "exceeds the limit" in r.text
+    at_limit = b'"' + b"x" * (DEFAULT_MAX_BODY - 2) + b'"'
+    assert requests.post(url, headers=dict(BINARY, **{"ce-id": "limit-1"}), data=at_limit, timeout=30).status_code == 202
+
+
+def test_expect_100_continue(served, kafka):
+    server, namespace, topic = served
+    body = b'{"n": 1}'
+    interim, final = raw_exchange(server.port, binary_head(namespace, "expect-1", f"expect: 100-continue\r\ncontent-length: {len(body)}\r\n"),
+                                  body, wait_continue=True)
+    assert interim.startswith(b"HTTP/1.1 100") and final.startswith(b"HTTP/1.1 202"), (interim, final)
+    assert consume(kafka.bootstrap, topic, 1, ids=[b"expect-1"])
+    # over the limit: the final answer at once, the body is never asked for
+    interim, final = raw_exchange(server.port, binary_head(namespace, "expect-2", f"expect: 100-continue\r\ncontent-length: {DEFAULT_MAX_BODY + 1}\r\n"),
+                                  wait_continue=True)
+    assert interim == b"" and final.startswith(b"HTTP/1.1 413"), final
+    interim, final = raw_exchange(server.port, binary_head(namespace, "expect-3", "expect: something-else\r\ncontent-length: 2\r\n"),
+                                  b"{}", wait_continue=True)
+    assert final.startswith(b"HTTP/1.1 417"), final
+
+
+def test_statuses_of_other_paths_and_methods(served):
+    server, namespace, _ = served
+    base = f"http://127.0.0.1:{server.port}"
+    assert requests.post(f"{base}/nope/live", headers=BINARY, data=b"{}", timeout=10).status_code == 404
+    assert requests.post(f"{base}/{namespace}/live/more", headers=BINARY, data=b"{}", timeout=10).status_code == 404
+    assert requests.post(f"{base}/", headers=BINARY, data=b"{}", timeout=10).status_code == 404
+    got = requests.get(f"{base}/{namespace}/live", timeout=10)
+    assert got.status_code == 405 and "POST" in got.headers["Allow"]
+    options = requests.options(f"{base}/{namespace}/live", timeout=10)
+    assert options.status_code == 200 and "POST" in options.headers["Allow"]
+    assert requests.get(f"{base}/healthz", timeout=10).text == "ok\n"
+    assert requests.get(f"{base}/readyz", timeout=10).text == "ready\n"
+    assert requests.head(f"{base}/readyz", timeout=10).status_code == 200
+    assert requests.post(f"{base}/healthz", timeout=10).status_code == 405
+    r = requests.post(f"{base}/{namespace}/live", headers={"content-type": "application/json"}, data=b"{}", timeout=10)
+    assert r.status_code == 400 and "not a CloudEvent" in r.text
+
+
+def test_kafka_down_is_503_with_retry_after(kafka):
+    from tests.conftest import free_port_pair
+
+    plan = plan_from_yaml(broker_yaml("live", "down"))
+    writer = KafkaWriter(f"127.0.0.1:{free_port_pair()}", timeout_s=1.0)
+    with ServerThread(Ingress(plan, writer)) as server:
+        for _ in range(2):
+            r = requests.post(f"http://127.0.0.1:{server.port}/down/live", headers=BINARY, data=b"{}", timeout=30)
+            assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+        ready = requests.get(f"http://127.0.0.1:{server.port}/readyz", timeout=30)
+        assert ready.status_code == 503 and "Retry-After" in ready.headers
+    writer.close()
