@@ -5,8 +5,8 @@ Kafka. Prints one JSON object per line; the last line is the summary.
 Every part is real and started here (stopped at the end): a Kafka broker
 (``deploy/kafka.sh``, free loopback ports, throwaway state dir, unless
 ``--bootstrap-servers`` names one), the ingress as ``knflow ingress`` runs it
-(``eventing.ingress.serve``: aiohttp on uvloop, ``--workers`` processes on one port) in its
-own process, and the load from a client in another process: a lean HTTP/1.1 keep-alive
+(``eventing.ingress.serve``: granian, or ``--server aiohttp``; ``--workers`` processes on one
+port) in its own process, and the load from a client in another process: a lean HTTP/1.1 keep-alive
 client on uvloop (raw asyncio protocol; one request in flight per connection), so the
 client costs little of the two cores it shares with the server and Kafka.
 
@@ -284,7 +284,7 @@ def server_process(args: argparse.Namespace) -> None:
         _gc_stats()
     serve(plan, args.bootstrap_servers or "127.0.0.1:1", port=args.port, workers=args.workers,
           writer_factory=BareWriter if bare else functools.partial(KafkaWriter, **_producer_config(args)),
-          create_topics=not bare, tune_gc=not args.default_gc)
+          create_topics=not bare, tune_gc=not args.default_gc, server=args.server)
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def run_case(args: argparse.Namespace, case: str, impl: str, mode: str, clients:
     me = [sys.executable, str(Path(__file__).resolve())]
     server = subprocess.Popen([*me, "--role", "server", "--impl", impl, "--port", str(port), "--workers", str(workers),
                                "--bootstrap-servers", args.bootstrap_servers or "", "--compression", args.compression,
-                               *(["--default-gc"] if args.default_gc else [])],
+                               "--server", args.server, *(["--default-gc"] if args.default_gc else [])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     topic = f"knative-broker-{NAMESPACE}-{BROKER}"
     try:
@@ -371,6 +371,8 @@ def main() -> None:
     parser.add_argument("--cases", default="concurrent,batch,sequential,workers")
     parser.add_argument("--compression", default="none", choices=["none", "lz4", "zstd", "snappy", "gzip"],
                         help="the ingress producer's compression.type (knflow ingress: none)")
+    parser.add_argument("--server", choices=["granian", "aiohttp"], default="granian",
+                        help="the ingress's HTTP server (knflow ingress: granian)")
     parser.add_argument("--default-gc", action="store_true",
                         help="the server keeps CPython's garbage-collector settings (knflow ingress tunes them)")
     parser.add_argument("--rounds", type=int, default=2, help="alternated runs of each comparison; the best counts")

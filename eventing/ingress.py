@@ -14,8 +14,11 @@ again by itself as soon as Kafka is back (``eventing.ingress_kafka``). A batch r
 (``application/cloudevents-batch+json``) is stored in one go: all its events or, on 503,
 none acknowledged (some may be stored; the sender's retry makes duplicates, never losses).
 
-Served by aiohttp on uvloop; ``serve(workers=N)`` runs N processes on one port
-(SO_REUSEPORT), each with its own producer.
+``knflow ingress`` serves it with granian (RSGI, :mod:`eventing.ingress_rsgi`: HTTP in Rust
+threads outside the GIL) on uvloop; :meth:`Ingress.server` serves the same requests on
+aiohttp's low-level server (``serve(server="aiohttp")``), :meth:`Ingress.app` as an aiohttp
+application (tests compose it). ``serve(workers=N)`` runs N processes on one port, each
+with its own producer.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import os
 import signal
 import time
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Mapping
 
 from aiohttp import web
 
@@ -75,6 +78,9 @@ _ALLOW = {"Allow": "POST, OPTIONS"}
 _ALLOW_GET = {"Allow": "GET, HEAD"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+Answer = tuple  # (status, text or None, headers or None)
+ACCEPTED: Answer = (202, None, None)
+
 
 async def _no_expect(request: web.BaseRequest) -> None:
     """The router's Expect handler for :meth:`Ingress.app`: :meth:`Ingress.handle` answers
@@ -91,7 +97,7 @@ class Ingress:
                  clock: Callable[[], float] = time.time, retry_after_s: int = 1) -> None:
         self.topics = {(b.namespace, b.name): b.topic for b in plan.brokers}
         # "/<namespace>/<broker>" as sent (names are DNS labels: nothing to percent-decode);
-        # a path that is not here exactly (a query, an escape, another path) takes _route.
+        # a path that is not here exactly (a query, an escape, another path) takes route().
         self.paths = {f"/{namespace}/{name}": topic for (namespace, name), topic in self.topics.items()}
         self.writer = writer
         self.max_body = max_body
@@ -117,73 +123,61 @@ class Ingress:
         app.router.add_route("*", "/{path:.*}", self.handle, expect_handler=_no_expect)
         return app
 
-    def healthz(self, request: web.BaseRequest) -> web.Response:
-        return web.Response(text="ok\n")
+    # -- the requests, transport-neutral: an answer is (status, text or None, headers or None) --
 
-    def readyz(self, request: web.BaseRequest) -> web.Response:
+    def healthz(self) -> Answer:
+        return (200, "ok\n", None)
+
+    def readyz(self) -> Answer:
         ready, reason = self.writer.status()
         if ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: {reason}\n", headers=self.retry_after)
+            return (200, "ready\n", None)
+        return (503, f"not ready: {reason}\n", self.retry_after)
 
-    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
         self.rejected += 1
-        return web.Response(status=status, text=message + "\n", headers=headers)
+        return (status, message + "\n", headers)
 
-    def _unavailable(self, reason: str) -> web.Response:
+    def _unavailable(self, reason: str) -> Answer:
         log.debug("503: %s", reason)
         return self._error(503, f"event not stored: {reason}", self.retry_after)
 
-    def _route(self, request: web.BaseRequest) -> str | web.Response:
-        """A path other than an exact broker path: a broker's topic, or the answer."""
-        path = request.path  # percent-decoded, without the query
+    def route(self, method: str, path: str) -> str | Answer:
+        """A path (percent-decoded, without the query) other than an exact broker path: a
+        broker's topic, or the answer."""
         if path == "/healthz" or path == "/readyz":
-            if request.method not in ("GET", "HEAD"):
-                return web.Response(status=405, text="405: Method Not Allowed", headers=_ALLOW_GET)
-            return self.healthz(request) if path == "/healthz" else self.readyz(request)
+            if method not in ("GET", "HEAD"):
+                return (405, "405: Method Not Allowed\n", _ALLOW_GET)
+            return self.healthz() if path == "/healthz" else self.readyz()
         parts = path.split("/")
         if len(parts) != 3 or not parts[1] or not parts[2]:
-            return web.Response(status=404, text="404: Not Found")
+            return (404, "404: Not Found\n", None)
         topic = self.topics.get((parts[1], parts[2]))
         if topic is None:
             return self._error(404, f"broker {parts[1]}/{parts[2]} not found")
         return topic
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        topic = self.paths.get(request.raw_path)
-        if topic is None:
-            topic = self._route(request)
-            if type(topic) is not str:
-                return topic
-        method = request.method
+    def before_body(self, method: str, length: int | None, expect: str | None) -> Answer | None:
+        """The answer known before the body is read (so it is never read, nor asked for with
+        ``100 Continue``), or None: read it."""
         if method != "POST":
             if method == "OPTIONS":
-                return web.Response(status=200, headers=_ALLOW)
+                return (200, None, _ALLOW)
             return self._error(405, f"method {method} not allowed: POST CloudEvents to the broker", _ALLOW)
-        length = request.content_length
         if length is not None and length > self.max_body:
             return self._error(413, f"request body of {length} bytes exceeds the limit of {self.max_body}")
         writer = self.writer
-        if not writer.up:  # before reading the body: Kafka cannot take it anyway
+        if not writer.up:  # Kafka cannot take it anyway
             return self._unavailable(writer.status()[1] or "Kafka is unreachable")
-        headers = request.headers
-        if "Expect" in headers:  # the body is wanted: let the client send it
-            expect = headers["Expect"]
-            if request.version >= (1, 1):
-                if expect.lower() != "100-continue":
-                    return self._error(417, f"unknown Expect: {expect}")
-                await request.writer.write(_CONTINUE)
-                request.writer.output_size = 0
-        if length is not None:  # the usual case: exactly the announced bytes
-            try:
-                body = await request.content.readexactly(length) if length else b""
-            except asyncio.IncompleteReadError as exc:
-                return self._error(400, f"request body ended after {len(exc.partial)} of {length} bytes")
-        else:  # chunked: up to max_body
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return self._error(413, f"request body exceeds the limit of {self.max_body} bytes")
+        if expect is not None and expect.lower() != "100-continue":
+            return self._error(417, f"unknown Expect: {expect}")
+        return None
+
+    def too_large(self) -> Answer:
+        return self._error(413, f"request body exceeds the limit of {self.max_body} bytes")
+
+    async def store(self, topic: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        """Decodes the request's events, stores them in ``topic``: ACCEPTED once Kafka has them all."""
         try:
             events = decode_http(headers, body, keep_payload=True)
         except CodecError as exc:
@@ -210,11 +204,47 @@ class Ingress:
             # An event without data is a record with an empty value (Kafka needs a key or a value).
             records.append((key, kafka_headers, b"" if value is None else value))
         try:
-            await writer.write_many(topic, records)
+            await self.writer.write_many(topic, records)
         except KafkaUnavailable as exc:
             return self._unavailable(str(exc))
         self.accepted += len(records)
-        return web.Response(status=202)
+        return ACCEPTED
+
+    # -- aiohttp --------------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """aiohttp's handler (:meth:`server`, :meth:`app`) for every path."""
+        topic = self.paths.get(request.raw_path)
+        if topic is None:
+            topic = self.route(request.method, request.path)
+            if type(topic) is not str:
+                return _response(topic)
+        headers = request.headers
+        length = request.content_length
+        expect = headers.get("Expect") if request.version >= (1, 1) else None
+        answer = self.before_body(request.method, length, expect)
+        if answer is not None:
+            return _response(answer)
+        if expect is not None:  # the body is wanted: let the client send it
+            await request.writer.write(_CONTINUE)
+            request.writer.output_size = 0
+        if length is not None:  # the usual case: exactly the announced bytes
+            try:
+                body = await request.content.readexactly(length) if length else b""
+            except asyncio.IncompleteReadError as exc:
+                return _response(self._error(400, f"request body ended after {len(exc.partial)} of {length} bytes"))
+        else:  # chunked: up to max_body
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return _response(self.too_large())
+        answer = await self.store(topic, headers, body)
+        return web.Response(status=202) if answer is ACCEPTED else _response(answer)
+
+
+def _response(answer: Answer) -> web.Response:
+    status, text, headers = answer
+    return web.Response(status=status, text=text, headers=headers)
 
 
 def _where(events: list, index: int) -> str:
@@ -290,14 +320,43 @@ def _serve_one(plan: Plan, bootstrap_servers: str, host: str, port: int, max_bod
             writer.close()
 
 
+def _serve_granian(plan: Plan, bootstrap_servers: str, host: str, port: int, max_body: int, partitions: int,
+                   topics_ready: bool, _reuse_port: bool, writer_factory: Callable[..., KafkaWriter], tune_gc: bool,
+                   *, workers: int) -> None:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes
+    from granian.log import LogLevels
+
+    from eventing.ingress_rsgi import RsgiIngress
+    from eventing.kafka_topics import ensure_topics
+
+    topics = [b.topic for b in plan.brokers]
+
+    def load(_target: str) -> RsgiIngress:  # in each worker process (forked): its own producer
+        on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0))
+        writer = writer_factory(bootstrap_servers, on_connect=on_connect)
+        return RsgiIngress(Ingress(plan, writer, max_body=max_body), _tune_gc if tune_gc else None)
+
+    # one Rust runtime thread per worker (a second one measured within noise on 2 cores)
+    Granian("eventing.ingress_rsgi:RsgiIngress", address=host, port=port, interface=Interfaces.RSGI,
+            workers=workers, loop=Loops.uvloop, runtime_mode=RuntimeModes.st, runtime_threads=1,
+            http=HTTPModes.http1, websockets=False, log_access=False,
+            log_level=LogLevels.warning).serve(target_loader=load)
+
+
 def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: int = 8080,
           max_body: int = DEFAULT_MAX_BODY, partitions: int = 4, workers: int = 1,
           writer_factory: Callable[..., KafkaWriter] = KafkaWriter, create_topics: bool = True,
-          tune_gc: bool = True) -> None:
+          tune_gc: bool = True, server: str = "granian") -> None:
     """Run the ingress until interrupted (``knflow ingress``); ``workers`` processes share
-    the port (SO_REUSEPORT), the kernel spreads connections over them. ``writer_factory``
-    makes each worker's writer (``bench/ingress.py`` passes one without Kafka). ``tune_gc``:
-    each worker tunes the garbage collector once it serves (:func:`_tune_gc`)."""
+    the port, each with its own writer. ``server``: ``granian`` (RSGI,
+    :mod:`eventing.ingress_rsgi`; its workers share one listening socket) or ``aiohttp``
+    (the low-level server on uvloop; workers bind the port with SO_REUSEPORT).
+    ``writer_factory`` makes each worker's writer (``bench/ingress.py`` passes one without
+    Kafka). ``tune_gc``: each worker tunes the garbage collector once it serves
+    (:func:`_tune_gc`)."""
+    if server not in ("granian", "aiohttp"):
+        raise ValueError(f"server must be granian or aiohttp, got {server!r}")
     from eventing.kafka_topics import ensure_topics
 
     topics_ready = not create_topics
@@ -311,6 +370,9 @@ def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: 
     print(f"knflow ingress on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}) for {paths}", flush=True)
     args = (plan, bootstrap_servers, host, port, max_body, partitions, topics_ready, workers > 1, writer_factory,
             tune_gc)
+    if server == "granian":
+        _serve_granian(*args, workers=workers)
+        return
     if workers <= 1:
         _serve_one(*args)
         return

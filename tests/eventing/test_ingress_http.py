@@ -1,13 +1,18 @@
-"""The ingress's HTTP surface as ``knflow ingress`` serves it (``Ingress.server``: aiohttp's
-low-level server, the ingress routes itself), over a REAL Kafka: chunked bodies,
-``Expect: 100-continue``, the 1 MiB limit (announced or chunked), every status code and
-the paths that are not a broker's."""
+"""The ingress's HTTP surface on both servers it runs on, over a REAL Kafka: granian as
+``knflow ingress`` serves it (RSGI, ``eventing.ingress_rsgi``; the CLI in a subprocess) and
+aiohttp's low-level server (``Ingress.server``): chunked bodies, ``Expect: 100-continue``,
+the 1 MiB limit (announced or chunked), every status code and the paths that are not a
+broker's."""
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -15,6 +20,7 @@ from aiohttp import web
 
 from eventing.ingress import DEFAULT_MAX_BODY, Ingress, KafkaWriter
 from eventing.kafka_topics import ensure_topics
+from tests.conftest import REPO, free_port_pair
 from tests.eventing.test_ingress import BINARY, consume
 from tests.plans import broker_yaml, plan_from_yaml
 
@@ -51,15 +57,56 @@ class ServerThread:
         self.thread.join(10)
 
 
-@pytest.fixture(scope="module")
-def served(kafka):
+class CliProcess:
+    """``knflow ingress`` (granian) in a subprocess, on a free port."""
+
+    def __init__(self, manifest, bootstrap: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "ingress", str(manifest), "--port", str(self.port),
+             "--bootstrap-servers", bootstrap], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def __enter__(self) -> "CliProcess":
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(self.process.stdout.read())
+            try:
+                requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5)
+                return self
+            except requests.RequestException:
+                time.sleep(0.2)
+        pytest.fail("knflow ingress did not answer /healthz within 90 s")
+
+    def __exit__(self, *exc) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def serving(kind: str, plan, writer_bootstrap: str, tmp_path):
+    if kind == "aiohttp":
+        return ServerThread(Ingress(plan, KafkaWriter(writer_bootstrap, timeout_s=1.0)))
+    manifest = tmp_path / "broker.yaml"
+    broker = plan.brokers[0]
+    manifest.write_text(broker_yaml(broker.name, broker.namespace))
+    return CliProcess(manifest, writer_bootstrap)
+
+
+@pytest.fixture(scope="module", params=["granian", "aiohttp"])
+def served(request, kafka, tmp_path_factory):
     namespace = kafka.unique_topic("ns")
     plan = plan_from_yaml(broker_yaml("live", namespace))
     ensure_topics(kafka.bootstrap, [plan.brokers[0].topic], partitions=2)
-    writer = KafkaWriter(kafka.bootstrap)
-    with ServerThread(Ingress(plan, writer)) as server:
+    with serving(request.param, plan, kafka.bootstrap, tmp_path_factory.mktemp("ingress")) as server:
         yield server, namespace, plan.brokers[0].topic
-    writer.close()
+    if request.param == "aiohttp":
+        server.ingress.writer.close()
 
 
 def raw_exchange(port: int, head: bytes, body: bytes = b"", *, wait_continue: bool = False) -> tuple[bytes, bytes]:
@@ -168,15 +215,16 @@ def test_statuses_of_other_paths_and_methods(served):
     assert r.status_code == 400 and "not a CloudEvent" in r.text
 
 
-def test_kafka_down_is_503_with_retry_after(kafka):
-    from tests.conftest import free_port_pair
-
+@pytest.mark.parametrize("kind", ["granian", "aiohttp"])
+def test_kafka_down_is_503_with_retry_after(kafka, kind, tmp_path):
     plan = plan_from_yaml(broker_yaml("live", "down"))
-    writer = KafkaWriter(f"127.0.0.1:{free_port_pair()}", timeout_s=1.0)
-    with ServerThread(Ingress(plan, writer)) as server:
+    with serving(kind, plan, f"127.0.0.1:{free_port_pair()}", tmp_path) as server:
         for _ in range(2):
+            started = time.time()
             r = requests.post(f"http://127.0.0.1:{server.port}/down/live", headers=BINARY, data=b"{}", timeout=30)
             assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+        assert time.time() - started < 5  # at once, not after a producer's timeout
         ready = requests.get(f"http://127.0.0.1:{server.port}/readyz", timeout=30)
         assert ready.status_code == 503 and "Retry-After" in ready.headers
-    writer.close()
+    if kind == "aiohttp":
+        server.ingress.writer.close()
