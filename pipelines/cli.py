@@ -257,7 +257,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.runners import bridge_note
 
     plan = load_plan(args.manifests, allow_sources=runs_in_job)
-    job_id = submit(args.manifests, args.jobmanager, plan, flink_options(args, plan), args.partitions)
+    # process mode unless asked: a cluster's TaskManagers need pemja and knflow's packages for thread mode
+    options = flink_options(args, plan, python_mode="process")
+    job_id = submit(args.manifests, args.jobmanager, plan, options, args.partitions)
     note = bridge_note(plan, args.manifests, args.bootstrap_servers)
     if note:
         print(note, file=sys.stderr)  # stdout is the job id alone

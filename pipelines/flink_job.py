@@ -54,7 +54,8 @@ class FlinkJobOptions:
     start_from: str = "group"  # group (committed offsets, else earliest) | earliest | latest
     outcomes: bool = True
     bundle_size: int = 1000
-    bundle_time_ms: int = 5  # matches the Batcher's delay: a batch does not wait for a bundle to fill
+    bundle_time_ms: int = 5  # matches the Batcher's delay: a batch does not wait for a bundle to fill (process mode)
+    python_mode: str = "thread"  # thread: the Python operator runs inside the JVM (PEMJA) | process: a worker process
     buffer_timeout_ms: int = 5  # a network buffer between operators waits at most this long (Flink's default: 100)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger records are dead-lettered (kafka_plane.fit)
     connector_jar: str | None = None
@@ -97,6 +98,15 @@ def knflow_jar() -> str:
 
 def job_jars(options: FlinkJobOptions) -> list[str]:
     return [connector_jar(options.connector_jar), knflow_jar()]
+
+
+def _site_packages() -> list[str]:
+    """This interpreter's package directories (a virtualenv's own first)."""
+    import site
+    import sysconfig
+
+    paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]
+    return list(dict.fromkeys(path for path in paths if Path(path).is_dir()))
 
 
 def _starting_offsets(start_from: str, reset: str = "earliest") -> Any:
@@ -182,6 +192,15 @@ def environment(options: FlinkJobOptions) -> Any:
     config.set_string("pipeline.name", f"knflow-{options.job_name}")
     config.set_string("python.fn-execution.bundle.size", str(options.bundle_size))
     config.set_string("python.fn-execution.bundle.time", str(options.bundle_time_ms))
+    config.set_string("python.execution-mode", options.python_mode)
+    if options.python_mode == "thread":
+        # PEMJA starts the interpreter of python.executable inside the JVM with the base
+        # installation's sys.path: a virtualenv's packages (pemja itself, the requirements)
+        # and knflow's own (an editable install's .pth is not read from PYTHONPATH) are
+        # found only if the worker's PYTHONPATH names them.
+        paths = _site_packages() + ([] if options.ship_code else [str(REPO)])
+        config.set_string("python.pythonpath", os.pathsep.join(paths))
+
     checkpoint_dir = options.checkpoint_dir
     if checkpoint_dir is None and not options.ship_code:
         checkpoint_dir = str(REPO / ".run" / "checkpoints")

@@ -85,6 +85,10 @@ def _add_flink_arguments(parser: Any) -> None:
     flink.add_argument("--bundle-time-ms", type=int, default=5, metavar="MS",
                        help="PyFlink bundle time: the Python operator's output leaves at least this often "
                             "(python.fn-execution.bundle.time; default: %(default)s)")
+    flink.add_argument("--python-mode", choices=("thread", "process"), default=None,
+                       help="where the Python operator runs: thread (inside the TaskManager's JVM, PyFlink's "
+                            "thread mode: no worker process, no gRPC, no bundles) or process (a Python worker "
+                            "process per TaskManager). Default: thread for runner flink, process for knflow submit")
     flink.add_argument("--batch-wait-ms", type=int, default=200, metavar="MS",
                        help="before a checkpoint, how long the Python operator waits for a partition's deliveries "
                             "before it records the slower ones in its state (default: %(default)s)")
@@ -117,8 +121,9 @@ def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def flink_options(args: Any, plan: Any = None) -> Any:
-    """The Flink job's options from parsed CLI arguments."""
+def flink_options(args: Any, plan: Any = None, python_mode: str = "thread") -> Any:
+    """The Flink job's options from parsed CLI arguments (``python_mode``: the command's
+    default for ``--python-mode``)."""
     from pipelines.delivery_settings import DeliverySettings
     from pipelines.flink_job import FlinkJobOptions
 
@@ -129,7 +134,7 @@ def flink_options(args: Any, plan: Any = None) -> Any:
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
         outcomes=args.outcomes, restore_from=args.restore_from, max_record_bytes=args.max_record_bytes,
         savepoint_dir=args.savepoint_dir,
-        buffer_timeout_ms=args.buffer_timeout_ms,
+        buffer_timeout_ms=args.buffer_timeout_ms, python_mode=getattr(args, "python_mode", None) or python_mode,
     )
     if args.checkpoint_dir:
         options.checkpoint_dir = args.checkpoint_dir

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,8 @@ config = env._j_stream_execution_environment.getConfiguration()
 print(json.dumps({"buffer_timeout": env.get_buffer_timeout(), "limit": options.topics.max_record_bytes,
                   "batch": [options.batch_records, options.batch_delay_ms, options.batch_wait_ms],
                   "bundle_time": config.toMap().get("python.fn-execution.bundle.time"),
+                  "mode": config.toMap().get("python.execution-mode"),
+                  "pythonpath": config.toMap().get("python.pythonpath"),
                   "operators": sorted({node["type"] for node in plan["nodes"]})}))
 """
 
@@ -148,6 +151,23 @@ def test_job_options_reach_the_job():
         "buffer_timeout": 7, "limit": 8388608, "batch": [123, 3, 50], "bundle_time": "9"}
     # the job's shape: the JVM batches and (un)packs around the one Python operator
     assert {"batch per partition", "decode, route, deliver", "unbatch"} <= set(built["operators"]), built["operators"]
+    # thread mode by default, with this venv's packages and knflow's own on the embedded interpreter's path
+    assert built["mode"] == "thread"
+    assert str(REPO) in built["pythonpath"].split(os.pathsep)
+    assert any(path.endswith("site-packages") and (Path(path) / "pemja").is_dir()
+               for path in built["pythonpath"].split(os.pathsep)), built["pythonpath"]
+
+
+def test_python_mode_defaults_to_thread_for_run_and_process_for_submit():
+    from pipelines.cli import build_parser
+    from pipelines.options import flink_options
+
+    parser = build_parser()
+    assert flink_options(parser.parse_args(["run", "m.yaml"])).python_mode == "thread"
+    submit = parser.parse_args(["submit", "m.yaml", "--jobmanager", "h:8081"])
+    assert flink_options(submit, python_mode="process").python_mode == "process"
+    chosen = parser.parse_args(["submit", "m.yaml", "--jobmanager", "h:8081", "--python-mode", "thread"])
+    assert flink_options(chosen, python_mode="process").python_mode == "thread"
 
 
 def test_max_record_bytes_has_a_floor():
