@@ -6,8 +6,8 @@ unpacks each batch and writes every record unchanged to ``--sink`` -> Unbatch ->
 sink; checkpoints as knflow's. What it carries is what PyFlink itself allows on this
 machine for knflow's shape, before any decoding, routing or HTTP.
 
-Usage: ``python bench/passthrough_job.py --bootstrap HOST:PORT --source T --sink T2``
-(runs until killed).
+Usage: ``python bench/passthrough_job.py --bootstrap HOST:PORT --source T --sink T2
+[--python-mode thread|process]`` (runs until killed).
 """
 from __future__ import annotations
 
@@ -46,11 +46,12 @@ def main() -> None:
     parser.add_argument("--buffer-timeout-ms", type=int, default=defaults.buffer_timeout_ms)
     parser.add_argument("--bundle-time-ms", type=int, default=defaults.bundle_time_ms)
     parser.add_argument("--batch-delay-ms", type=int, default=defaults.batch_delay_ms)
+    parser.add_argument("--python-mode", choices=("thread", "process"), default=defaults.python_mode)
     args = parser.parse_args()
     options = FlinkJobOptions(bootstrap_servers=args.bootstrap, job_name=f"ceiling-{uuid.uuid4().hex[:8]}",
                               start_from="earliest", checkpoint_dir=args.checkpoint_dir,
                               buffer_timeout_ms=args.buffer_timeout_ms, bundle_time_ms=args.bundle_time_ms,
-                              batch_delay_ms=args.batch_delay_ms)
+                              batch_delay_ms=args.batch_delay_ms, python_mode=args.python_mode)
     env = environment(options)
     configure(env, options)
     out = (keyed_batches(packed_source(env, [args.source], options, "source"), options)
