@@ -228,3 +228,26 @@ def test_kafka_down_is_503_with_retry_after(kafka, kind, tmp_path):
         assert ready.status_code == 503 and "Retry-After" in ready.headers
     if kind == "aiohttp":
         server.ingress.writer.close()
+
+
+def test_attribute_texts_and_payload_are_stored_as_sent(served, kafka):
+    """What the fidelity tests check on the aiohttp app, on each server: header texts
+    (nanoseconds and an offset, percent-encoding, quoting, extension types) and the payload."""
+    server, namespace, topic = served
+    nano = "2026-11-29T10:00:20.123456789+05:45"
+    payload = b'{ "price": 1.10, "big": 123456789012345678901234567890, "e": "\\u00e9" }'
+    headers = {"ce-specversion": "1.0", "ce-id": "fid-h-1", "ce-source": "/rooms/7", "ce-type": "com.live.like",
+               "ce-time": nano, "ce-subject": "caf%c3%a9", "ce-boolext": "true", "ce-intext": "-5",
+               "ce-uriext": "https://example.com/a?b=c", "ce-quoted": '"a, b"', "content-type": "application/json"}
+    r = requests.post(f"http://127.0.0.1:{server.port}/{namespace}/live", headers=headers, data=payload, timeout=10)
+    assert r.status_code == 202, r.text
+    doc = {"specversion": "1.0", "id": "fid-h-2", "source": "/x", "type": "t", "time": nano, "data": {"a": 1}}
+    r = requests.post(f"http://127.0.0.1:{server.port}/{namespace}/live", data=json.dumps(doc),
+                      headers={"content-type": "application/cloudevents+json; charset=utf-8"}, timeout=10)
+    assert r.status_code == 202, r.text
+    records = {dict(m.headers).get("ce_id"): m for m in consume(kafka.bootstrap, topic, 2, ids=[b"fid-h-1", b"fid-h-2"])}
+    got = dict(records[b"fid-h-1"].headers)
+    assert (got["ce_time"], got["ce_subject"], got["ce_boolext"], got["ce_intext"], got["ce_uriext"], got["ce_quoted"]) == (
+        nano.encode(), "café".encode(), b"true", b"-5", b"https://example.com/a?b=c", b"a, b")
+    assert records[b"fid-h-1"].value == payload
+    assert dict(records[b"fid-h-2"].headers)["ce_time"] == nano.encode()
