@@ -15,7 +15,7 @@ partitions, as the Batcher would, through ``BrokerPartitionFunction``'s steps: b
 ``unpack_batch``/``unpack_record`` -> ``BrokerWorker.on_records`` (pipelined: it returns
 without waiting) -> ``out_batch``; then a marker per partition (what a checkpoint does),
 until every chain settled. The collector is tuned as the job tunes it
-(``pipelines/gc_tuning.py``) unless ``--default-gc``. Pin it to one core (``taskset -c 1``)
+(``transforms/gc_tuning.py``) unless ``--default-gc``. Pin it to one core (``taskset -c 1``)
 for figures that compare: unpinned, the loop thread, the operator's thread and the HTTP
 client's threads hand the GIL across cores, which costs ~25% more CPU here.
 
@@ -73,7 +73,7 @@ def run_round(plan: Any, batches: list[tuple[str, bytes]], count: int, url: str,
     from pipelines.delivery_settings import DeliverySettings
     from pipelines.event_loop import new_event_loop
     from pipelines.flink_functions import out_batch
-    from pipelines.gc_tuning import tune_for_streaming
+    from transforms.gc_tuning import tune_for_streaming
     from transforms.broker_worker import BrokerWorker, LoopThread
     from transforms.kafka_plane import Topics
     from transforms.packing import unpack_batch, unpack_record

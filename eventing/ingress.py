@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -38,6 +37,7 @@ from eventing.ingress_kafka import KafkaUnavailable, KafkaWriter
 from eventing.plan import Plan
 from transforms.codec import CodecError, decode_http, encode_kafka
 from transforms.delivery import DEFAULT_TTL, TTL_EXTENSION
+from transforms.gc_tuning import tune_for_streaming
 
 __all__ = ["ARRIVAL_EXTENSION", "DEFAULT_MAX_BODY", "Ingress", "KafkaUnavailable", "KafkaWriter", "serve"]
 
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 1024 * 1024
 ARRIVAL_EXTENSION = "knativearrivaltime"
 #: (young, middle, old) collection thresholds once serving; CPython's defaults are (700, 10, 10).
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class _ArrivalClock:
@@ -260,28 +259,13 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _tune_gc() -> None:
-    """The garbage collector for a long-running server (as ``pipelines/gc_tuning.py`` does
-    for the job's worker; eventing does not import pipelines): freeze the heap built at
-    set-up (never scanned again) and collect the young generation every 50,000 net
-    allocations instead of 700. Requests waiting for Kafka keep thousands of young
-    containers alive (futures, coroutines, events, requests), so with CPython's defaults
-    young collections ran ~45 times a second under load and the full ones walked the
-    whole heap: 0.67 s of 3.6 s of CPU in one run (128 clients, binary mode, Kafka).
-    Cycles are still collected (bounded memory)."""
-    gc.collect()
-    gc.freeze()
-    if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-        gc.set_threshold(*GC_THRESHOLDS)
-
-
 async def _run(ingress: Ingress, host: str, port: int, reuse_port: bool, tune_gc: bool) -> None:
     runner = web.ServerRunner(ingress.server(access_log=None), handle_signals=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         if tune_gc:
-            _tune_gc()
+            tune_for_streaming()
         while True:
             await asyncio.sleep(3600)
     finally:
@@ -335,7 +319,7 @@ def _serve_granian(plan: Plan, bootstrap_servers: str, host: str, port: int, max
     def load(_target: str) -> RsgiIngress:  # in each worker process (forked): its own producer
         on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0))
         writer = writer_factory(bootstrap_servers, on_connect=on_connect)
-        return RsgiIngress(Ingress(plan, writer, max_body=max_body), _tune_gc if tune_gc else None)
+        return RsgiIngress(Ingress(plan, writer, max_body=max_body), tune_for_streaming if tune_gc else None)
 
     # one Rust runtime thread per worker (a second one measured within noise on 2 cores)
     Granian("eventing.ingress_rsgi:RsgiIngress", address=host, port=port, interface=Interfaces.RSGI,
@@ -354,7 +338,7 @@ def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: 
     (the low-level server on uvloop; workers bind the port with SO_REUSEPORT).
     ``writer_factory`` makes each worker's writer (``bench/ingress.py`` passes one without
     Kafka). ``tune_gc``: each worker tunes the garbage collector once it serves
-    (:func:`_tune_gc`)."""
+    (``transforms.gc_tuning``)."""
     if server not in ("granian", "aiohttp"):
         raise ValueError(f"server must be granian or aiohttp, got {server!r}")
     from eventing.kafka_topics import ensure_topics

@@ -19,7 +19,7 @@ from pyflink.datastream.state import MapStateDescriptor
 from eventing.plan import Plan
 from pipelines.delivery_settings import DeliverySettings
 from pipelines.event_loop import new_event_loop
-from pipelines.gc_tuning import tune_for_streaming
+from transforms.gc_tuning import tune_for_streaming
 from transforms.broker_worker import BrokerWorker, LoopThread
 from transforms.delivery import DeliveryTask
 from transforms.kafka_plane import OutRecord, Topics

@@ -1,4 +1,5 @@
-"""Python's cyclic garbage collector, tuned for a long-running streaming worker.
+"""Python's cyclic garbage collector, tuned for a long-running streaming process: the Flink
+job's Python worker and each ingress worker call it once they are set up.
 
 A worker holds a large, long-lived heap (the plan, compiled filters, modules, the HTTP
 client) and allocates tens of thousands of short-lived containers per second (events,
@@ -9,7 +10,9 @@ operator alone, pinned to one core) spent 24% of its CPU in ``gc_collect_main``.
 what exists after set-up (``gc.freeze``: never scanned again) and collecting the young
 generation every 50,000 allocations took that run from ~230 to ~160 us of CPU per event
 (+35-40% events/s), within a few percent of the collector switched off, while cycles are
-still collected (bounded memory). Process-wide: call it once a worker is set up.
+still collected (bounded memory). The ingress under load (128 clients, Kafka) spent 0.67 s
+of 3.6 s of CPU collecting with the defaults, 0.03 s tuned: requests waiting for Kafka
+keep thousands of young containers alive. Process-wide: call it once a worker is set up.
 """
 from __future__ import annotations
 
