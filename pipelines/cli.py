@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body", type=int, default=1024 * 1024, help="largest accepted request body in bytes (default: 1 MiB)")
     p.add_argument("--partitions", type=int, default=4, help="partitions of broker topics it creates (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes serving the port together (SO_REUSEPORT), one per core (default: %(default)s)")
+                   help="worker processes serving the port together (granian shares one listening socket), one per core (default: %(default)s)")
 
     p = sub.add_parser("rocketmq-bridge", help="run the RocketMQSources beside the job: RocketMQ -> Kafka",
                        description="Bridge each RocketMQSource into Kafka, at least once: one whose sink is a Broker "
