@@ -23,7 +23,9 @@ as after a burst or a restart. Then, one after the other, on those same records:
    written at once; deliveries/s at the ordered ``gift-leaderboard`` trigger.
 5. ``steady``: ``--probe-events`` more events at ``--probe-rate`` per second, each written
    alone (acks=all, no linger): the latency of each from just before its Kafka write to
-   the first request for it at any consumer (p50/p90/p99/max in ms).
+   the first request for it at any consumer (p50/p90/p99/max in ms); and from the moment
+   the producer learnt Kafka had it (``acked_ms_*``), with the producer's own delay
+   (``producer_ack_ms_*``): the probe's kafka-python producer shares the machine.
 6. ``steady_ingress``: the same events again, each POSTed alone to ``knflow ingress``
    (binary mode, one keep-alive connection): latency from the POST to the consumer.
 
@@ -77,9 +79,11 @@ def _write_backlog(bootstrap: str, topic: str, events: list[Any], partitions: in
 
 
 def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consumer, timeout: float,
-           case: str, tag: str) -> dict[str, Any]:
+           case: str, tag: str, acked: dict[str, float] | None = None) -> dict[str, Any]:
     """``send`` each of ``docs`` alone at ``rate`` per second; the latency of each from just
-    before it is sent to the first request for it at any consumer."""
+    before it is sent to the first request for it at any consumer. ``acked``: when the
+    sender learnt that Kafka had each event (filled by ``send``), for the same latency from
+    that moment (``acked_ms_*``: what the job adds, without the producer's own delay)."""
     from transforms.codec import event_from_dict
 
     sent: dict[str, float] = {}
@@ -97,12 +101,18 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
         time.sleep(0.2)
     latencies = sorted((arrivals[event_id] - at) * 1000 for event_id, at in sent.items())
 
-    def pct(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 1)
+    def pct(values: list[float], p: float) -> float:
+        return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 1)
 
-    return {"case": case, "events": len(docs), "rate_per_s": rate, "ops_per_s": rate,
-            "latency_ms_p50": pct(50), "latency_ms_p90": pct(90), "latency_ms_p99": pct(99),
-            "latency_ms_max": round(latencies[-1], 1)}
+    result = {"case": case, "events": len(docs), "rate_per_s": rate, "ops_per_s": rate,
+              "latency_ms_p50": pct(latencies, 50), "latency_ms_p90": pct(latencies, 90),
+              "latency_ms_p99": pct(latencies, 99), "latency_ms_max": round(latencies[-1], 1)}
+    if acked:
+        from_ack = sorted((arrivals[event_id] - at) * 1000 for event_id, at in acked.items())
+        write = sorted((acked[event_id] - sent[event_id]) * 1000 for event_id in acked)
+        result.update(acked_ms_p50=pct(from_ack, 50), acked_ms_p99=pct(from_ack, 99),
+                      producer_ack_ms_p50=pct(write, 50), producer_ack_ms_p99=pct(write, 99))
+    return result
 
 
 def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
@@ -113,13 +123,16 @@ def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: f
     from transforms.codec import encode_kafka
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    acked: dict[str, float] = {}
 
     def send(event: Any) -> None:
         key, headers, value = encode_kafka(event, "binary")
-        producer.send(topic, key=key, value=value, headers=list(headers))
+        event_id = event.get_id()
+        producer.send(topic, key=key, value=value, headers=list(headers)).add_callback(
+            lambda _metadata: acked.__setitem__(event_id, time.time()))
 
     try:
-        return _probe(send, docs, rate, consumer, timeout, "steady", "k")
+        return _probe(send, docs, rate, consumer, timeout, "steady", "k", acked)
     finally:
         producer.flush()
         producer.close()
@@ -394,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             steady = _probe_kafka(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0)
             print(json.dumps({**common, **steady}), flush=True)
             summary.update(steady_rate=args.probe_rate, steady_p50_ms=steady["latency_ms_p50"],
-                           steady_p99_ms=steady["latency_ms_p99"])
+                           steady_p99_ms=steady["latency_ms_p99"], steady_from_ack_p50_ms=steady.get("acked_ms_p50"),
+                           steady_from_ack_p99_ms=steady.get("acked_ms_p99"))
             ingress, port = _start_ingress(kafka.bootstrap, state)
             try:
                 via = _probe_ingress(port, f"/{plan.brokers[0].namespace}/{plan.brokers[0].name}", docs,
