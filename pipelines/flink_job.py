@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, kafka_limit
-from eventing.plan import Plan
+from eventing.plan import KAFKA_SOURCE, PING_SOURCE, Plan
 from transforms.kafka_plane import Topics
 from pipelines.delivery_settings import DeliverySettings
 
@@ -267,7 +267,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
 def ping_sources(plan: Plan) -> list[Any]:
     """The plan's PingSources the job runs: a direct sink, or a broker the job serves."""
     brokers = {b.key for b in plan.brokers}
-    return [s for s in plan.sources if s.kind == "PingSource" and (s.broker is None or s.broker in brokers)]
+    return [s for s in plan.sources if s.kind == PING_SOURCE and (s.broker is None or s.broker in brokers)]
 
 
 def kafka_sources(plan: Plan) -> list[Any]:
@@ -280,7 +280,7 @@ def kafka_sources(plan: Plan) -> list[Any]:
     owners: dict[str, str] = {b.topic: f"Broker/{b.key}" for b in plan.brokers}
     chosen = []
     for source in plan.sources:
-        if source.kind != "KafkaSource":
+        if source.kind != KAFKA_SOURCE:
             continue
         for topic in source.topics:
             if topic in owners:

@@ -276,6 +276,8 @@ class BrokerWorker:
         instead of an ``asyncio.timeout`` per attempt (its set-up and tear-down were ~6%
         of the worker's CPU, ``bench/worker.py``)."""
         now = time.monotonic()
+        if self._expired:  # a chain whose attempt ended just as it was cancelled ends on its next await
+            self._expired = {chain_task for chain_task in self._expired if not chain_task.done()}
         for chain_task, deadline in list(self._deadlines.items()):
             if deadline < now and chain_task not in self._expired:
                 self._expired.add(chain_task)
