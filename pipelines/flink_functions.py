@@ -77,6 +77,9 @@ class FlinkPartitionState:
         self.held.remove(due_ms)
         return _items(stored)
 
+    def held_due(self) -> list[int]:
+        return list(self.held.keys())
+
     def put_in_flight(self, chain_id: int, chain: Chain) -> None:
         self.flying.put(chain_id, _stored(chain))
 

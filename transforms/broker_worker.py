@@ -16,7 +16,11 @@ for each partition just before every checkpoint barrier (``on_marker``): the wor
 waits up to ``wait_s`` for the partition's chains and records those still running (slow
 subscribers) in the partition's state, so a checkpoint never covers an event whose
 delivery is neither settled nor in state; a restore runs recorded chains again (at least
-once). Chains started by timers (retries) are recorded the same way when they outlive
+once) and registers the timers of the retries held in state again (a checkpoint may hold
+a retry without its timer: PyFlink's process mode registers a timer after the bundle that
+asked for it, and the snapshot does not wait; the JVM's Batcher sends a marker for every
+partition after a restore, so this happens even in a partition with no new records).
+Chains started by timers (retries) are recorded the same way when they outlive
 ``wait_s``, since no marker may follow for a partition without new records.
 ``max_in_flight`` bounds the chains running at once: past it the operator waits, which is
 the job's backpressure.
@@ -174,33 +178,41 @@ class BrokerWorker:
                 log.exception("intake failed for %s", record.origin)
                 out.append(internal_error(self.topics, f"intake failed: {type(exc).__name__}: {exc}", record.origin,
                                           record.value))
-        chains = self._resume(group, state) + admit(state, items)
-        return self._run(group, state, chains, out, wait_s=0.0, record=None)
+        chains, timers = self._resume(group, state)
+        chains += admit(state, items)
+        return self._run(group, state, chains, out, timers, wait_s=0.0, record=None)
 
     def on_marker(self, group: str, state: PartitionState) -> tuple[list[OutRecord], list[int]]:
-        """A checkpoint barrier follows: settle the partition's chains, or record them."""
-        return self._run(group, state, self._resume(group, state), [], wait_s=self.wait_s, record="all")
+        """A checkpoint barrier follows (or the job was restored): settle the partition's
+        chains, or record them."""
+        chains, timers = self._resume(group, state)
+        return self._run(group, state, chains, [], timers, wait_s=self.wait_s, record="all")
 
     def on_timer(self, group: str, state: PartitionState, timestamp_ms: int) -> tuple[list[OutRecord], list[int]]:
         """A timer of the partition fired: due follow-ups run, finished chains are collected."""
-        chains = self._resume(group, state) + due(state, timestamp_ms)
-        return self._run(group, state, chains, [], wait_s=self.wait_s if chains else 0.0, record="timer",
+        chains, timers = self._resume(group, state)
+        chains += due(state, timestamp_ms)
+        return self._run(group, state, chains, [], timers, wait_s=self.wait_s if chains else 0.0, record="timer",
                          from_timer=True)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _resume(self, group: str, state: PartitionState) -> list[Chain]:
-        """Chains recorded in flight by the run before a restore are run again (once per group)."""
+    def _resume(self, group: str, state: PartitionState) -> tuple[list[Chain], list[int]]:
+        """The first call of a partition since the worker started: chains recorded in flight
+        by the run before a restore run again, and the retries held in state get their
+        timers again (Flink keeps one timer per time, so one that survived is not doubled).
+        Returns (chains, timers)."""
         if group in self._resumed:
-            return []
+            return [], []
         self._resumed.add(group)
         flying = state.in_flight()
         for chain_id in flying:
             state.drop_in_flight(chain_id)
-        if flying:
-            log.info("partition %s: running %d chain(s) again that were in flight at the last checkpoint",
-                     group, len(flying))
-        return list(flying.values())
+        held = state.held_due()
+        if flying or held:
+            log.info("partition %s: running %d chain(s) again that were in flight at the last checkpoint; "
+                     "%d retry time(s) held", group, len(flying), len(held))
+        return list(flying.values()), held
 
     def _start(self, group: str, chains: list[Chain], from_timer: bool = False) -> None:
         running = self._running[group]
@@ -284,13 +296,13 @@ class BrokerWorker:
                 chain_task.cancel()
         self._sweeper = self.loop.loop.call_later(SWEEP_S, self._sweep)
 
-    def _run(self, group: str, state: PartitionState, chains: list[Chain], out: list[OutRecord], *,
-             wait_s: float, record: str | None, from_timer: bool = False) -> tuple[list[OutRecord], list[int]]:
+    def _run(self, group: str, state: PartitionState, chains: list[Chain], out: list[OutRecord],
+             timers: list[int], *, wait_s: float, record: str | None,
+             from_timer: bool = False) -> tuple[list[OutRecord], list[int]]:
         """Start ``chains``; collect the group's finished chains (waiting up to ``wait_s``
         for all of them, and past that while over ``max_in_flight``); then ``record`` in
         state the ones still running: ``"all"``, ``"timer"`` (those started by timers) or
-        None. Returns (records, timers)."""
-        timers: list[int] = []
+        None. Returns (records, ``timers`` and the timers to register)."""
         self._start(group, chains, from_timer)
         running = self._running[group]
         deadline = time.monotonic() + wait_s

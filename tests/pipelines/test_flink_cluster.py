@@ -37,7 +37,7 @@ import requests
 
 from eventing.compiler import load_plan
 from eventing.ingress import Ingress, KafkaWriter
-from tests.consumers import ConsumerServer, accept, always
+from tests.consumers import ConsumerServer, Reply, accept, always
 from tests.eventing.test_ingress import AppThread
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka, pytest.mark.slow]
@@ -107,6 +107,24 @@ class FlinkCluster:
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         return self.rest(f"/jobs/{job_id}/checkpoints")
 
+    def trigger_checkpoint(self, job_id: str) -> dict[str, Any]:
+        """A checkpoint now (REST ``POST /jobs/:id/checkpoints``); returns it once completed."""
+        request = urllib.request.Request(f"http://{self.jobmanager}/jobs/{job_id}/checkpoints", method="POST",
+                                         data=b"{}", headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            trigger = json.loads(response.read())["request-id"]
+
+        def done() -> dict[str, Any] | None:
+            status = self.rest(f"/jobs/{job_id}/checkpoints/{trigger}")
+            if status["status"]["id"] != "COMPLETED":
+                return None
+            if status["operation"].get("failure-cause"):
+                pytest.fail(f"checkpoint {trigger} failed: {status['operation']['failure-cause']}")
+            return status["operation"]
+
+        checkpoint_id = wait_for(done, f"the checkpoint triggered by {trigger}")["checkpointId"]
+        return next(c for c in self.checkpoints(job_id)["history"] if c["id"] == checkpoint_id)
+
     def tasks_running(self, job_id: str) -> bool:
         job = self.job(job_id)
         return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
@@ -122,6 +140,19 @@ class FlinkCluster:
             return "\n".join(lines)
         except Exception as exc:  # noqa: BLE001 - diagnostics only
             return f"(no job details: {exc})"
+
+    def worker_log(self, lines: int = 40) -> str:
+        """The last ``lines`` of what knflow's Python code logged in the TaskManagers (their
+        logs and .out files), and their errors: diagnostics of a failed wait."""
+        wanted = ("/transforms/", "/pipelines/", "/eventing/", "ERROR", "Traceback")
+        found = []
+        for path in sorted((self.state_dir / "log").glob("*taskexecutor*")):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            found += [f"{path.name}: {line[:300]}" for line in text.splitlines() if any(w in line for w in wanted)]
+        return "TaskManager log (knflow lines, errors):\n" + "\n".join(found[-lines:])
 
     def taskmanager_pids(self) -> list[int]:
         """Live TaskManagers of THIS cluster: from the script's pid file, checked against
@@ -410,6 +441,33 @@ def missing(shop: Shop, want: dict[str, set[str]]) -> dict[str, int]:
     return {name: len(ids - set(shop.received(name))) for name, ids in want.items()}
 
 
+def job_history(kafka, job_name: str, event_ids: set[str], limit: int = 12) -> str:
+    """What the job's outcome and dead-letter topics say about ``event_ids`` (diagnostics of a
+    failed wait: was an event routed, attempted, dead-lettered, held, or never seen?)."""
+    from kafka import KafkaConsumer
+
+    lines = []
+    try:
+        consumer = KafkaConsumer(f"knflow-{job_name}-outcomes", f"knflow-{job_name}-dead-letters",
+                                 bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
+                                 enable_auto_commit=False, consumer_timeout_ms=3000)
+        try:
+            for message in consumer:
+                for line in message.value.split(b"\n"):
+                    if any(event_id.encode() in line for event_id in event_ids):
+                        lines.append(f"{message.topic.rsplit('-', 1)[-1]}@{message.offset}: {line[:300].decode(errors='replace')}")
+        finally:
+            consumer.close()
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        return f"(no job history: {exc})"
+    head = sorted(event_ids)[:limit]
+    return "\n".join([f"job topics on {head}:"] + [line for line in lines if any(i in line for i in head)])
+
+
+def missing_ids(shop: Shop, want: dict[str, set[str]]) -> set[str]:
+    return {event_id for name, ids in want.items() for event_id in ids - set(shop.received(name))}
+
+
 def duplicates(shop: Shop) -> dict[str, int]:
     return {name: len(shop.received(name)) - len(set(shop.received(name))) for name in shop.consumers}
 
@@ -439,7 +497,8 @@ def test_submitted_job_routes_delivers_dead_letters_and_cancels(flink, kafka, tm
         assert all(want.values()), want  # every trigger has work (the test is not vacuous)
 
         wait_for(lambda: not any(missing(shop, want).values()), "every matching event at its consumer",
-                 diagnose=lambda: f"missing per consumer: {missing(shop, want)}\n{flink.diagnose(job_id)}")
+                 diagnose=lambda: f"missing per consumer: {missing(shop, want)}\n{flink.diagnose(job_id)}\n"
+                                  f"{job_history(kafka, job_name, missing_ids(shop, want))}\n{flink.worker_log()}")
         time.sleep(3)  # late extras or duplicates would show up now
 
         for name, ids in want.items():
@@ -473,7 +532,8 @@ def test_taskmanager_killed_midstream_restores_and_delivers_everything(flink, ka
     stop_posting = threading.Event()
     killed = threading.Event()
     try:
-        job_id = submit(flink, kafka, shop, kafka.unique_topic("crash"), tmp_path / "checkpoints")
+        job_name = kafka.unique_topic("crash")
+        job_id = submit(flink, kafka, shop, job_name, tmp_path / "checkpoints")
         wait_for(lambda: flink.tasks_running(job_id), f"the tasks of {job_id} to run", interval=1.0,
                  diagnose=lambda: flink.diagnose(job_id))
 
@@ -578,3 +638,100 @@ def test_taskmanager_killed_midstream_restores_and_delivers_everything(flink, ka
         killed.set()
         cancel_quietly(flink, job_id)
         shop.stop()
+
+
+
+HELD_MANIFESTS = """\
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: shop, namespace: {ns}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: flaky, namespace: {ns}}}
+spec:
+  broker: shop
+  subscriber:
+    ref: {{apiVersion: v1, kind: Service, name: flaky}}
+  delivery:
+    retry: 3
+    backoffPolicy: linear
+    backoffDelay: PT20S
+"""
+
+
+def first_attempt_fails_slowly(status: int = 503, delay: float = 1.5) -> Callable[[Any], Any]:
+    """Answer ``status`` after ``delay`` seconds to each event's first attempt (by ce-id),
+    accept the others at once."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def behaviour(req: Any) -> Reply:
+        event_id = req.headers.get("ce-id", "")
+        with lock:
+            first = event_id not in seen
+            seen.add(event_id)
+        return Reply(status, {}, b"try later", delay) if first else Reply(200)
+
+    return behaviour
+
+
+def test_retries_decided_just_before_a_checkpoint_survive_a_taskmanager_kill(flink, kafka, tmp_path):
+    """The retries a checkpoint holds in state come due after a restore, even those decided
+    in the last call before its barrier and with no record after the restore to wake their
+    partition. (PyFlink's process mode registers a Python timer through the task's mailbox,
+    after the barrier's snapshot: the checkpoint holds the retry but not its timer. The
+    worker re-arms held retries when it resumes a partition, and the Batcher wakes every
+    partition it has seen after a restore.)
+
+    The checkpoint is triggered by hand while every event's first attempt is running (the
+    consumer answers 503 after 1.5 s), so the marker before its barrier settles them and
+    holds their retries (20 s backoff) in state; the TaskManager dies before they are due.
+    """
+    namespace = kafka.unique_topic("held")
+    manifests = tmp_path / "held.yaml"
+    manifests.write_text(HELD_MANIFESTS.format(ns=namespace))
+    consumer = ConsumerServer(first_attempt_fails_slowly()).start()
+    job_id = None
+    try:
+        result = knflow("submit", str(manifests), "--jobmanager", flink.jobmanager,
+                        "--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
+                        "--checkpoint-interval", "3600", "--batch-wait-ms", "15000",
+                        "--checkpoint-dir", str(tmp_path / "checkpoints"),
+                        "--ref-url", f"flaky={consumer.url}", timeout=TIMEOUT + 60,
+                        env={"FLINK_LOG_DIR": str(flink.state_dir / "client-log")})
+        assert result.returncode == 0, f"knflow submit failed:\n{result.stdout}\n{result.stderr}"
+        job_id = result.stdout.strip()
+        wait_for(lambda: flink.tasks_running(job_id), f"the tasks of {job_id} to run", interval=1.0,
+                 diagnose=lambda: flink.diagnose(job_id))
+        ids = [f"h-{i:03d}" for i in range(12)]
+        with IngressServer(manifests, kafka.bootstrap) as url, requests.Session() as session:
+            for i, event_id in enumerate(ids):
+                assert post(session, url, {"id": event_id, "type": "com.shop.held", "amount": 1, "n": i}) == 202
+
+        def attempts() -> dict[str, int]:
+            counts = dict.fromkeys(ids, 0)
+            for event_id in [r.headers.get("ce-id", "") for r in list(consumer.requests)]:
+                if event_id in counts:
+                    counts[event_id] += 1
+            return counts
+
+        wait_for(lambda: all(attempts().values()), "every event's first attempt",
+                 diagnose=lambda: f"{attempts()}\n{flink.diagnose(job_id)}")
+        checkpoint = flink.trigger_checkpoint(job_id)
+        [tm_pid] = flink.taskmanager_pids()
+        assert max(attempts().values()) == 1, "a retry came due before the kill: the backoff is too short here"
+        os.kill(tm_pid, signal.SIGKILL)
+        started = flink.script("taskmanager", "start", timeout=60)
+        assert started.returncode == 0, f"taskmanager start failed:\n{started.stdout}\n{started.stderr}"
+        print(f"\nkilled TaskManager {tm_pid} after checkpoint {checkpoint['id']}")
+        wait_for(lambda: all(n >= 2 for n in attempts().values()), "every held retry after the restore",
+                 diagnose=lambda: f"attempts per event: {attempts()}\n{flink.diagnose(job_id)}\n"
+                                  f"{job_history(kafka, namespace, set(ids[:4]))}\n{flink.worker_log()}")
+        restored = flink.checkpoints(job_id)["latest"]["restored"]
+        assert restored and restored["id"] == checkpoint["id"], (restored, checkpoint)
+        cancel_and_wait(flink, job_id)
+        job_id = None
+    finally:
+        cancel_quietly(flink, job_id)
+        consumer.stop()

@@ -6,6 +6,7 @@ state in memory.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -169,6 +170,33 @@ def test_chains_in_flight_at_a_checkpoint_run_again_after_a_restore():
             after.close()
     assert kinds(out) == ["delivered"] and snapshot.in_flight() == {}
     assert [r.event.get_id() for r in consumer.requests].count("e1") >= 2  # at least once
+
+
+def test_a_restore_registers_the_timers_of_retries_held_in_state_again():
+    """A checkpoint can hold a retry without its timer (PyFlink's process mode registers a
+    timer after the snapshot of the bundle that asked for it): the first call of the
+    partition after a restore registers the held retries' timers again."""
+    with ConsumerServer(fail_first_attempt_of("e1")) as consumer:
+        manifest = broker_yaml() + trigger_yaml("r", consumer.url, delivery="retry: 2\nbackoffDelay: PT0.2S\n")
+        before = worker_for(manifest)
+        state = MemoryPartitionState()
+        try:
+            before.on_records("g", state, [record(1)])
+            out, lost = before.on_marker("g", state)  # the retry is held; its timer never reaches the checkpoint
+            assert kinds(out) == ["retried"] and len(state.held_due()) == 1
+            snapshot = copy.deepcopy(state)
+        finally:
+            before.close()
+        after = worker_for(manifest)
+        try:
+            out, timers = after.on_marker("g", snapshot)  # the Batcher's marker after a restore
+            assert timers == snapshot.held_due() == lost
+            assert after.on_marker("g", snapshot)[1] == []  # once per partition
+            out = run_timers(after, snapshot, timers, lambda: snapshot.held_due() == [] and not after._running["g"])
+        finally:
+            after.close()
+    assert kinds(out) == ["delivered"]
+    assert [r.event.get_id() for r in consumer.requests] == ["e1", "e1"]
 
 
 @pytest.mark.parametrize("value", [b"not json", None])

@@ -3,12 +3,18 @@ package io.knflow.flink;
 import java.io.ByteArrayOutputStream;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
 import org.apache.flink.api.common.operators.ProcessingTimeService.ProcessingTimeCallback;
+import org.apache.flink.api.common.state.ListState;
+import org.apache.flink.api.common.state.ListStateDescriptor;
+import org.apache.flink.runtime.state.StateInitializationContext;
+import org.apache.flink.runtime.state.StateSnapshotContext;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
@@ -32,6 +38,14 @@ import org.apache.flink.types.Row;
  * to settle the partition's deliveries (or record them in its state) before the barrier
  * reaches it. This needs aligned checkpoints, which the job sets.
  *
+ * <p>After a restore it sends a marker for every partition it had seen before (kept in union
+ * operator state), as soon as it runs: the marker makes the Python operator resume the
+ * partition's state (chains in flight run again, held retries get their timers back) even
+ * when no record of that partition follows. Timers alone cannot do it: in PyFlink's
+ * process mode a Python timer is registered through the task's mailbox after its bundle
+ * ends, so the bundle right before a barrier (the marker's, which settles deliveries and
+ * holds their retries) puts its state in the checkpoint but not its timers.
+ *
  * <p>Output: {@code Row(group, batch)}, the shape PyFlink's keyed Python operators take
  * (key, value), so the job keys by group without a Python key-selector operator (each
  * Python operator in the path costs a JVM/Python round trip of its own). The group is
@@ -48,6 +62,10 @@ public final class Batcher extends AbstractStreamOperator<Row>
     private transient Map<String, Open> open;
     private transient Set<String> sinceCheckpoint;
     private transient boolean timerSet;
+    /** Every partition this subtask has emitted a batch for; what a restore wakes. */
+    private transient Set<String> seen;
+    private transient ListState<String> seenState;
+    private transient List<String> toWake;
 
     private static final class Open {
         final ByteArrayOutputStream records = new ByteArrayOutputStream();
@@ -61,11 +79,42 @@ public final class Batcher extends AbstractStreamOperator<Row>
     }
 
     @Override
+    public void initializeState(StateInitializationContext context) throws Exception {
+        super.initializeState(context);
+        seen = new HashSet<>();
+        toWake = new ArrayList<>();
+        seenState = context.getOperatorStateStore().getUnionListState(
+                new ListStateDescriptor<>("knflow-batcher-groups", String.class));
+        if (context.isRestored()) {
+            for (String group : seenState.get()) {  // union state: every subtask's partitions
+                if (seen.add(group)) {
+                    toWake.add(group);
+                }
+            }
+        }
+    }
+
+    @Override
     public void open() throws Exception {
         super.open();
         open = new LinkedHashMap<>();
         sinceCheckpoint = new HashSet<>();
         timerSet = false;
+        if (!toWake.isEmpty()) {
+            ProcessingTimeCallback wake = time -> {
+                for (String group : toWake) {
+                    output.collect(new StreamRecord<>(Row.of(group, marker(group))));
+                }
+                toWake.clear();
+            };
+            getProcessingTimeService().registerTimer(getProcessingTimeService().getCurrentProcessingTime(), wake);
+        }
+    }
+
+    @Override
+    public void snapshotState(StateSnapshotContext context) throws Exception {
+        super.snapshotState(context);
+        seenState.update(new ArrayList<>(seen));
     }
 
     /** "topic/partition" of a packed in-record. */
@@ -105,10 +154,7 @@ public final class Batcher extends AbstractStreamOperator<Row>
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         flush();
         for (String group : sinceCheckpoint) {
-            byte[] name = group.getBytes(StandardCharsets.UTF_8);
-            ByteBuffer marker = ByteBuffer.allocate(2 + name.length + 4);
-            marker.putShort((short) name.length).put(name).putInt(-1);
-            output.collect(new StreamRecord<>(Row.of(group, marker.array())));
+            output.collect(new StreamRecord<>(Row.of(group, marker(group))));
         }
         sinceCheckpoint.clear();
         super.prepareSnapshotPreBarrier(checkpointId);
@@ -127,8 +173,15 @@ public final class Batcher extends AbstractStreamOperator<Row>
         open.clear();
     }
 
+    /** A marker for {@code group}: a batch whose count is -1. */
+    private static byte[] marker(String group) {
+        byte[] name = group.getBytes(StandardCharsets.UTF_8);
+        return ByteBuffer.allocate(2 + name.length + 4).putShort((short) name.length).put(name).putInt(-1).array();
+    }
+
     private void emit(String group, Open batch) {
         sinceCheckpoint.add(group);
+        seen.add(group);
         byte[] name = group.getBytes(StandardCharsets.UTF_8);
         byte[] records = batch.records.toByteArray();
         ByteBuffer out = ByteBuffer.allocate(2 + name.length + 4 + records.length);
