@@ -73,7 +73,16 @@ class Producer:
             message.keys = keys[0]
         for name, value in (properties or {}).items():
             message.add_property(name, value)
-        return self.producer.send(message).message_id
+        # Right after the broker starts, the proxy may not know the seeded topic's route yet:
+        # the client then fails before it sends anything, so trying again cannot duplicate.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self.producer.send(message).message_id
+            except Exception as exc:  # noqa: BLE001 - the client raises a bare Exception
+                if "route" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
 
     def close(self) -> None:
         self.producer.shutdown()
