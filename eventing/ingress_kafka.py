@@ -35,7 +35,7 @@ from collections import deque
 from threading import get_ident
 from typing import Any, Callable, Iterable
 
-from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, kafka_limit
+from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, JAVA_PARTITIONER, kafka_limit
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class KafkaWriter:
             # meanwhile batch up behind the requests in flight; measured, any linger > 0 added
             # ~2 ms to a lone request (its timer).
             "linger.ms": linger_ms,
+            "partitioner": JAVA_PARTITIONER,
             # No compression by default: kafka-python readers of the broker topic (tests,
             # tools) need the lz4 package for lz4 batches. ``**config`` may set it: with
             # JSON payloads lz4 gave more events/s (less for Kafka to write).

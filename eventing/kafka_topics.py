@@ -6,6 +6,12 @@ from typing import Iterable
 
 log = logging.getLogger(__name__)
 
+#: librdkafka's partitioner for knflow's producers (the ingress, the RocketMQ bridge): keys
+#: hashed with murmur2 as the Java client hashes them (no key: random), so a partition key
+#: lands in the same partition whoever writes it (Knative's own ingress, the job's Kafka
+#: sink writing replies, kafka-python); librdkafka's default (CRC32) puts it elsewhere and
+#: splits its order.
+JAVA_PARTITIONER = "murmur2_random"
 #: The largest record (key + value + headers) the job writes to Kafka. A task record holds
 #: its event twice (the event, and the request body ready to send), so a retry of an event
 #: at the ingress's 1 MiB limit needs ~2 MiB; Kafka's own default (1 MiB) would fail the

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from eventing.kafka_topics import JAVA_PARTITIONER
 from eventing.plan import RocketMQSourcePlan
 from filters.errors import KnflowError
 from transforms.codec import encode_kafka
@@ -133,6 +134,7 @@ class RocketMQBridge:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
+            "partitioner": JAVA_PARTITIONER,
             "message.timeout.ms": int(self.kafka_timeout_s * 1000),
             "request.timeout.ms": max(1000, int(self.kafka_timeout_s * 1000) - 500),
             "logger": _DebugLog(logging.getLogger("knflow.librdkafka")),

@@ -102,6 +102,24 @@ def test_binary_event_is_stored_and_round_trips(ingress, kafka):
     assert (event.get_id(), event.get_type(), event.get_source(), event.get_data()) == ("b-1", "com.live.like", "/rooms/7", {"count": 3})
 
 
+def test_partition_keys_land_where_java_clients_put_them(ingress, kafka):
+    """The same partition key reaches the same partition whoever writes it: the ingress
+    hashes keys with murmur2 as the Java client does (Knative's broker, the job's own Kafka
+    sink writing replies, kafka-python), not with librdkafka's default CRC32."""
+    from kafka.partitioner.default import murmur2
+
+    url, topic, _ = ingress
+    keys = [f"room-{n}" for n in range(12)]
+    for n, key in enumerate(keys):
+        headers = dict(BINARY, **{"ce-id": f"key-{n}", "ce-partitionkey": key})
+        assert requests.post(url, headers=headers, data=b"{}", timeout=10).status_code == 202
+    ids = [f"key-{n}".encode() for n in range(12)]
+    records = {dict(r.headers)["ce_id"]: r for r in consume(kafka.bootstrap, topic, 12, ids=ids)
+               if dict(r.headers).get("ce_id") in ids}
+    partitions = {records[i].key.decode(): records[i].partition for i in ids}
+    assert partitions == {key: (murmur2(key.encode()) & 0x7FFFFFFF) % 2 for key in keys}
+
+
 def test_event_without_data_or_key_is_stored(ingress, kafka):
     url, topic, _ = ingress
     headers = {k: v for k, v in BINARY.items() if k not in ("ce-partitionkey", "content-type")}
