@@ -54,7 +54,7 @@ def main() -> None:
                               batch_delay_ms=args.batch_delay_ms, python_mode=args.python_mode)
     env = environment(options)
     configure(env, options)
-    out = (keyed_batches(packed_source(env, [args.source], options, "source"), options)
+    out = (keyed_batches(packed_source(env, [args.source], options, "source", "bench-source"), options)
            .process(PassThrough(args.sink), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE())))
     packed_sink(out, options)
     env.execute("knflow-ceiling")

@@ -60,6 +60,7 @@ class FlinkJobOptions:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger records are dead-lettered (kafka_plane.fit)
     connector_jar: str | None = None
     restore_from: str | None = None
+    allow_non_restored_state: bool = False  # a restore may leave state of removed operators behind
     savepoint_dir: str | None = None  # knflow run: stop with a savepoint here instead of cancelling
     ship_code: bool = False  # add knflow's packages as Python files (remote clusters)
 
@@ -74,6 +75,15 @@ class FlinkJobOptions:
     @property
     def group_id(self) -> str:
         return f"knflow-{self.job_name}"
+
+
+#: Operator ids: fixed, so a savepoint or retained checkpoint maps onto a job built from
+#: changed manifests (Flink derives an operator's default id from the graph around it:
+#: adding a KafkaSource or a PingSource would orphan the delivering operator's state,
+#: its held retries, ordered queues and deliveries in flight). A KafkaSource's reader is
+#: ``knflow-kafkasource-<namespace>/<name>``; PingSources' are in ``pipelines.flink_ping``.
+UIDS = {"brokers": "knflow-broker-topics", "batcher": "knflow-batcher", "deliver": "knflow-deliver",
+        "unbatch": "knflow-unbatch", "sink": "knflow-kafka-sink"}
 
 
 def connector_jar(explicit: str | None = None) -> str:
@@ -127,7 +137,7 @@ def _jvm() -> Any:
     return get_gateway().jvm
 
 
-def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: str, *,
+def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: str, uid: str, *,
                   bootstrap_servers: str | None = None, group_id: str | None = None, start_from: str | None = None,
                   reset: str = "earliest") -> Any:
     """A DataStream of packed records (bytes) of ``topics``, offsets committed to the group
@@ -142,7 +152,7 @@ def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: s
                .set_property("commit.offsets.on.checkpoint", "true"))
     builder._j_builder.setDeserializer(_jvm().io.knflow.flink.PackedRecordDeserializer())
     return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name,
-                           type_info=Types.PRIMITIVE_ARRAY(Types.BYTE()))
+                           type_info=Types.PRIMITIVE_ARRAY(Types.BYTE())).uid(uid)
 
 
 def keyed_batches(stream: Any, options: FlinkJobOptions) -> Any:
@@ -158,7 +168,7 @@ def keyed_batches(stream: Any, options: FlinkJobOptions) -> Any:
     batch_type = Types.PRIMITIVE_ARRAY(Types.BYTE())
     row_type = Types.ROW([Types.STRING(), batch_type]).get_java_type_info()
     batcher = gateway.jvm.io.knflow.flink.Batcher(options.batch_records, 4 * 1024 * 1024, options.batch_delay_ms)
-    j_batches = stream._j_data_stream.transform("batch per partition", row_type, batcher)
+    j_batches = stream._j_data_stream.transform("batch per partition", row_type, batcher).uid(UIDS["batcher"])
     j_keyed = j_batches.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, batch_type, stream)
 
@@ -172,12 +182,12 @@ def packed_sink(stream: Any, options: FlinkJobOptions) -> None:
 
     jvm = _jvm()
     j_type = Types.PRIMITIVE_ARRAY(Types.BYTE()).get_java_type_info()
-    records = DataStream(stream._j_data_stream.flatMap(jvm.io.knflow.flink.Unbatch(), j_type)).name("unbatch")
+    records = DataStream(stream._j_data_stream.flatMap(jvm.io.knflow.flink.Unbatch(), j_type)).name("unbatch").uid(UIDS["unbatch"])
     builder = (KafkaSink.builder().set_bootstrap_servers(options.bootstrap_servers)
                .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
                .set_property("max.request.size", str(kafka_limit(options.max_record_bytes))))
     builder._j_builder.setRecordSerializer(jvm.io.knflow.flink.PackedRecordSerializer())
-    records.sink_to(builder.build()).name("kafka sink")
+    records.sink_to(builder.build()).name("kafka sink").uid(UIDS["sink"])
 
 
 def environment(options: FlinkJobOptions) -> Any:
@@ -213,6 +223,8 @@ def environment(options: FlinkJobOptions) -> Any:
         config.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if options.restore_from:
         config.set_string("execution.state-recovery.path", options.restore_from)
+        if options.allow_non_restored_state:
+            config.set_string("execution.state-recovery.ignore-unclaimed-state", "true")
     return StreamExecutionEnvironment.get_execution_environment(config)
 
 
@@ -240,8 +252,9 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     configure(env, options)
     # RocketMQSources with a direct sink: the bridge writes their internal topics, read like a broker's
     job_topics = [b.topic for b in plan.brokers] + list(plan.rocketmq_topics())
-    inputs = [packed_source(env, job_topics, options, "broker topics")] if job_topics else []
+    inputs = [packed_source(env, job_topics, options, "broker topics", UIDS["brokers"])] if job_topics else []
     inputs += [packed_source(env, list(source.topics), options, f"KafkaSource {source.key}",
+                             f"knflow-kafkasource-{source.key}",
                              bootstrap_servers=",".join(source.bootstrap_servers), group_id=source.consumer_group,
                              start_from="group", reset=source.initial_offset)
                for source in kafka_sources(plan)]
@@ -259,7 +272,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
                                        max(1, options.batch_delay_ms))
     out = (keyed_batches(records, options)
            .process(function, output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
-           .name("decode, route, deliver"))
+           .name("decode, route, deliver").uid(UIDS["deliver"]))
     packed_sink(out, options)
     return env
 

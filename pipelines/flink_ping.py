@@ -87,12 +87,13 @@ def ping_stream(env: Any, sources: Sequence[PingSourcePlan], recovery_window_s: 
     j_driver = (env._j_stream_execution_environment
                 .fromSource(gateway.jvm.io.knflow.flink.OncePerStart(keys),
                             WatermarkStrategy.no_watermarks()._j_watermark_strategy, "PingSources (once per start)")
+                .uid("knflow-ping-driver")
                 .setParallelism(1))
     # The driver emits Row(key, key), PyFlink's keyed shape: no Python key selector operator.
     j_keyed = j_driver.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
     keyed = KeyedStream(j_keyed, Types.STRING(), DataStream(j_driver))
     return (keyed.process(PingFunction(sources, recovery_window_s), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
-            .name("PingSource ticks"))
+            .name("PingSource ticks").uid("knflow-ping-ticks"))
 
 
 def recovery_window_s(checkpoint_interval_s: float) -> float:

@@ -105,6 +105,9 @@ def _add_flink_arguments(parser: Any) -> None:
     flink.add_argument("--duration", type=float, default=0.0,
                        help="runner flink: stop after this many seconds (default: run until interrupted)")
     flink.add_argument("--restore-from", default=None, help="checkpoint or savepoint path to restore the job from")
+    flink.add_argument("--allow-non-restored-state", action="store_true",
+                       help="with --restore-from: skip the state of operators the job no longer has (a source "
+                            "removed from the manifests); without it Flink refuses such a restore")
     flink.add_argument("--savepoint-dir", default=None, metavar="DIR",
                        help="runner flink: on stop (Ctrl-C, SIGTERM, --duration), stop the job with a savepoint in "
                             "DIR and print its path, instead of cancelling it")
@@ -132,7 +135,7 @@ def flink_options(args: Any, plan: Any = None, python_mode: str = "thread") -> A
         checkpoint_interval=args.checkpoint_interval, batch_records=args.batch_records,
         batch_delay_ms=args.batch_delay_ms, batch_wait_ms=args.batch_wait_ms, bundle_time_ms=args.bundle_time_ms,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
-        outcomes=args.outcomes, restore_from=args.restore_from, max_record_bytes=args.max_record_bytes,
+        outcomes=args.outcomes, restore_from=args.restore_from, allow_non_restored_state=args.allow_non_restored_state, max_record_bytes=args.max_record_bytes,
         savepoint_dir=args.savepoint_dir,
         buffer_timeout_ms=args.buffer_timeout_ms, python_mode=getattr(args, "python_mode", None) or python_mode,
     )

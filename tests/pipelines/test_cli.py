@@ -133,6 +133,8 @@ print(json.dumps({"buffer_timeout": env.get_buffer_timeout(), "limit": options.t
                   "bundle_time": config.toMap().get("python.fn-execution.bundle.time"),
                   "mode": config.toMap().get("python.execution-mode"),
                   "pythonpath": config.toMap().get("python.pythonpath"),
+                  "restore": [config.toMap().get("execution.state-recovery.path"),
+                              config.toMap().get("execution.state-recovery.ignore-unclaimed-state")],
                   "operators": sorted({node["type"] for node in plan["nodes"]})}))
 """
 
@@ -143,12 +145,14 @@ def test_job_options_reach_the_job():
     # and the DirectRunner tests of this session share the pytest process.
     result = subprocess.run([sys.executable, "-c", BUILD_JOB, "run", str(EXAMPLE), "--max-record-bytes", "8388608",
                              "--buffer-timeout-ms", "7", "--batch-records", "123", "--batch-delay-ms", "3",
-                             "--batch-wait-ms", "50", "--bundle-time-ms", "9"],
+                             "--batch-wait-ms", "50", "--bundle-time-ms", "9", "--restore-from", "file:///tmp/sp-1",
+                             "--allow-non-restored-state"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     built = json.loads(result.stdout.strip().splitlines()[-1])
     assert {k: built[k] for k in ("buffer_timeout", "limit", "batch", "bundle_time")} == {
         "buffer_timeout": 7, "limit": 8388608, "batch": [123, 3, 50], "bundle_time": "9"}
+    assert built["restore"] == ["file:///tmp/sp-1", "true"]
     # the job's shape: the JVM batches and (un)packs around the one Python operator
     assert {"batch per partition", "decode, route, deliver", "unbatch"} <= set(built["operators"]), built["operators"]
     # thread mode by default, with this venv's packages and knflow's own on the embedded interpreter's path
