@@ -400,10 +400,13 @@ class IngressServer:
         self.writer.close()
 
 
-def submit(flink: FlinkCluster, kafka, shop: Shop, job_name: str, checkpoints: Path) -> str:
-    result = knflow("submit", str(shop.manifests), "--jobmanager", flink.jobmanager,
+def submit(flink: FlinkCluster, kafka, manifests: Path, ref_urls: list[str], job_name: str, checkpoints: Path,
+           *options: str) -> str:
+    """``knflow submit`` as a user runs it (checkpoints every 2 s unless ``options`` say
+    otherwise); returns the job id."""
+    result = knflow("submit", str(manifests), "--jobmanager", flink.jobmanager,
                     "--bootstrap-servers", kafka.bootstrap, "--job-name", job_name,
-                    "--checkpoint-interval", "2", "--checkpoint-dir", str(checkpoints), *shop.ref_urls(),
+                    "--checkpoint-interval", "2", "--checkpoint-dir", str(checkpoints), *ref_urls, *options,
                     timeout=TIMEOUT + 60, env={"FLINK_LOG_DIR": str(flink.state_dir / "client-log")})
     assert result.returncode == 0, f"knflow submit failed:\n{result.stdout}\n{result.stderr}"
     job_id = result.stdout.strip()
@@ -478,7 +481,8 @@ def test_submitted_job_routes_delivers_dead_letters_and_cancels(flink, kafka, tm
     shop = Shop.start(tmp_path / "manifests", kafka.unique_topic("shop"))
     job_id = None
     try:
-        job_id = submit(flink, kafka, shop, kafka.unique_topic("cluster"), tmp_path / "checkpoints")
+        job_id = submit(flink, kafka, shop.manifests, shop.ref_urls(), kafka.unique_topic("cluster"),
+                        tmp_path / "checkpoints")
 
         # `knflow jobs` (the table a user reads) lists it RUNNING.
         def listed_running() -> bool:
@@ -533,7 +537,7 @@ def test_taskmanager_killed_midstream_restores_and_delivers_everything(flink, ka
     killed = threading.Event()
     try:
         job_name = kafka.unique_topic("crash")
-        job_id = submit(flink, kafka, shop, job_name, tmp_path / "checkpoints")
+        job_id = submit(flink, kafka, shop.manifests, shop.ref_urls(), job_name, tmp_path / "checkpoints")
         wait_for(lambda: flink.tasks_running(job_id), f"the tasks of {job_id} to run", interval=1.0,
                  diagnose=lambda: flink.diagnose(job_id))
 
@@ -694,14 +698,9 @@ def test_retries_decided_just_before_a_checkpoint_survive_a_taskmanager_kill(fli
     consumer = ConsumerServer(first_attempt_fails_slowly()).start()
     job_id = None
     try:
-        result = knflow("submit", str(manifests), "--jobmanager", flink.jobmanager,
-                        "--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
-                        "--checkpoint-interval", "3600", "--batch-wait-ms", "15000",
-                        "--checkpoint-dir", str(tmp_path / "checkpoints"),
-                        "--ref-url", f"flaky={consumer.url}", timeout=TIMEOUT + 60,
-                        env={"FLINK_LOG_DIR": str(flink.state_dir / "client-log")})
-        assert result.returncode == 0, f"knflow submit failed:\n{result.stdout}\n{result.stderr}"
-        job_id = result.stdout.strip()
+        # checkpoints by hand only; a marker may wait 15 s for the running first attempts
+        job_id = submit(flink, kafka, manifests, ["--ref-url", f"flaky={consumer.url}"], namespace,
+                        tmp_path / "checkpoints", "--checkpoint-interval", "3600", "--batch-wait-ms", "15000")
         wait_for(lambda: flink.tasks_running(job_id), f"the tasks of {job_id} to run", interval=1.0,
                  diagnose=lambda: flink.diagnose(job_id))
         ids = [f"h-{i:03d}" for i in range(12)]
