@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+import time
+from typing import Any, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,24 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
         admin.close()
 
 
+def _until_coordinated(call: Any, deadline: float) -> Any:
+    """``call()``, again while Kafka answers with a retriable error until ``deadline``: on a
+    fresh broker the group coordinator (``__consumer_offsets``) is created by the first
+    group request, which is answered ``NOT_COORDINATOR`` or ``COORDINATOR_LOAD_IN_PROGRESS``
+    meanwhile, and librdkafka hands that to the caller instead of waiting."""
+    from confluent_kafka import KafkaException
+
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (hasattr(error, "retriable") and error.retriable()) or time.monotonic() > deadline:
+                raise
+            log.info("Kafka: %s; trying again", error.str())
+            time.sleep(0.2)
+
+
 def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: str,
                         timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
     """Commit the current end offset of every partition of ``topics`` on which ``group`` has
@@ -80,11 +99,13 @@ def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: st
                       for p in sorted(metadata.topics[topic].partitions)]
         if not partitions:
             return {}
-        uncommitted = [tp for tp in consumer.committed(partitions, timeout=timeout_s) if tp.offset < 0]
+        deadline = time.monotonic() + timeout_s
+        committed = _until_coordinated(lambda: consumer.committed(partitions, timeout=timeout_s), deadline)
+        uncommitted = [tp for tp in committed if tp.offset < 0]
         commit = [TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=timeout_s)[1])
                   for tp in uncommitted]
         if commit:
-            consumer.commit(offsets=commit, asynchronous=False)
+            _until_coordinated(lambda: consumer.commit(offsets=commit, asynchronous=False), deadline)
             log.info("group %s starts at the end of %s (initialOffset latest)", group,
                      ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in commit))
         return {(tp.topic, tp.partition): tp.offset for tp in commit}

@@ -59,3 +59,32 @@ def test_init_latest_offsets_commits_the_end_of_partitions_a_group_has_not_start
         assert [tp.offset for tp in committed] == [3, 1]
     finally:
         consumer.close()
+
+
+def test_group_requests_wait_for_the_coordinator_of_a_fresh_broker():
+    """A fresh broker answers the first group requests NOT_COORDINATOR while it creates
+    __consumer_offsets (CI met it): retriable errors are tried again until the deadline,
+    others raise at once."""
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from eventing.kafka_topics import _until_coordinated
+
+    answers = [KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "Not coordinator", retriable=True)),
+               KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS, "loading", retriable=True)),
+               "committed"]
+
+    def call():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert _until_coordinated(call, time.monotonic() + 10) == "committed" and answers == []
+    fatal = KafkaException(KafkaError(KafkaError.INVALID_CONFIG, "bad"))
+    with pytest.raises(KafkaException):
+        _until_coordinated(lambda: (_ for _ in ()).throw(fatal), time.monotonic() + 10)
+    late = KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "Not coordinator", retriable=True))
+    with pytest.raises(KafkaException):  # past the deadline: the error, not a hang
+        _until_coordinated(lambda: (_ for _ in ()).throw(late), time.monotonic() - 1)
