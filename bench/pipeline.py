@@ -28,7 +28,8 @@ as after a burst or a restart. Then, one after the other, on those same records:
    (``producer_ack_ms_*``); and from the moment Kafka appended it (``appended_ms_*``: the
    topic is switched to broker timestamps for the probe and the records are read back).
    Each probe starts once the job is idle (no delivery for 2 s), not while it still works
-   off the phase before.
+   off the phase before; ``stalls`` lists the windows where events waited over 3x the
+   median (at least 50 ms): when, how long, how many events.
 6. ``steady_ingress``: the same events again, each POSTed alone to ``knflow ingress``
    (binary mode, one keep-alive connection): latency from the POST to the consumer.
 
@@ -87,6 +88,25 @@ def _pct(values: list[float], p: float) -> float | None:
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 1) if values else None
 
 
+def _stalls(sent: dict[str, float], arrivals: dict[str, float], floor_ms: float, limit: int = 10) -> list[dict]:
+    """Windows of the probe where events waited over ``floor_ms``: when each began (seconds
+    after the first measured send), how long it lasted, how many events and the worst
+    latency; to tell a periodic stall (every checkpoint interval) from noise."""
+    first = min(sent.values())
+    windows: list[dict] = []
+    for event_id, at in sorted(sent.items(), key=lambda item: item[1]):
+        latency = (arrivals[event_id] - at) * 1000
+        if latency <= floor_ms:
+            continue
+        if windows and at - first - windows[-1]["last"] < 0.05:
+            window = windows[-1]
+            window.update(last=at - first, events=window["events"] + 1, max_ms=max(window["max_ms"], latency))
+        else:
+            windows.append({"at_s": at - first, "last": at - first, "events": 1, "max_ms": latency})
+    return [{"at_s": round(w["at_s"], 2), "s": round(w["last"] - w["at_s"], 2), "events": w["events"],
+             "max_ms": round(w["max_ms"], 1)} for w in sorted(windows, key=lambda w: -w["events"])[:limit]]
+
+
 def _wait_idle(consumer: Consumer, quiet_s: float = 2.0, limit_s: float = 120.0) -> None:
     """Until no request reached the consumer for ``quiet_s`` (at most ``limit_s``): a
     latency probe measures the job at rest, not the tail of the phase before it."""
@@ -132,7 +152,8 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
 
     result = {"case": case, "events": len(docs), "rate_per_s": rate, "ops_per_s": rate,
               "latency_ms_p50": pct(latencies, 50), "latency_ms_p90": pct(latencies, 90),
-              "latency_ms_p99": pct(latencies, 99), "latency_ms_max": round(latencies[-1], 1)}
+              "latency_ms_p99": pct(latencies, 99), "latency_ms_max": round(latencies[-1], 1),
+              "stalls": _stalls(sent, arrivals, floor_ms=max(50.0, 3 * pct(latencies, 50)))}
     if acked:
         acked = {event_id: at for event_id, at in acked.items() if event_id in sent}
         from_ack = sorted((arrivals[event_id] - at) * 1000 for event_id, at in acked.items())
@@ -143,7 +164,7 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
 
 
 def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
-                 timeout: float) -> dict[str, Any]:
+                 timeout: float, warmup_s: float) -> dict[str, Any]:
     """Each event written to the broker topic alone (acks=all, no linger). The topic is
     switched to broker timestamps (``LogAppendTime``) first, so each record's timestamp is
     the moment Kafka appended it: ``appended_ms_*`` is the latency from the Kafka write
@@ -175,7 +196,7 @@ def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: f
             lambda _metadata: acked.__setitem__(event_id, time.time()))
 
     try:
-        result = _probe(send, docs, rate, consumer, timeout, "steady", "k", acked)
+        result = _probe(send, docs, rate, consumer, timeout, "steady", "k", acked, warmup_s)
     finally:
         producer.flush()
         producer.close()
@@ -201,7 +222,7 @@ def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: f
 
 
 def _probe_ingress(port: int, path: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
-                   timeout: float) -> dict[str, Any]:
+                   timeout: float, warmup_s: float) -> dict[str, Any]:
     """Each event POSTed alone (binary mode, one keep-alive connection) to ``knflow ingress``,
     which answers once Kafka has it."""
     import http.client
@@ -219,7 +240,7 @@ def _probe_ingress(port: int, path: str, docs: list[dict[str, Any]], rate: float
             raise SystemExit(f"the ingress answered {response.status} to {event.get_id()}")
 
     try:
-        return _probe(send, docs, rate, consumer, timeout, "steady_ingress", "i")
+        return _probe(send, docs, rate, consumer, timeout, "steady_ingress", "i", None, warmup_s)
     finally:
         connection.close()
 
@@ -359,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ordered-events", type=int, default=3000, help="gifts of the ordered phase (0: none)")
     parser.add_argument("--probe-events", type=int, default=5000, help="events of the steady latency phase (0: none)")
     parser.add_argument("--probe-rate", type=float, default=1000.0, help="their rate per second")
+    parser.add_argument("--probe-warmup-s", type=float, default=1.0,
+                        help="seconds of the probe rate before the measured events (not counted)")
     parser.add_argument("--probe-order", default="kafka,ingress", choices=["kafka,ingress", "ingress,kafka"],
                         help="which latency probe runs first")
     parser.add_argument("--buffer-timeout-ms", type=int, default=None, help="pass --buffer-timeout-ms to the job")
@@ -470,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             docs = list(make_events.events(args.probe_events))
             for probe in args.probe_order.split(","):
                 if probe == "kafka":
-                    steady = _probe_kafka(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0)
+                    steady = _probe_kafka(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0,
+                                          args.probe_warmup_s)
                     print(json.dumps({**common, **steady}), flush=True)
                     summary.update(steady_rate=args.probe_rate, steady_p50_ms=steady["latency_ms_p50"],
                                    steady_p99_ms=steady["latency_ms_p99"],
@@ -482,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                     ingress, port = _start_ingress(kafka.bootstrap, state)
                     try:
                         via = _probe_ingress(port, f"/{plan.brokers[0].namespace}/{plan.brokers[0].name}", docs,
-                                             args.probe_rate, consumer, 120.0)
+                                             args.probe_rate, consumer, 120.0, args.probe_warmup_s)
                     finally:
                         _stop(ingress, signal.SIGTERM)
                     print(json.dumps({**common, **via}), flush=True)
