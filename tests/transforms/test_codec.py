@@ -1036,3 +1036,27 @@ def test_sdk_json_format_reads_ours_and_we_read_its(data, attributes):
     assert theirs.get_attributes() == original.get_attributes() and theirs.get_data() == data
     ours = decode_structured(sdk.write(original))
     same(ours, original.get_attributes(), data)
+
+
+@pytest.mark.parametrize("data", [
+    {"a": float("nan")}, {"a": [1.0, float("inf")]}, {"t": datetime(2020, 1, 1)},
+])
+def test_json_data_orjson_would_write_differently_is_refused_as_json_refuses_it(data):
+    """JSON data is encoded with orjson, but NaN and infinities (orjson writes null) and
+    values json cannot write (a datetime) are refused with a reason, as before."""
+    event = CloudEvent(attributes={"specversion": "1.0", "id": "x", "source": "/s", "type": "t",
+                                   "datacontenttype": "application/json"}, data=data)
+    with pytest.raises(CodecError):
+        encode_kafka(event, "binary")
+
+
+@pytest.mark.parametrize("data,written", [
+    ({"big": 2 ** 70, "n": None}, b'{"big":1180591620717411303424,"n":null}'),  # over 64 bits: json writes it
+    ({1: "k", "s": "null"}, b'{"1":"k","s":"null"}'),  # a non-str key, as json writes it
+    ({"x": 1.5, "s": "\u00e9"}, '{"x":1.5,"s":"\u00e9"}'.encode()),  # UTF-8, not \\u escapes
+])
+def test_json_data_is_written_as_json_writes_it(data, written):
+    event = CloudEvent(attributes={"specversion": "1.0", "id": "x", "source": "/s", "type": "t",
+                                   "datacontenttype": "application/json"}, data=data)
+    _, _, value = encode_kafka(event, "binary")
+    assert value == written
