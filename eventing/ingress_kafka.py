@@ -135,6 +135,11 @@ class KafkaWriter:
             # ~2 ms to a lone request (its timer).
             "linger.ms": linger_ms,
             "partitioner": JAVA_PARTITIONER,
+            # The ingress creates its topics itself (partitions, max.message.bytes). A
+            # producer's metadata request would otherwise make the broker auto-create a
+            # topic it asks about with the broker's defaults (one partition): a record
+            # taken while Kafka was down at start did, before the ingress created it.
+            "allow.auto.create.topics": False,
             # No compression by default: kafka-python readers of the broker topic (tests,
             # tools) need the lz4 package for lz4 batches. ``**config`` may set it: with
             # JSON payloads lz4 gave more events/s (less for Kafka to write).
