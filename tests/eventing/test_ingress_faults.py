@@ -142,7 +142,16 @@ def test_kafka_down_at_start_then_up(own_kafka):
         wait_until(lambda: post(url, "late").status_code == 202, 120, "202 once Kafka runs")
         assert requests.get(base + "/readyz", timeout=30).status_code == 200
     writer.close()
+    # created by the ingress with its partitions, never auto-created by the broker (one
+    # partition) when librdkafka asks about the topic of a record taken at start
     assert created == [topic]
+    from kafka import KafkaConsumer
+
+    reader = KafkaConsumer(bootstrap_servers=own_kafka.bootstrap)
+    try:
+        assert reader.partitions_for_topic(topic) == {0, 1}
+    finally:
+        reader.close()
     [record] = [r for r in consume(own_kafka.bootstrap, topic, 1, timeout=60, ids=[b"late"])
                 if dict(r.headers).get("ce_id") == b"late"]
     assert record.key == b"room-7"
