@@ -48,7 +48,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -148,18 +147,17 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
             raise SystemExit(f"only {len(set(sent) & set(arrivals))} of {len(sent)} probe events arrived in {timeout:.0f}s")
         time.sleep(0.2)
     latencies = sorted((arrivals[event_id] - at) * 1000 for event_id, at in sent.items())
-    pct = _pct
 
     result = {"case": case, "events": len(docs), "rate_per_s": rate, "ops_per_s": rate,
-              "latency_ms_p50": pct(latencies, 50), "latency_ms_p90": pct(latencies, 90),
-              "latency_ms_p99": pct(latencies, 99), "latency_ms_max": round(latencies[-1], 1),
-              "stalls": _stalls(sent, arrivals, floor_ms=max(50.0, 3 * pct(latencies, 50)))}
+              "latency_ms_p50": _pct(latencies, 50), "latency_ms_p90": _pct(latencies, 90),
+              "latency_ms_p99": _pct(latencies, 99), "latency_ms_max": round(latencies[-1], 1),
+              "stalls": _stalls(sent, arrivals, floor_ms=max(50.0, 3 * _pct(latencies, 50)))}
     if acked:
         acked = {event_id: at for event_id, at in acked.items() if event_id in sent}
         from_ack = sorted((arrivals[event_id] - at) * 1000 for event_id, at in acked.items())
         write = sorted((acked[event_id] - sent[event_id]) * 1000 for event_id in acked)
-        result.update(acked_ms_p50=pct(from_ack, 50), acked_ms_p99=pct(from_ack, 99),
-                      producer_ack_ms_p50=pct(write, 50), producer_ack_ms_p99=pct(write, 99))
+        result.update(acked_ms_p50=_pct(from_ack, 50), acked_ms_p99=_pct(from_ack, 99),
+                      producer_ack_ms_p50=_pct(write, 50), producer_ack_ms_p99=_pct(write, 99))
     return result
 
 

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 1024 * 1024
 ARRIVAL_EXTENSION = "knativearrivaltime"
-#: (young, middle, old) collection thresholds once serving; CPython's defaults are (700, 10, 10).
 
 
 class _ArrivalClock:
@@ -272,14 +271,19 @@ async def _run(ingress: Ingress, host: str, port: int, reuse_port: bool, tune_gc
         await runner.cleanup()
 
 
-def _serve_one(plan: Plan, bootstrap_servers: str, host: str, port: int, max_body: int, partitions: int,
-               topics_ready: bool, reuse_port: bool, writer_factory: Callable[..., KafkaWriter], tune_gc: bool) -> None:
+def _writer(plan: Plan, bootstrap_servers: str, partitions: int, topics_ready: bool,
+            writer_factory: Callable[..., KafkaWriter]) -> KafkaWriter:
+    """A worker's writer; when Kafka was down at start it creates the topics once it reaches Kafka."""
     from eventing.kafka_topics import ensure_topics
 
     topics = [b.topic for b in plan.brokers]
-    # Kafka down at start: the writer creates the topics once it reaches Kafka.
     on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0))
-    writer = writer_factory(bootstrap_servers, on_connect=on_connect)
+    return writer_factory(bootstrap_servers, on_connect=on_connect)
+
+
+def _serve_one(plan: Plan, bootstrap_servers: str, host: str, port: int, max_body: int, partitions: int,
+               topics_ready: bool, reuse_port: bool, writer_factory: Callable[..., KafkaWriter], tune_gc: bool) -> None:
+    writer = _writer(plan, bootstrap_servers, partitions, topics_ready, writer_factory)
     ingress = Ingress(plan, writer, max_body=max_body)
     loop = _new_loop()
     asyncio.set_event_loop(loop)
@@ -312,13 +316,9 @@ def _serve_granian(plan: Plan, bootstrap_servers: str, host: str, port: int, max
     from granian.log import LogLevels
 
     from eventing.ingress_rsgi import RsgiIngress
-    from eventing.kafka_topics import ensure_topics
-
-    topics = [b.topic for b in plan.brokers]
 
     def load(_target: str) -> RsgiIngress:  # in each worker process (forked): its own producer
-        on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0))
-        writer = writer_factory(bootstrap_servers, on_connect=on_connect)
+        writer = _writer(plan, bootstrap_servers, partitions, topics_ready, writer_factory)
         return RsgiIngress(Ingress(plan, writer, max_body=max_body), tune_for_streaming if tune_gc else None)
 
     # one Rust runtime thread per worker (a second one measured within noise on 2 cores)

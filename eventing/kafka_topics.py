@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
         admin.close()
 
 
-def _until_coordinated(call: Any, deadline: float) -> Any:
+def _until_coordinated(call: Callable[[], Any], deadline: float) -> Any:
     """``call()``, again while Kafka answers with a retriable error until ``deadline``: on a
     fresh broker the group coordinator (``__consumer_offsets``) is created by the first
     group request, which is answered ``NOT_COORDINATOR`` or ``COORDINATOR_LOAD_IN_PROGRESS``

@@ -182,7 +182,8 @@ def packed_sink(stream: Any, options: FlinkJobOptions) -> None:
 
     jvm = _jvm()
     j_type = Types.PRIMITIVE_ARRAY(Types.BYTE()).get_java_type_info()
-    records = DataStream(stream._j_data_stream.flatMap(jvm.io.knflow.flink.Unbatch(), j_type)).name("unbatch").uid(UIDS["unbatch"])
+    records = (DataStream(stream._j_data_stream.flatMap(jvm.io.knflow.flink.Unbatch(), j_type))
+               .name("unbatch").uid(UIDS["unbatch"]))
     builder = (KafkaSink.builder().set_bootstrap_servers(options.bootstrap_servers)
                .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
                .set_property("max.request.size", str(kafka_limit(options.max_record_bytes))))

@@ -135,7 +135,8 @@ def flink_options(args: Any, plan: Any = None, python_mode: str = "thread") -> A
         checkpoint_interval=args.checkpoint_interval, batch_records=args.batch_records,
         batch_delay_ms=args.batch_delay_ms, batch_wait_ms=args.batch_wait_ms, bundle_time_ms=args.bundle_time_ms,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,
-        outcomes=args.outcomes, restore_from=args.restore_from, allow_non_restored_state=args.allow_non_restored_state, max_record_bytes=args.max_record_bytes,
+        outcomes=args.outcomes, restore_from=args.restore_from,
+        allow_non_restored_state=args.allow_non_restored_state, max_record_bytes=args.max_record_bytes,
         savepoint_dir=args.savepoint_dir,
         buffer_timeout_ms=args.buffer_timeout_ms, python_mode=getattr(args, "python_mode", None) or python_mode,
     )

@@ -5,6 +5,7 @@ import asyncio
 import json
 import threading
 import time
+from typing import Callable
 
 import pytest
 import requests
@@ -18,17 +19,19 @@ pytestmark = pytest.mark.kafka
 
 
 class AppThread:
-    """Serve an aiohttp app on 127.0.0.1 (ephemeral port) from a background thread."""
+    """Serve an aiohttp app on 127.0.0.1 (ephemeral port) from a background thread; or, with
+    ``make_runner``, whatever runner it makes on the thread's loop (a low-level server)."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
+    def __init__(self, app: web.Application | None = None,
+                 make_runner: Callable[[asyncio.AbstractEventLoop], web.BaseRunner] | None = None) -> None:
+        self.make_runner = make_runner or (lambda _loop: web.AppRunner(app))
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app)
+        self.runner = self.make_runner(self.loop)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())

@@ -5,13 +5,11 @@ the 1 MiB limit (announced or chunked), every status code and the paths that are
 broker's."""
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -21,40 +19,23 @@ from aiohttp import web
 from eventing.ingress import DEFAULT_MAX_BODY, Ingress, KafkaWriter
 from eventing.kafka_topics import ensure_topics
 from tests.conftest import REPO, free_port_pair
-from tests.eventing.test_ingress import BINARY, consume
+from tests.eventing.test_ingress import BINARY, AppThread, consume
 from tests.plans import broker_yaml, plan_from_yaml
 
 pytestmark = pytest.mark.kafka
 
 
-class ServerThread:
+class ServerThread(AppThread):
     """``Ingress.server()`` on 127.0.0.1 (ephemeral port), from a background thread."""
 
     def __init__(self, ingress: Ingress) -> None:
+        super().__init__(make_runner=lambda loop: web.ServerRunner(ingress.server(loop=loop, access_log=None)))
         self.ingress = ingress
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.runner = web.ServerRunner(self.ingress.server(loop=self.loop, access_log=None))
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
 
     def __enter__(self) -> "ServerThread":
-        self.thread.start()
-        assert self.ready.wait(10)
+        super().__enter__()
+        assert self.ready.is_set()
         return self
-
-    def __exit__(self, *exc) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 class CliProcess:
