@@ -68,14 +68,20 @@ export FLINK_LOG_DIR="$LOG_DIR"
 export FLINK_PID_DIR="$PID_DIR"
 export FLINK_IDENT_STRING="knflow"
 
+# /proc/PID/FILE (cmdline or environ) as one line per NUL-separated field. Read whole and
+# matched with [[ ]], never piped into `grep -q`: under pipefail that pipe fails whenever grep
+# exits before tr has written everything (SIGPIPE), so a match could read as "no match".
+proc_fields() { tr '\0' '\n' < "/proc/$1/$2" 2>/dev/null; }
+
 # All pids in our pid files that are alive.
 daemon_pids() {
-  local f p
+  local f p cmd
   for f in "$PID_DIR"/flink-knflow-"$1".pid; do
     [[ -f "$f" ]] || continue
     while read -r p; do
-      [[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null \
-        && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$CONF_DIR" && echo "$p"
+      [[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null || continue
+      cmd="$(proc_fields "$p" cmdline)" || continue
+      [[ "$cmd" == *"$CONF_DIR"* ]] && echo "$p"
     done < "$f"
   done
   return 0
@@ -92,16 +98,30 @@ descendants() {
 # kill -9 leaves them running, re-parented): the udf runner, its python and tee, recognised
 # by their command line and by FLINK_CONF_DIR=<our conf dir> in their environment.
 orphan_workers() {
-  local d p
+  local d p cmd env
   for d in /proc/[0-9]*; do
     p="${d#/proc/}"
     [[ "$p" == "$$" ]] && continue
-    tr '\0' ' ' 2>/dev/null < "$d/cmdline" \
-      | grep -qE 'pyflink-udf-runner|pyflink\.fn_execution|flink-python-udf-boot' || continue
-    tr '\0' '\n' 2>/dev/null < "$d/environ" | grep -qxF "FLINK_CONF_DIR=$CONF_DIR" || continue
+    cmd="$(proc_fields "$p" cmdline)" || continue
+    [[ "$cmd" =~ pyflink-udf-runner|pyflink\.fn_execution|flink-python-udf-boot ]] || continue
+    env="$(proc_fields "$p" environ)" || continue
+    [[ $'\n'"$env"$'\n' == *$'\n'"FLINK_CONF_DIR=$CONF_DIR"$'\n'* ]] || continue
     echo "$p"
   done
   return 0
+}
+
+# SIGKILL this cluster's leftover Python workers and wait (up to 10 s) until they are gone.
+kill_orphans() {
+  local i kids
+  for ((i = 0; i < 20; i++)); do
+    kids="$(orphan_workers | tr '\n' ' ')"
+    [[ -z "${kids// /}" ]] && return 0
+    (( i == 0 )) && log "killing orphaned Python workers: $kids"
+    kill -KILL $kids 2>/dev/null || true
+    sleep 0.5
+  done
+  log "Python workers still alive after SIGKILL: $kids"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -221,8 +241,7 @@ do_stop() {
   pids="$(daemon_pids taskexecutor) $(daemon_pids standalonesession)"
   pids="$(echo $pids)"
   if [[ -z "$pids" ]]; then
-    kids="$(orphan_workers | tr '\n' ' ')"
-    [[ -n "${kids// /}" ]] && { log "killing orphaned Python workers: $kids"; kill -KILL $kids 2>/dev/null || true; }
+    kill_orphans
     rm -f "$PID_DIR"/*.pid; echo "flink not running"; return 0
   fi
   # Python workers (beam harness) are TaskManager children: collect them before the parent goes,
@@ -237,6 +256,8 @@ do_stop() {
   done
   if [[ -n "$alive" ]]; then log "still alive after 30s, SIGKILL: $alive"; kill -KILL $alive 2>/dev/null || true; sleep 0.5; fi
   for p in $kids; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
+  # Workers a TaskManager started while it was being stopped were not in $kids.
+  kill_orphans
   for p in $pids; do
     if kill -0 "$p" 2>/dev/null; then log "could not stop pid $p"; exit 1; fi
   done

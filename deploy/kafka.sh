@@ -58,7 +58,10 @@ running_pid() {
   local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$CONFIG" || return 1
+  # Read whole, then match: `tr | grep -q` under pipefail fails when grep exits before tr
+  # has written everything (SIGPIPE), which a JVM's long command line makes likely.
+  local cmd; cmd="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *"$CONFIG"* ]] || return 1
   echo "$pid"
 }
 

@@ -76,12 +76,14 @@ log() { echo "rocketmq.sh: $*" >&2; }
 
 # pid from a pid file if alive and its command line names our config file (never a recycled pid).
 running_pid() {
-  local file="$1" conf="$2" pid
+  local file="$1" conf="$2" pid cmd
   [[ -f "$file" ]] || return 1
   pid="$(cat "$file" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$conf" || return 1
+  # Read whole, then match (`tr | grep -q` under pipefail fails on SIGPIPE when grep exits first).
+  cmd="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *"$conf"* ]] || return 1
   echo "$pid"
 }
 
