@@ -22,14 +22,17 @@ as after a burst or a restart. Then, one after the other, on those same records:
 4. ``ordered``: ``--ordered-events`` gifts of 100+ coins in 3 rooms (3 partition keys)
    written at once; deliveries/s at the ordered ``gift-leaderboard`` trigger.
 5. ``steady``: ``--probe-events`` more events at ``--probe-rate`` per second, each written
-   alone (acks=all, no linger): the latency of each from just before its Kafka write to
+   alone (acks=all, no linger; librdkafka unless ``--probe-producer kafka-python``), after
+   ``--probe-warmup-s`` (10) seconds of the same rate: the latency of each from just before its Kafka write to
    the first request for it at any consumer (p50/p90/p99/max in ms); and from the moment
    the producer learnt Kafka had it (``acked_ms_*``), with the producer's own delay
    (``producer_ack_ms_*``); and from the moment Kafka appended it (``appended_ms_*``: the
    topic is switched to broker timestamps for the probe and the records are read back).
    Each probe starts once the job is idle (no delivery for 2 s), not while it still works
    off the phase before; ``stalls`` lists the windows where events waited over 3x the
-   median (at least 50 ms): when, how long, how many events.
+   median (at least 50 ms): when, how long, how many events (``appended_stalls``: the same
+   from the append); ``cpu_percent``: the CPU each part used during the measured events
+   (Kafka, the job, the ingress, this process with the consumer), in % of one core.
 6. ``steady_ingress``: the same events again, each POSTed alone to ``knflow ingress``
    (binary mode, one keep-alive connection): latency from the POST to the consumer.
 
@@ -87,6 +90,60 @@ def _pct(values: list[float], p: float) -> float | None:
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 1) if values else None
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack += children.get(pid, [])
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU of the parts (% of one core) over a window: the latency probes are run on a
+    2-core machine that the benchmark itself shares, so each probe says who used it."""
+
+    def __init__(self, parts: dict[str, Any]) -> None:
+        self.parts = parts  # name -> callable returning that part's pids
+
+    def start(self) -> None:
+        self._pids = {name: pids() for name, pids in self.parts.items()}
+        self._began = time.perf_counter()
+        self._cpu = {name: _cpu_seconds(pids) for name, pids in self._pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._began
+        return {name: round(100 * (_cpu_seconds(pids) - self._cpu[name]) / wall, 1)
+                for name, pids in self._pids.items()}
+
+
 def _stalls(sent: dict[str, float], arrivals: dict[str, float], floor_ms: float, limit: int = 10) -> list[dict]:
     """Windows of the probe where events waited over ``floor_ms``: when each began (seconds
     after the first measured send), how long it lasted, how many events and the worst
@@ -119,7 +176,8 @@ def _wait_idle(consumer: Consumer, quiet_s: float = 2.0, limit_s: float = 120.0)
 
 
 def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consumer, timeout: float,
-           case: str, tag: str, acked: dict[str, float] | None = None, warmup_s: float = 1.0) -> dict[str, Any]:
+           case: str, tag: str, acked: dict[str, float] | None = None, warmup_s: float = 1.0,
+           meter: _CpuMeter | None = None) -> dict[str, Any]:
     """``send`` each of ``docs`` alone at ``rate`` per second; the latency of each from just
     before it is sent to the first request for it at any consumer. ``acked``: when the
     sender learnt that Kafka had each event (filled by ``send``), for the same latency from
@@ -131,7 +189,7 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
     from transforms.codec import event_from_dict
 
     _wait_idle(consumer)
-    warm = [dict(doc, id=f"warm-{tag}{n}") for n, doc in enumerate(docs[:int(rate * warmup_s)])]
+    warm = [dict(docs[n % len(docs)], id=f"warm-{tag}{n}") for n in range(int(rate * warmup_s))]
     measured = [dict(doc, id=f"probe-{tag}{n}") for n, doc in enumerate(docs)]
     sent: dict[str, float] = {}
     start = time.perf_counter()
@@ -139,8 +197,11 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
         event = event_from_dict(doc)
         time.sleep(max(0.0, start + n / rate - time.perf_counter()))
         if n >= len(warm):
+            if n == len(warm) and meter is not None:
+                meter.start()
             sent[doc["id"]] = time.time()
         send(event)
+    cpu = meter.stop() if meter is not None else None
     deadline = time.perf_counter() + timeout
     while not set(sent) <= set(arrivals := consumer.arrivals()):
         if time.perf_counter() > deadline:
@@ -152,6 +213,8 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
               "latency_ms_p50": _pct(latencies, 50), "latency_ms_p90": _pct(latencies, 90),
               "latency_ms_p99": _pct(latencies, 99), "latency_ms_max": round(latencies[-1], 1),
               "stalls": _stalls(sent, arrivals, floor_ms=max(50.0, 3 * _pct(latencies, 50)))}
+    if cpu is not None:
+        result["cpu_percent"] = cpu
     if acked:
         acked = {event_id: at for event_id, at in acked.items() if event_id in sent}
         from_ack = sorted((arrivals[event_id] - at) * 1000 for event_id, at in acked.items())
@@ -162,13 +225,15 @@ def _probe(send: Any, docs: list[dict[str, Any]], rate: float, consumer: Consume
 
 
 def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
-                 timeout: float, warmup_s: float) -> dict[str, Any]:
-    """Each event written to the broker topic alone (acks=all, no linger). The topic is
-    switched to broker timestamps (``LogAppendTime``) first, so each record's timestamp is
-    the moment Kafka appended it: ``appended_ms_*`` is the latency from the Kafka write
-    itself, whatever the probe's producer costs. (librdkafka was tried for the probe: on
-    this machine, with the job busy, its p50 from ``produce`` to the append was 0.5-1 s
-    against kafka-python's ~20 ms; both are the producer, not the job.)"""
+                 timeout: float, warmup_s: float, producer_kind: str = "librdkafka",
+                 meter: _CpuMeter | None = None) -> dict[str, Any]:
+    """Each event written to the broker topic alone (acks=all, no linger), by librdkafka
+    (confluent-kafka, as the ingress writes) or kafka-python. The topic is switched to
+    broker timestamps (``LogAppendTime``) first, so each record's timestamp is the moment
+    Kafka appended it: ``appended_ms_*`` is the latency from the Kafka write itself,
+    whatever the probe's producer costs. kafka-python costs the benchmark's process (and
+    Kafka, one request per record) much more CPU on a machine the job shares: see
+    ``cpu_percent``."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
@@ -183,21 +248,44 @@ def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: f
     reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     parts = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or ()]
     starts = reader.end_offsets(parts)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    producer.partitions_for(topic)  # connected, with the topic's metadata, before the clock starts
     acked: dict[str, float] = {}
+    if producer_kind == "kafka-python":
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        producer.partitions_for(topic)  # connected, with the topic's metadata, before the clock starts
 
-    def send(event: Any) -> None:
-        key, headers, value = encode_kafka(event, "binary")
-        event_id = event.get_id()
-        producer.send(topic, key=key, value=value, headers=list(headers)).add_callback(
-            lambda _metadata: acked.__setitem__(event_id, time.time()))
+        def send(event: Any) -> None:
+            key, headers, value = encode_kafka(event, "binary")
+            event_id = event.get_id()
+            producer.send(topic, key=key, value=value, headers=list(headers)).add_callback(
+                lambda _metadata: acked.__setitem__(event_id, time.time()))
+
+        def close() -> None:
+            producer.flush()
+            producer.close()
+    else:
+        from confluent_kafka import Producer
+
+        from eventing.kafka_topics import JAVA_PARTITIONER
+
+        rd = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 0,
+                       "partitioner": JAVA_PARTITIONER})
+        rd.list_topics(topic, timeout=10)  # connected, with the topic's metadata, before the clock starts
+
+        def send(event: Any) -> None:
+            key, headers, value = encode_kafka(event, "binary")
+            event_id = event.get_id()
+            rd.produce(topic, value, key, headers=headers,
+                       on_delivery=lambda error, _message: error is None and acked.__setitem__(event_id, time.time()))
+            rd.poll(0)  # reports of the records before (the next send is ~1 ms away)
+
+        def close() -> None:
+            rd.flush(30)
 
     try:
-        result = _probe(send, docs, rate, consumer, timeout, "steady", "k", acked, warmup_s)
+        result = _probe(send, docs, rate, consumer, timeout, "steady", "k", acked, warmup_s, meter)
     finally:
-        producer.flush()
-        producer.close()
+        close()
+    result["producer"] = producer_kind
     appended: dict[str, float] = {}
     try:
         reader.assign(parts)
@@ -214,13 +302,16 @@ def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: f
         reader.close()
     arrivals = consumer.arrivals()
     from_append = sorted((arrivals[event_id] - at) * 1000 for event_id, at in appended.items() if event_id in arrivals)
+    appended = {event_id: at for event_id, at in appended.items() if event_id in arrivals}
     result.update(appended_events=len(from_append), appended_ms_p50=_pct(from_append, 50),
-                  appended_ms_p90=_pct(from_append, 90), appended_ms_p99=_pct(from_append, 99))
+                  appended_ms_p90=_pct(from_append, 90), appended_ms_p99=_pct(from_append, 99),
+                  appended_stalls=_stalls(appended, arrivals, floor_ms=max(50.0, 3 * (_pct(from_append, 50) or 0)))
+                  if appended else [])
     return result
 
 
 def _probe_ingress(port: int, path: str, docs: list[dict[str, Any]], rate: float, consumer: Consumer,
-                   timeout: float, warmup_s: float) -> dict[str, Any]:
+                   timeout: float, warmup_s: float, meter: _CpuMeter | None = None) -> dict[str, Any]:
     """Each event POSTed alone (binary mode, one keep-alive connection) to ``knflow ingress``,
     which answers once Kafka has it."""
     import http.client
@@ -238,7 +329,7 @@ def _probe_ingress(port: int, path: str, docs: list[dict[str, Any]], rate: float
             raise SystemExit(f"the ingress answered {response.status} to {event.get_id()}")
 
     try:
-        return _probe(send, docs, rate, consumer, timeout, "steady_ingress", "i", None, warmup_s)
+        return _probe(send, docs, rate, consumer, timeout, "steady_ingress", "i", None, warmup_s, meter)
     finally:
         connection.close()
 
@@ -378,10 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ordered-events", type=int, default=3000, help="gifts of the ordered phase (0: none)")
     parser.add_argument("--probe-events", type=int, default=5000, help="events of the steady latency phase (0: none)")
     parser.add_argument("--probe-rate", type=float, default=1000.0, help="their rate per second")
-    parser.add_argument("--probe-warmup-s", type=float, default=1.0,
+    parser.add_argument("--probe-warmup-s", type=float, default=10.0,
                         help="seconds of the probe rate before the measured events (not counted)")
     parser.add_argument("--probe-order", default="kafka,ingress", choices=["kafka,ingress", "ingress,kafka"],
                         help="which latency probe runs first")
+    parser.add_argument("--probe-producer", default="librdkafka", choices=["librdkafka", "kafka-python"],
+                        help="the Kafka client that writes the steady probe's events")
     parser.add_argument("--buffer-timeout-ms", type=int, default=None, help="pass --buffer-timeout-ms to the job")
     parser.add_argument("--job-arg", action="append", default=[], help="one more argument for knflow run (repeatable)")
     parser.add_argument("--skip-ceiling", action="store_true")
@@ -489,10 +582,16 @@ def main(argv: list[str] | None = None) -> int:
             summary["ordered_deliveries_per_s"] = rate
         if args.probe_events:
             docs = list(make_events.events(args.probe_events))
+            kafka_state = str(state / "kafka")
+            job_pids = _tree(job.pid)
+            parts = {"kafka": lambda: [p for p in _tree(1) if "kafka.Kafka" in _cmdline(p) and kafka_state in _cmdline(p)],
+                     "job": lambda: job_pids}
             for probe in args.probe_order.split(","):
                 if probe == "kafka":
+                    meter = _CpuMeter({**parts, "bench_and_consumer": lambda: [
+                        p for p in _tree(os.getpid()) if p not in job_pids]})
                     steady = _probe_kafka(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0,
-                                          args.probe_warmup_s)
+                                          args.probe_warmup_s, args.probe_producer, meter)
                     print(json.dumps({**common, **steady}), flush=True)
                     summary.update(steady_rate=args.probe_rate, steady_p50_ms=steady["latency_ms_p50"],
                                    steady_p99_ms=steady["latency_ms_p99"],
@@ -502,9 +601,12 @@ def main(argv: list[str] | None = None) -> int:
                                    steady_from_append_p99_ms=steady.get("appended_ms_p99"))
                 else:
                     ingress, port = _start_ingress(kafka.bootstrap, state)
+                    ingress_pids = _tree(ingress.pid)
+                    meter = _CpuMeter({**parts, "ingress": lambda: ingress_pids, "bench_and_consumer": lambda: [
+                        p for p in _tree(os.getpid()) if p not in job_pids and p not in ingress_pids]})
                     try:
                         via = _probe_ingress(port, f"/{plan.brokers[0].namespace}/{plan.brokers[0].name}", docs,
-                                             args.probe_rate, consumer, 120.0, args.probe_warmup_s)
+                                             args.probe_rate, consumer, 120.0, args.probe_warmup_s, meter)
                     finally:
                         _stop(ingress, signal.SIGTERM)
                     print(json.dumps({**common, **via}), flush=True)
