@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--jobmanager", required=True, metavar="HOST:PORT")
 
+    p = sub.add_parser("stop", help="stop a job on a Flink cluster with a savepoint; prints its path",
+                       description="Stop a job on a Flink cluster with a savepoint (its sources stop, a final "
+                                   "savepoint is taken, the job ends). `knflow submit --restore-from PATH` resumes "
+                                   "it, also from edited manifests.")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--jobmanager", required=True, metavar="HOST:PORT")
+    p.add_argument("--savepoint-dir", required=True, metavar="DIR",
+                   help="where the savepoint goes, as the JobManager sees it (a path or a URI)")
+
     p = sub.add_parser("ingress", help="serve the brokers' HTTP ingress, storing events in Kafka",
                        description="Knative broker ingress: POST CloudEvents (binary, structured or batched) to "
                                    "/<namespace>/<broker>; 202 only after Kafka acknowledged the record.")
@@ -289,6 +298,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    from pipelines.flink_runner import stop
+
+    path = stop(args.jobmanager, args.job_id, args.savepoint_dir)
+    print(f"job {args.job_id} stopped with a savepoint: {path} (resume it with knflow submit --restore-from {path})")
+    return 0
+
+
 def cmd_ingress(args: argparse.Namespace) -> int:
     from eventing.ingress import serve
 
@@ -324,7 +341,7 @@ def cmd_rocketmq_bridge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"rocketmq-bridge": cmd_rocketmq_bridge, "validate": cmd_validate, "plan": cmd_plan, "match": cmd_match, "run": cmd_run, "submit": cmd_submit,
-            "jobs": cmd_jobs, "cancel": cmd_cancel, "ingress": cmd_ingress}
+            "jobs": cmd_jobs, "cancel": cmd_cancel, "stop": cmd_stop, "ingress": cmd_ingress}
 
 if __name__ == "__main__":
     sys.exit(main())

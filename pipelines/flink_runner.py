@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from eventing.plan import Plan
 from filters.errors import KnflowError
-from pipelines.flink_job import REPO, FlinkJobOptions, build_job, prepare_topics, set_log_dir
+from pipelines.flink_job import REPO, FlinkJobOptions, build_job, prepare_local_jvm, prepare_topics
 
 SUMMARY_KINDS = {"delivered": "delivered", "retried": "retried", "dead_lettered": "dead_lettered", "replied": "replies"}
 
@@ -90,7 +90,7 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
     Returns the summary of what this run did (from the outcomes topic), or None if
     outcome records are disabled.
     """
-    set_log_dir()
+    prepare_local_jvm()
     prepare_topics(plan, options, partitions)
     topics = options.topics
     start = _end_offsets(options.bootstrap_servers, topics.outcomes) if topics.outcomes else {}
@@ -185,9 +185,11 @@ def submit(manifests: Sequence[str], jobmanager: str, plan: Plan, options: Flink
     return match.group(1)
 
 
-def _rest(jobmanager: str, path: str, method: str = "GET") -> Any:
+def _rest(jobmanager: str, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
     url = f"http://{jobmanager}{path}"
-    request = urllib.request.Request(url, method=method)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             body = response.read()
@@ -204,3 +206,26 @@ def list_jobs(jobmanager: str) -> list[dict[str, Any]]:
 
 def cancel(jobmanager: str, job_id: str) -> None:
     _rest(jobmanager, f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+
+def stop(jobmanager: str, job_id: str, savepoint_dir: str, timeout_s: float = 300.0) -> str:
+    """Stop a job on a cluster with a savepoint in ``savepoint_dir`` (Flink's REST
+    ``/jobs/<id>/stop``: the sources stop, a final savepoint is taken, then the job ends;
+    nothing runs after the state it holds); returns the savepoint's path, which
+    ``knflow submit --restore-from`` resumes. The directory is as the JobManager sees it."""
+    target = savepoint_dir if "://" in savepoint_dir else "file://" + str(Path(savepoint_dir).resolve())
+    trigger = _rest(jobmanager, f"/jobs/{job_id}/stop", method="POST",
+                    body={"targetDirectory": target, "drain": False})["request-id"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = _rest(jobmanager, f"/jobs/{job_id}/savepoints/{trigger}")
+        if status["status"]["id"] == "COMPLETED":
+            operation = status.get("operation") or {}
+            if "location" in operation:
+                return operation["location"]
+            cause = (operation.get("failure-cause") or {}).get("stack-trace", "unknown cause")
+            raise KnflowError(f"stopping job {job_id} with a savepoint in {savepoint_dir} failed: "
+                              f"{cause.strip().splitlines()[0]}")
+        if time.monotonic() > deadline:
+            raise KnflowError(f"job {job_id}: no savepoint after {timeout_s:.0f} s (the job still runs)")
+        time.sleep(0.5)

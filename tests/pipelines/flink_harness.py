@@ -35,6 +35,26 @@ class KnflowJob:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def descendant_commands(self) -> list[str]:
+        """The command lines of the processes ``knflow run`` started (the mini-cluster's JVM)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    children.setdefault(int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                        int(entry.name))
+                except (OSError, IndexError, ValueError):
+                    continue
+        commands, stack = [], list(children.get(self.proc.pid, []))
+        while stack:
+            pid = stack.pop()
+            stack += children.get(pid, [])
+            try:
+                commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+        return commands
+
     def wait_running(self, timeout: float = 180) -> str:
         deadline = time.time() + timeout
         while time.time() < deadline:

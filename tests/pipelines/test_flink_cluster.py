@@ -7,6 +7,7 @@ through the project's script; the job goes there with ``knflow submit`` and is m
 
 1. A healthy run: every consumer gets exactly the events its trigger selects, once; a
    consumer answering 400 sends its events to the deadLetterSink; cancel ends the job.
+   Stopped with a savepoint and submitted again from it, a job resumes where it stopped.
 2. A TaskManager killed with SIGKILL mid-stream: a new TaskManager takes over, the job
    restores its last checkpoint, and every event the ingress acknowledged still reaches its
    consumers (at least once; the duplicates are measured and reported), and an ordered
@@ -481,8 +482,8 @@ def test_submitted_job_routes_delivers_dead_letters_and_cancels(flink, kafka, tm
     shop = Shop.start(tmp_path / "manifests", kafka.unique_topic("shop"))
     job_id = None
     try:
-        job_id = submit(flink, kafka, shop.manifests, shop.ref_urls(), kafka.unique_topic("cluster"),
-                        tmp_path / "checkpoints")
+        job_name = kafka.unique_topic("cluster")
+        job_id = submit(flink, kafka, shop.manifests, shop.ref_urls(), job_name, tmp_path / "checkpoints")
 
         # `knflow jobs` (the table a user reads) lists it RUNNING.
         def listed_running() -> bool:
@@ -523,6 +524,62 @@ def test_submitted_job_routes_delivers_dead_letters_and_cancels(flink, kafka, tm
             assert base64.b64decode(request.headers["ce-knativeerrordata"]) == REFUSAL
             assert request.headers.get("ce-type") == "com.shop.refund.requested"
 
+        cancel_and_wait(flink, job_id)
+        job_id = None
+    finally:
+        cancel_quietly(flink, job_id)
+        shop.stop()
+
+
+def test_stopped_with_a_savepoint_and_resubmitted_from_it_resumes_where_it_stopped(flink, kafka, tmp_path):
+    """The upgrade path on a cluster: ``knflow stop --savepoint-dir`` ends the job with a
+    savepoint, events keep arriving meanwhile, ``knflow submit --restore-from`` resumes from
+    it. The second job is told to start from the earliest offset: only the savepoint's
+    offsets keep it from delivering the first events again."""
+    shop = Shop.start(tmp_path / "manifests", kafka.unique_topic("upgrade"))
+    job_name = kafka.unique_topic("upgrade")
+    job_id = None
+    try:
+        job_id = submit(flink, kafka, shop.manifests, shop.ref_urls(), job_name, tmp_path / "checkpoints")
+        wait_for(lambda: flink.tasks_running(job_id), f"the tasks of {job_id} to run", interval=1.0,
+                 diagnose=lambda: flink.diagnose(job_id))
+        before, during = make_events("u", 60, seed=5), make_events("v", 60, seed=6)
+        with IngressServer(shop.manifests, kafka.bootstrap) as url, requests.Session() as session:
+            assert [post(session, url, e) for e in before] == [202] * len(before)
+            want = expected(before)
+            wait_for(lambda: not any(missing(shop, want).values()), "the first events at their consumers",
+                     diagnose=lambda: f"missing per consumer: {missing(shop, want)}\n{flink.diagnose(job_id)}")
+
+            stopped = knflow("stop", job_id, "--jobmanager", flink.jobmanager,
+                             "--savepoint-dir", str(tmp_path / "savepoints"), timeout=TIMEOUT)
+            assert stopped.returncode == 0, f"knflow stop failed:\n{stopped.stdout}\n{stopped.stderr}"
+            match = re.search(r"savepoint: (\S+) ", stopped.stdout)
+            assert match, stopped.stdout
+            savepoint = match.group(1)
+            assert (Path(savepoint.removeprefix("file:")) / "_metadata").is_file(), savepoint
+            wait_for(lambda: job_state(flink, job_id) == "FINISHED", f"job {job_id} to finish", timeout=90,
+                     interval=1.0, diagnose=lambda: flink.diagnose(job_id))
+            job_id = None
+
+            assert [post(session, url, e) for e in during] == [202] * len(during)  # while no job runs
+        job_id = submit(flink, kafka, shop.manifests, shop.ref_urls(), job_name, tmp_path / "checkpoints",
+                        "--restore-from", savepoint, "--start-from", "earliest")
+
+        def restored() -> dict[str, Any] | None:
+            return flink.checkpoints(job_id)["latest"]["restored"]
+
+        restore = wait_for(restored, f"{job_id} to restore the savepoint", diagnose=lambda: flink.diagnose(job_id))
+        assert restore["is_savepoint"] and restore["external_path"].rstrip("/").endswith(
+            savepoint.rstrip("/").rsplit("/", 1)[-1]), (restore, savepoint)
+
+        want = expected(before + during)
+        wait_for(lambda: not any(missing(shop, want).values()), "the events posted while stopped at their consumers",
+                 diagnose=lambda: f"missing per consumer: {missing(shop, want)}\n{flink.diagnose(job_id)}\n"
+                                  f"{job_history(kafka, job_name, missing_ids(shop, want))}")
+        time.sleep(3)  # a redelivery of the first events would show up now
+        for name, ids in want.items():
+            assert set(shop.received(name)) == ids, name
+        assert not any(duplicates(shop).values()), f"delivered again after the restore: {duplicates(shop)}"
         cancel_and_wait(flink, job_id)
         job_id = None
     finally:

@@ -6,6 +6,7 @@ One job serves every assertion of the main test (a job start costs ~30 s here).
 from __future__ import annotations
 
 import json
+import os
 import random
 import uuid
 from collections import Counter, defaultdict
@@ -14,6 +15,7 @@ import pytest
 
 from eventing.ingress import Ingress, KafkaWriter
 from eventing.kafka_topics import ensure_topics
+from pipelines.flink_job import LOCAL_JVM_ARGS
 from tests.consumers import ConsumerServer, Received, Reply, accept, always, reply_event
 from tests.pipelines.flink_harness import AppThread, KnflowJob, post_all, summary_rows, wait_until
 from tests.plans import plan_from_yaml
@@ -106,6 +108,10 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         writer = KafkaWriter(kafka.bootstrap)
         try:
             job.wait_running()
+            # the mini-cluster's JVM runs with knflow's JIT setting, unless JVM_ARGS says otherwise
+            jvms = [cmd for cmd in job.descendant_commands() if "java" in cmd.split(" ", 1)[0]]
+            wanted = os.environ.get("JVM_ARGS", LOCAL_JVM_ARGS)
+            assert jvms and all(wanted in cmd for cmd in jvms), jvms
             events, expected = [], defaultdict(set)
             fidelity: dict[str, bytes] = {}
             room_order: dict[str, list[str]] = defaultdict(list)
