@@ -90,29 +90,11 @@ def _pct(values: list[float], p: float) -> float | None:
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 1) if values else None
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _tree(root: int) -> list[int]:
-    """``root`` and its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack += children.get(pid, [])
-    return out
+    """``root`` and its descendants."""
+    from tests.processes import descendants
+
+    return [root, *descendants(root)]
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -487,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from eventing.compiler import load_plan
     from tests.conftest import KafkaService, free_port_pair  # the test session's Kafka service, outside pytest
+    from tests.processes import cmdline
     from transforms.codec import event_from_dict
 
     plan = load_plan([str(EXAMPLE)])
@@ -584,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
             docs = list(make_events.events(args.probe_events))
             kafka_state = str(state / "kafka")
             job_pids = _tree(job.pid)
-            parts = {"kafka": lambda: [p for p in _tree(1) if "kafka.Kafka" in _cmdline(p) and kafka_state in _cmdline(p)],
+            parts = {"kafka": lambda: [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()
+                                       and "kafka.Kafka" in (c := cmdline(int(e.name))) and kafka_state in c],
                      "job": lambda: job_pids}
             for probe in args.probe_order.split(","):
                 if probe == "kafka":

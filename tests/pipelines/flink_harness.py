@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import requests
 
 from tests.eventing.test_ingress import AppThread
+from tests.processes import cmdline, descendants
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,23 +38,7 @@ class KnflowJob:
 
     def descendant_commands(self) -> list[str]:
         """The command lines of the processes ``knflow run`` started (the mini-cluster's JVM)."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    children.setdefault(int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
-                        int(entry.name))
-                except (OSError, IndexError, ValueError):
-                    continue
-        commands, stack = [], list(children.get(self.proc.pid, []))
-        while stack:
-            pid = stack.pop()
-            stack += children.get(pid, [])
-            try:
-                commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except OSError:
-                continue
-        return commands
+        return [cmdline(pid) for pid in descendants(self.proc.pid)]
 
     def wait_running(self, timeout: float = 180) -> str:
         deadline = time.time() + timeout

@@ -40,6 +40,7 @@ from eventing.compiler import load_plan
 from eventing.ingress import Ingress, KafkaWriter
 from tests.consumers import ConsumerServer, Reply, accept, always
 from tests.eventing.test_ingress import AppThread
+from tests.processes import cmdline, descendants
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka, pytest.mark.slow]
 
@@ -163,8 +164,8 @@ class FlinkCluster:
             for line in pid_file.read_text().split():
                 if not line.isdigit():
                     continue
-                cmdline = _cmdline(int(line))
-                if "TaskManagerRunner" in cmdline and str(self.state_dir) in cmdline:
+                command = cmdline(int(line))
+                if "TaskManagerRunner" in command and str(self.state_dir) in command:
                     pids.append(int(line))
         return pids
 
@@ -176,38 +177,14 @@ class FlinkCluster:
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit() or int(proc.name) == os.getpid():
                 continue
-            cmdline = _cmdline(int(proc.name))
+            command = cmdline(int(proc.name))
             try:
                 environ = (proc / "environ").read_bytes().split(b"\0")
             except OSError:
                 environ = []
-            if str(self.state_dir) in cmdline or conf in environ:
-                left.append(f"{proc.name}: {cmdline[:160]}")
+            if str(self.state_dir) in command or conf in environ:
+                left.append(f"{proc.name}: {command[:160]}")
         return left
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _descendants(pid: int) -> list[int]:
-    out, stack = [], [pid]
-    while stack:
-        parent = stack.pop()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                out.append(int(proc.name))
-                stack.append(int(proc.name))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -640,7 +617,7 @@ def test_taskmanager_killed_midstream_restores_and_delivers_everything(flink, ka
             checkpoint = wait_for(checkpoint_after_deliveries, "a checkpoint completed after deliveries began",
                                   diagnose=lambda: json.dumps(flink.checkpoints(job_id)["counts"]))
             [tm_pid] = flink.taskmanager_pids()
-            workers = _descendants(tm_pid)
+            workers = descendants(tm_pid)
             delivered_before = sum(len(c.requests) for c in shop.consumers.values())
             posted_before = len(accepted)
             os.kill(tm_pid, signal.SIGKILL)
@@ -687,7 +664,7 @@ def test_taskmanager_killed_midstream_restores_and_delivers_everything(flink, ka
         assert not out_of_order(shop, accepted), f"ordered trigger out of order: {out_of_order(shop, accepted)}"
         dups = duplicates(shop)
         total = sum(dups.values())
-        orphans = [p for p in workers if _cmdline(p)]
+        orphans = [p for p in workers if cmdline(p)]
         print(f"duplicates after the crash: {total} {dups}; old TaskManager's Python workers still alive: {orphans}")
         record_property("duplicates", total)
         record_property("duplicates_per_consumer", json.dumps(dups))
