@@ -16,6 +16,7 @@ from typing import Any
 
 from filters.cel_compiler import ir
 from filters.cel_compiler import runtime as rt
+from filters.cel_compiler import strings_ext
 from filters.cel_compiler.ir import (
     And,
     Bin,
@@ -90,6 +91,8 @@ BASE_GLOBALS: dict[str, Any] = {
     "_sfield": rt.soft_field,
     "_cond_result": rt.cond_result,
     "_local_time": rt.local_time,
+    "_strx": strings_ext.METHODS,
+    "_strf": strings_ext.FUNCTIONS,
 }
 
 #: timestamp methods whose result is a field of the (UTC or zoned) datetime ``t``
@@ -614,6 +617,8 @@ class Gen:
 
     def e_Method(self, node: Method) -> str:
         name = node.name
+        if isinstance(node.obj, Ident) and node.obj.name == "strings" and name in strings_ext.FUNCTIONS:
+            return f"_strf[{name!r}]({', '.join(self.operands(node.args))})"  # strings.quote(...)
         o, *args = self.operands([node.obj, *node.args])
         n = len(args)
         if name == "size" and n == 0:
@@ -640,6 +645,8 @@ class Gen:
             return f"({_TS_PARTS[name].format(t=t)} if type({bound}) is _DT else _ts_get({', '.join([repr(name), ts] + args)}))"
         if name in rt.TIMESTAMP_METHODS and n in (0, 1):
             return f"_ts_get({name!r}, {', '.join([o] + args)})"
+        if name in strings_ext.METHODS:
+            return f"_strx[{name!r}]({', '.join([o] + args)})"
         return f"_nofn({', '.join([repr(name), o] + args)})"
 
 
