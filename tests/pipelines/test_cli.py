@@ -93,8 +93,16 @@ def test_run_beam_direct_prints_the_summary(tmp_path):
     (["run", str(EXAMPLE), "--runner", "beam-direct"], "--events-file"),
     (["run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", "/no/such/file"], "--events-file /no/such/file"),
     (["run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", "x", "--ref-url", "oops"], "--ref-url 'oops'"),
+    # no JobManager at the address ({closed}: a free port nothing listens on): the cluster commands say so
+    (["stop", "0" * 32, "--jobmanager", "{closed}", "--savepoint-dir", "/tmp/sp"],
+     "cannot reach the Flink JobManager at {closed}"),
+    (["cancel", "0" * 32, "--jobmanager", "{closed}"], "cannot reach the Flink JobManager at {closed}"),
 ])
 def test_usage_errors_exit_1_with_a_reason(args, needle):
+    from tests.conftest import free_port
+
+    closed = f"127.0.0.1:{free_port()}"
+    args, needle = [arg.replace("{closed}", closed) for arg in args], needle.replace("{closed}", closed)
     result = knflow(*args)
     assert result.returncode == 1 and needle in result.stderr, result.stderr
 
