@@ -1,4 +1,4 @@
-"""CEL's strings extension library (cel-spec ``string_ext``), less ``format``.
+"""CEL's strings extension library (cel-spec ``string_ext``).
 
 Filters copied from other CEL hosts use it (cel-go's ``ext.Strings()``, cel-cpp's
 strings extension): ``data.user.name.lowerAscii() == "vip"``, ``subject.split("/")[1]``,
@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from filters.cel_compiler.runtime import CelError, no_overload
+import math
+import re
+
+from filters.cel_compiler.runtime import CelError, CelMap, CelType, Uint, format_double, kind, no_overload, to_string
 
 #: What Go's ``unicode.IsSpace`` (behind cel-go's ``trim``) calls white space: Python's
 #: ``str.isspace`` also takes U+001C-U+001F, which CEL's ``trim`` keeps.
@@ -134,11 +137,115 @@ def quote(s: Any, *args: Any) -> str:
     return '"' + "".join(_QUOTE.get(c, "\ufffd" if "\ud800" <= c <= "\udfff" else c) for c in s) + '"'
 
 
+# -- format -------------------------------------------------------------------------------
+
+_CLAUSE = re.compile(r"%(?:(%)|(?:\.(\d+))?(.?))", re.S)
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _formatting(message: str) -> CelError:
+    return CelError(f"error during formatting: {message}")
+
+
+def _non_finite(x: float) -> str | None:
+    return None if math.isfinite(x) else _NON_FINITE[repr(x)]
+
+
+def _text(v: Any) -> str:
+    """``%s`` of one value (list and map elements too): strings as they are, doubles as
+    CEL prints them (``NaN``, ``Infinity``), lists and maps in brackets, map entries
+    sorted by their keys' text."""
+    t = type(v)
+    if t is float:
+        return _non_finite(v) or format_double(v)
+    if t is list:
+        return "[" + ", ".join(_text(x) for x in v) + "]"
+    if t is CelMap:
+        return "{" + ", ".join(sorted(f"{_text(k)}: {_text(x)}" for k, x in v.items())) + "}"
+    if v is None:
+        return "null"
+    if t is CelType:
+        return v.name
+    if t is bytes:
+        return v.decode("utf-8", "replace")
+    try:
+        return to_string(v)
+    except CelError:
+        raise _formatting("string clause can only be used on strings, bools, bytes, ints, doubles, maps, lists, "
+                          f"types, durations, and timestamps, was given {kind(v)}") from None
+
+
+def _clause(verb: str, precision: int | None, v: Any) -> str:
+    t = type(v)
+    integer = t is int or t is Uint
+    if verb == "s":
+        return _text(v)
+    if verb == "d":
+        if integer:
+            return str(int(v))
+        if t is float and not math.isfinite(v):
+            return _non_finite(v)  # type: ignore[return-value]
+        raise _formatting(f"decimal clause can only be used on integers, was given {kind(v)}")
+    if verb in ("f", "e"):
+        if integer or t is float:
+            x = float(v)
+            return _non_finite(x) or f"{x:.{6 if precision is None else precision}{verb}}"
+        name = "fixed-point" if verb == "f" else "scientific"
+        raise _formatting(f"{name} clause can only be used on doubles, was given {kind(v)}")
+    if verb == "b":
+        if integer or t is bool:
+            return format(int(v), "b")
+        raise _formatting(f"only integers and bools can be formatted as binary, was given {kind(v)}")
+    if verb == "o":
+        if integer:
+            return format(int(v), "o")
+        raise _formatting(f"octal clause can only be used on integers, was given {kind(v)}")
+    # x, X
+    if integer:
+        text = format(int(v), "x")
+    elif t is str:
+        text = v.encode("utf-8", "surrogatepass").hex()
+    elif t is bytes:
+        text = v.hex()
+    else:
+        raise _formatting(f"only integers, byte buffers, and strings can be formatted as hex, was given {kind(v)}")
+    return text.upper() if verb == "X" else text
+
+
+def format_(s: Any, *args: Any) -> str:
+    """``"%s is %.2f".format([name, amount])``: ``%s`` (any value), ``%d`` (integers),
+    ``%f``/``%e`` (numbers; ``.N`` digits, 6 by default), ``%b``, ``%o``, ``%x``/``%X``
+    (integers; hex also of strings and bytes), ``%%``: one clause per list element, in order."""
+    _check("format", s, args, ((str, list),))
+    values = args[0]
+    out: list[str] = []
+    position = 0
+    used = 0
+    for match in _CLAUSE.finditer(s):
+        out.append(s[position:match.start()])
+        position = match.end()
+        if match.group(1):
+            out.append("%")
+            continue
+        verb = match.group(3)
+        if verb not in ("s", "d", "f", "e", "b", "o", "x", "X"):
+            raise CelError(f'could not parse formatting clause: unrecognized formatting clause "{verb}"')
+        if used >= len(values):
+            raise CelError(f"index {used} out of range")
+        value = values[used]
+        used += 1
+        if isinstance(value, CelError):
+            raise value
+        out.append(_clause(verb, None if match.group(2) is None else int(match.group(2)), value))
+    out.append(s[position:])
+    return "".join(out)
+
+
 #: receiver-style functions: name -> fn(receiver, *args)
 METHODS: dict[str, Callable[..., Any]] = {
     "charAt": char_at, "indexOf": index_of, "lastIndexOf": last_index_of, "lowerAscii": lower_ascii,
     "upperAscii": upper_ascii, "replace": replace, "split": split, "substring": substring, "trim": trim,
-    "reverse": reverse, "join": join,
+    "reverse": reverse, "join": join, "format": format_,
 }
 #: namespaced functions: ``strings.<name>(args)``
 FUNCTIONS: dict[str, Callable[..., Any]] = {"quote": quote}

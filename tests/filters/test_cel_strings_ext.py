@@ -25,6 +25,7 @@ EVENT = EventView(
     'source.charAt(1) == "l" && source.replace("/", ".", 2) == ".live.eu/room-7"',
     'type.reverse().startsWith("egassem")',
     'strings.quote(data.text) == "\\"Free COINS here\\""',
+    '"%s in %s: %.1f%% of %d".format([data.user.tags[0], subject.split("/")[1], 12.345, 3]) == "gold in room-7: 12.3% of 3"',
 ])
 def test_extension_functions_pass_on_events(expression):
     f = CelFilter(expression, "spec.filters[0].cel")
@@ -40,6 +41,8 @@ def test_extension_functions_pass_on_events(expression):
     ("data.user.tags.lowerAscii() == ''", "no matching overload for 'lowerAscii'"),
     ("data.text.split(1) == []", "no matching overload for 'split'"),
     ("[1, 2].join(',') == '1,2'", "join: invalid input"),
+    ("'%d and %d'.format([1]) == ''", "index 1 out of range"),
+    ("'%d'.format([data.text]) == ''", "decimal clause can only be used on integers, was given string"),
 ])
 def test_extension_errors_fail_the_filter_are_counted_and_explained(expression, message):
     f = CelFilter(expression, "spec.filters[0].cel")
