@@ -49,3 +49,58 @@ def test_extension_errors_fail_the_filter_are_counted_and_explained(expression, 
     assert f.filter(EVENT) is FilterResult.FAIL
     assert f.errors == 1
     assert message in f.explain(EVENT).detail
+
+
+# --------------------------------------------------------------------------------------
+# against cel-cpp's strings extension, on generated strings and indexes
+
+cel = pytest.importorskip("cel_expr_python.cel", reason="cel-expr-python (requirements.txt) is not installed")
+ext_strings = pytest.importorskip("cel_expr_python.ext.ext_strings")
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from filters.cel import parse_source  # noqa: E402
+from filters.cel_compiler import compile_expression  # noqa: E402
+from filters.cel_compiler import runtime as rt  # noqa: E402
+
+_VARIABLES = {"s": cel.Type.STRING, "t": cel.Type.STRING, "u": cel.Type.STRING, "i": cel.Type.INT,
+              "j": cel.Type.INT, "xs": cel.Type.DYN}
+_REFERENCE = cel.NewEnv(variables=_VARIABLES, extensions=[ext_strings.ExtStrings()])
+_CALLS = [
+    "s.charAt(i)", "s.indexOf(t)", "s.indexOf(t, i)", "s.lastIndexOf(t)", "s.lastIndexOf(t, i)", "s.lowerAscii()",
+    "s.upperAscii()", "s.replace(t, u)", "s.replace(t, u, i)", "s.split(t)", "s.split(t, i)", "s.substring(i)",
+    "s.substring(i, j)", "s.trim()", "xs.join()", "xs.join(t)",
+    '"%s|%d|%x|%X|%o|%b".format([s, i, i, s, j, i])', '"%.2f %e %s %%".format([i, j, xs])',
+]
+# letters of both cases, non-ASCII letters, the white space trim() knows and some it does not
+_CHARS = st.sampled_from(list("aAbBzZ-/., ") + ["\u00e9", "\u00c6", "\u03b1", "\u00a9", "\u2003", "\u200b",
+                                                 "\u3000", "\x1c", "\t", "\n", "\U0001f600"])
+_TEXT = st.text(_CHARS, max_size=8)
+
+
+def _outcome(run):
+    try:
+        value = run()
+    except rt.CelError:
+        return "ERROR"
+    return value
+
+
+def _reference(expression: str, values: dict):
+    result = _REFERENCE.compile(expression).eval(data=values)
+    if result.type().name() == "ERROR":
+        return "ERROR"
+    value = result.value()
+    return [x.value() if hasattr(x, "value") else x for x in value] if isinstance(value, list) else value
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_CALLS), _TEXT, _TEXT, _TEXT, st.integers(-2, 10), st.integers(-2, 10),
+       st.lists(_TEXT, max_size=3))
+def test_extension_functions_match_cel_cpp(expression, s, t, u, i, j, xs):
+    values = {"s": s, "t": t, "u": u, "i": i, "j": j, "xs": xs}
+    want = _reference(expression, values)
+    fn = compile_expression(parse_source(expression), expression)
+    got = _outcome(lambda: fn.evaluate_values(values))
+    assert got == want, f"{expression} with {values!r}: cel-cpp {want!r}, knflow {got!r}"
