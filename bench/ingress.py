@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -434,6 +435,7 @@ def main() -> None:
     finally:
         if kafka is not None:
             kafka.stop()
+            shutil.rmtree(kafka.state_dir, ignore_errors=True)  # its log: GBs after a full run
     print(json.dumps(summary), flush=True)
 
 
