@@ -11,10 +11,9 @@ receiver, argument type or count is CEL's "no matching overload".
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import math
 import re
+from typing import Any, Callable
 
 from filters.cel_compiler.runtime import CelError, CelMap, CelType, Uint, format_double, kind, no_overload, to_string
 
