@@ -97,33 +97,25 @@ def _tree(root: int) -> list[int]:
     return [root, *descendants(root)]
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 class _CpuMeter:
     """CPU of the parts (% of one core) over a window: the latency probes are run on a
     2-core machine that the benchmark itself shares, so each probe says who used it."""
 
-    def __init__(self, parts: dict[str, Any]) -> None:
-        self.parts = parts  # name -> callable returning that part's pids
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = parts  # name -> that part's pids
 
     def start(self) -> None:
-        self._pids = {name: pids() for name, pids in self.parts.items()}
+        from tests.processes import cpu_seconds
+
         self._began = time.perf_counter()
-        self._cpu = {name: _cpu_seconds(pids) for name, pids in self._pids.items()}
+        self._cpu = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
 
     def stop(self) -> dict[str, float]:
+        from tests.processes import cpu_seconds
+
         wall = time.perf_counter() - self._began
-        return {name: round(100 * (_cpu_seconds(pids) - self._cpu[name]) / wall, 1)
-                for name, pids in self._pids.items()}
+        return {name: round(100 * (cpu_seconds(pids) - self._cpu[name]) / wall, 1)
+                for name, pids in self.parts.items()}
 
 
 def _stalls(sent: dict[str, float], arrivals: dict[str, float], floor_ms: float, limit: int = 10) -> list[dict]:
@@ -283,8 +275,8 @@ def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: f
     finally:
         reader.close()
     arrivals = consumer.arrivals()
-    from_append = sorted((arrivals[event_id] - at) * 1000 for event_id, at in appended.items() if event_id in arrivals)
     appended = {event_id: at for event_id, at in appended.items() if event_id in arrivals}
+    from_append = sorted((arrivals[event_id] - at) * 1000 for event_id, at in appended.items())
     result.update(appended_events=len(from_append), appended_ms_p50=_pct(from_append, 50),
                   appended_ms_p90=_pct(from_append, 90), appended_ms_p99=_pct(from_append, 99),
                   appended_stalls=_stalls(appended, arrivals, floor_ms=max(50.0, 3 * (_pct(from_append, 50) or 0)))
@@ -469,7 +461,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from eventing.compiler import load_plan
     from tests.conftest import KafkaService, free_port_pair  # the test session's Kafka service, outside pytest
-    from tests.processes import cmdline
     from transforms.codec import event_from_dict
 
     plan = load_plan([str(EXAMPLE)])
@@ -565,14 +556,11 @@ def main(argv: list[str] | None = None) -> int:
             summary["ordered_deliveries_per_s"] = rate
         if args.probe_events:
             docs = list(make_events.events(args.probe_events))
-            kafka_state = str(state / "kafka")
             job_pids = _tree(job.pid)
-            parts = {"kafka": lambda: [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()
-                                       and "kafka.Kafka" in (c := cmdline(int(e.name))) and kafka_state in c],
-                     "job": lambda: job_pids}
+            parts = {"kafka": [int((state / "kafka" / "kafka.pid").read_text())], "job": job_pids}  # deploy/kafka.sh's
             for probe in args.probe_order.split(","):
                 if probe == "kafka":
-                    meter = _CpuMeter({**parts, "bench_and_consumer": lambda: [
+                    meter = _CpuMeter({**parts, "bench_and_consumer": [
                         p for p in _tree(os.getpid()) if p not in job_pids]})
                     steady = _probe_kafka(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0,
                                           args.probe_warmup_s, args.probe_producer, meter)
@@ -586,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     ingress, port = _start_ingress(kafka.bootstrap, state)
                     ingress_pids = _tree(ingress.pid)
-                    meter = _CpuMeter({**parts, "ingress": lambda: ingress_pids, "bench_and_consumer": lambda: [
+                    meter = _CpuMeter({**parts, "ingress": ingress_pids, "bench_and_consumer": [
                         p for p in _tree(os.getpid()) if p not in job_pids and p not in ingress_pids]})
                     try:
                         via = _probe_ingress(port, f"/{plan.brokers[0].namespace}/{plan.brokers[0].name}", docs,

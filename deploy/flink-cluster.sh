@@ -244,9 +244,9 @@ do_stop() {
     kill_orphans
     rm -f "$PID_DIR"/*.pid; echo "flink not running"; return 0
   fi
-  # Python workers (beam harness) are TaskManager children: collect them before the parent goes,
-  # plus the orphans of a TaskManager that died before (kill -9 does not take its workers along).
-  kids="$(descendants $pids | tr '\n' ' ') $(orphan_workers | tr '\n' ' ')"
+  # Python workers (beam harness) are TaskManager children: collect them before the parent goes
+  # (kill_orphans below takes those of a TaskManager that died before: kill -9 leaves them).
+  kids="$(descendants $pids | tr '\n' ' ')"
   kill -TERM $pids 2>/dev/null || true
   local i alive
   for ((i = 0; i < 60; i++)); do
@@ -256,7 +256,7 @@ do_stop() {
   done
   if [[ -n "$alive" ]]; then log "still alive after 30s, SIGKILL: $alive"; kill -KILL $alive 2>/dev/null || true; sleep 0.5; fi
   for p in $kids; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
-  # Workers a TaskManager started while it was being stopped were not in $kids.
+  # Orphans of a TaskManager that died before, and workers one started while being stopped.
   kill_orphans
   for p in $pids; do
     if kill -0 "$p" 2>/dev/null; then log "could not stop pid $p"; exit 1; fi

@@ -132,12 +132,17 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
     return summarize(plan, read_outcomes(options.bootstrap_servers, topics.outcomes, start))
 
 
+def _savepoint_target(directory: str) -> str:
+    """A savepoint directory as Flink takes it: a URI, a local path made one."""
+    return directory if "://" in directory else "file://" + str(Path(directory).resolve())
+
+
 def stop_with_savepoint(client: Any, directory: str) -> str:
     """Stop the job with a savepoint in ``directory`` (sources stop, a final savepoint, then
     the job ends: nothing runs after the state it holds); returns the savepoint's path."""
     from pyflink.java_gateway import get_gateway
 
-    target = directory if "://" in directory else "file://" + str(Path(directory).resolve())
+    target = _savepoint_target(directory)
     jvm = get_gateway().jvm
     try:
         return str(client._j_job_client.stopWithSavepoint(
@@ -213,7 +218,7 @@ def stop(jobmanager: str, job_id: str, savepoint_dir: str, timeout_s: float = 30
     ``/jobs/<id>/stop``: the sources stop, a final savepoint is taken, then the job ends;
     nothing runs after the state it holds); returns the savepoint's path, which
     ``knflow submit --restore-from`` resumes. The directory is as the JobManager sees it."""
-    target = savepoint_dir if "://" in savepoint_dir else "file://" + str(Path(savepoint_dir).resolve())
+    target = _savepoint_target(savepoint_dir)
     trigger = _rest(jobmanager, f"/jobs/{job_id}/stop", method="POST",
                     body={"targetDirectory": target, "drain": False})["request-id"]
     deadline = time.monotonic() + timeout_s

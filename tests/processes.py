@@ -1,7 +1,9 @@
-"""Processes as /proc shows them: command lines and process trees (tests and benchmarks
-find the JVMs and Python workers they started, or that were left behind)."""
+"""Processes as /proc shows them: command lines, process trees and CPU time (tests and
+benchmarks find the JVMs and Python workers they started, or that were left behind, and
+what they cost)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -13,6 +15,23 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (``[0]`` is the state)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the live ``pids`` used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = _stat(pid)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process under ``pid`` (children, their children, ...), not ``pid`` itself."""
     children: dict[int, list[int]] = {}
@@ -20,7 +39,7 @@ def descendants(pid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = int(_stat(int(entry.name))[1])
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(parent, []).append(int(entry.name))

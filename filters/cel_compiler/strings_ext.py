@@ -81,9 +81,7 @@ def upper_ascii(s: Any, *args: Any) -> str:
 
 def replace(s: Any, *args: Any) -> str:
     _check("replace", s, args, ((str, str, str), (str, str, str, int)))
-    old, new = args[0], args[1]
-    count = args[2] if len(args) == 3 else -1
-    return s.replace(old, new, count if count >= 0 else -1)
+    return s.replace(args[0], args[1], args[2] if len(args) == 3 else -1)  # a negative count: all
 
 
 def split(s: Any, *args: Any) -> list[str]:
