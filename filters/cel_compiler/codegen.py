@@ -47,6 +47,9 @@ BASE_GLOBALS: dict[str, Any] = {
     "_CelError": rt.CelError,
     "_CelMap": rt.CelMap,
     "_DT": datetime.datetime,
+    "_NTS": rt.NanoTimestamp,
+    "_dt_ge": datetime.datetime.__ge__,
+    "_dt_lt": datetime.datetime.__lt__,
     "_activate": rt.activate,
     "_raise": rt.raise_error,
     "_eq": rt.eq,
@@ -107,6 +110,10 @@ _TS_PARTS = {
     "getDayOfMonth": "({t}.day - 1)",
     "getDayOfWeek": "({t}.isoweekday() % 7)",
 }
+#: ``t op k``, ``t`` a NanoTimestamp (1-999 ns past its microseconds), ``k`` a plain
+#: datetime: what the microseconds decide (``t > k`` exactly when they are ``>= k``)
+_NANO_VS_PLAIN = {">": "_dt_ge({t}, {k})", ">=": "_dt_ge({t}, {k})", "<": "_dt_lt({t}, {k})", "<=": "_dt_lt({t}, {k})", "==": "False", "!=": "True"}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _COMPARE = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
 _ARITH = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
 _STRING_METHODS = {"startsWith": ("_starts_with", "{o}.startswith({a})"), "endsWith": ("_ends_with", "{o}.endswith({a})"), "contains": ("_contains", "({a} in {o})")}
@@ -566,12 +573,17 @@ class Gen:
         else:
             return None
         kt = type(k)
-        if kt is datetime.datetime:
+        if kt is datetime.datetime or kt is rt.NanoTimestamp:
+            # Python compares timestamps as CEL does, nanoseconds too (rt.NanoTimestamp);
+            # an event time with nanoseconds against a plain constant: see _NANO_VS_PLAIN
             bound, name = self.bind(other)
             kexpr = b if const_right else a
             expr = f"{name} {op} {kexpr}" if const_right else f"{kexpr} {op} {name}"
-            slow = f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})"
-            return f"(({expr}) if type({bound}) is _DT else {self.slow(onode, name, slow)})"
+            slow = self.slow(onode, name, f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})")
+            if kt is rt.NanoTimestamp:
+                return f"(({expr}) if (type({bound}) is _DT or type({name}) is _NTS) else {slow})"
+            nano = _NANO_VS_PLAIN[op if const_right else _FLIP[op]].format(t=name, k=kexpr)
+            return f"(({expr}) if type({bound}) is _DT else ({nano} if type({name}) is _NTS else {slow}))"
         if kt not in (str, int, float, bool):
             return None
         if op in ("==", "!=") and (kt is str or (kt in (int, float) and k not in (0, 1) and abs(k) <= 2**53)) and id(onode) not in self.produces:
@@ -638,11 +650,12 @@ class Gen:
                 return f"({regex}.search({obj}) if type({bound}) is str else {self.slow(node.obj, obj, f'_matches({obj}, {args[0]})')})"
             return f"_matches({o}, {args[0]})"
         if name in _TS_PARTS and (n == 0 or (n == 1 and isinstance(node.args[0], Const) and type(node.args[0].value) is str)):
-            # a timestamp's field read inline (the event's time is always a UTC datetime);
-            # with a time zone, the converted time is memoized (runtime.local_time)
+            # a timestamp's field read inline (the event's time is always a UTC datetime, a
+            # NanoTimestamp with nanoseconds); with a time zone, the converted time is
+            # memoized (runtime.local_time)
             bound, ts = self.bind(o)
             t = ts if n == 0 else f"_local_time({ts}, {args[0]})"
-            return f"({_TS_PARTS[name].format(t=t)} if type({bound}) is _DT else _ts_get({', '.join([repr(name), ts] + args)}))"
+            return f"({_TS_PARTS[name].format(t=t)} if (type({bound}) is _DT or type({ts}) is _NTS) else _ts_get({', '.join([repr(name), ts] + args)}))"
         if name in rt.TIMESTAMP_METHODS and n in (0, 1):
             return f"_ts_get({name!r}, {', '.join([o] + args)})"
         if name in strings_ext.METHODS:

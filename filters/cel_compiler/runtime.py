@@ -14,8 +14,10 @@ CEL type               compiled representation
 ``null_type``          ``None``
 ``list``               ``list`` (never mutated once built)
 ``map``                :class:`CelMap` (a ``dict``; keys bool/int/uint/string)
-``timestamp``          ``datetime.datetime`` in UTC (microsecond precision)
-``duration``           ``datetime.timedelta`` (microsecond precision)
+``timestamp``          ``datetime.datetime`` in UTC, or :class:`NanoTimestamp` when
+                       it has digits below the microsecond
+``duration``           ``datetime.timedelta``, or :class:`NanoDuration` when it
+                       has digits below the microsecond
 ``type``               :class:`CelType`
 =====================  =======================================================
 
@@ -88,6 +90,163 @@ _EPOCH = _DT(1970, 1, 1, tzinfo=_UTC)
 _ONE_US = _TD(microseconds=1)
 
 
+# --------------------------------------------------------------------------------------
+# Nanoseconds
+#
+# CEL's timestamps and durations count nanoseconds; Python's datetime and timedelta stop
+# at microseconds. A value without digits below the microsecond stays a plain datetime /
+# timedelta (the generated code's fast paths test ``type(x) is datetime``); one with such
+# digits is a subclass carrying them in ``nanos`` (1-999, always added: -1ns is
+# timedelta(microseconds=-1) plus 999). Such a subclass is made only when ``nanos`` is not
+# 0, so one instant or length has one form, and a plain value never equals a Nano one.
+# Python's operators compare them exactly (equality, order, hash); arithmetic goes
+# through ``add`` and ``sub`` (Python's ``+`` and ``-`` on them would drop ``nanos``).
+
+
+def _nanos(x: Any) -> int:
+    t = type(x)
+    return x.nanos if (t is NanoTimestamp or t is NanoDuration) else 0
+
+
+def _time_cmp(base: Any, a: Any, b: Any) -> int:
+    """-1/0/1 comparing two timestamps (``base`` datetime) or two durations (timedelta),
+    plain or Nano."""
+    if base.__eq__(a, b):
+        na, nb = _nanos(a), _nanos(b)
+        return (na > nb) - (na < nb)
+    return -1 if base.__lt__(a, b) else 1
+
+
+class NanoTimestamp(_DT):
+    """A CEL timestamp whose nanoseconds are not a whole microsecond: the datetime (UTC,
+    to the microsecond, as its fields say) plus ``nanos`` (1-999). See above."""
+
+    __slots__ = ("nanos",)
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is NanoTimestamp and self.nanos == other.nanos and _DT.__eq__(self, other)
+
+    def __ne__(self, other: Any) -> bool:
+        return not self.__eq__(other)
+
+    # against a plain datetime d (no nanos): self > d exactly when its microseconds >= d
+    def __lt__(self, other: Any) -> Any:
+        if type(other) is _DT:
+            return _DT.__lt__(self, other)
+        return _time_cmp(_DT, self, other) < 0 if isinstance(other, _DT) else NotImplemented
+
+    def __le__(self, other: Any) -> Any:
+        if type(other) is _DT:
+            return _DT.__lt__(self, other)
+        return _time_cmp(_DT, self, other) <= 0 if isinstance(other, _DT) else NotImplemented
+
+    def __gt__(self, other: Any) -> Any:
+        if type(other) is _DT:
+            return _DT.__ge__(self, other)
+        return _time_cmp(_DT, self, other) > 0 if isinstance(other, _DT) else NotImplemented
+
+    def __ge__(self, other: Any) -> Any:
+        if type(other) is _DT:
+            return _DT.__ge__(self, other)
+        return _time_cmp(_DT, self, other) >= 0 if isinstance(other, _DT) else NotImplemented
+
+    #: equal values have equal microseconds (one that differs only in nanos collides)
+    __hash__ = _DT.__hash__
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # datetime's would drop nanos
+        return _make_ts, (_plain_ts(self), self.nanos)
+
+    def __repr__(self) -> str:
+        return f"NanoTimestamp({format_timestamp(self)})"
+
+
+class NanoDuration(_TD):
+    """A CEL duration whose nanoseconds are not a whole microsecond: the timedelta
+    (floored to the microsecond) plus ``nanos`` (1-999). See above."""
+
+    __slots__ = ("nanos",)
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is NanoDuration and self.nanos == other.nanos and _TD.__eq__(self, other)
+
+    def __ne__(self, other: Any) -> bool:
+        return not self.__eq__(other)
+
+    def __lt__(self, other: Any) -> Any:
+        return _time_cmp(_TD, self, other) < 0 if isinstance(other, _TD) else NotImplemented
+
+    def __le__(self, other: Any) -> Any:
+        return _time_cmp(_TD, self, other) <= 0 if isinstance(other, _TD) else NotImplemented
+
+    def __gt__(self, other: Any) -> Any:
+        return _time_cmp(_TD, self, other) > 0 if isinstance(other, _TD) else NotImplemented
+
+    def __ge__(self, other: Any) -> Any:
+        return _time_cmp(_TD, self, other) >= 0 if isinstance(other, _TD) else NotImplemented
+
+    __hash__ = _TD.__hash__
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return _make_dur, (_TD(self.days, self.seconds, self.microseconds), self.nanos)
+
+    def __repr__(self) -> str:
+        return f"NanoDuration({format_duration(self)})"
+
+
+def _make_ts(p: _DT, nanos: int) -> Any:
+    """The timestamp ``p`` (a plain UTC datetime) plus ``nanos`` (0-999)."""
+    if nanos == 0:
+        return p
+    t = NanoTimestamp(p.year, p.month, p.day, p.hour, p.minute, p.second, p.microsecond, _UTC)
+    t.nanos = nanos
+    return t
+
+
+def _plain_ts(x: Any) -> _DT:
+    """A timestamp to the microsecond (the getters read no more)."""
+    if type(x) is NanoTimestamp:
+        return _DT(x.year, x.month, x.day, x.hour, x.minute, x.second, x.microsecond, _UTC)
+    return x
+
+
+def _make_dur(p: _TD, nanos: int) -> Any:
+    if nanos == 0:
+        return p
+    d = NanoDuration(p.days, p.seconds, p.microseconds)
+    d.nanos = nanos
+    return d
+
+
+def _ts_ns(x: Any) -> int:
+    """Nanoseconds since the epoch."""
+    return (x - _EPOCH) // _ONE_US * 1000 + _nanos(x)
+
+
+def _dur_ns(x: Any) -> int:
+    return x // _ONE_US * 1000 + _nanos(x)
+
+
+#: CEL's timestamp range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, in
+#: nanoseconds since the epoch (the seconds: the range of timestamp(int))
+_TS_MIN_S, _TS_MAX_S = -62135596800, 253402300799
+_TS_MIN_NS, _TS_MAX_NS = _TS_MIN_S * 10**9, (_TS_MAX_S + 1) * 10**9 - 1
+
+
+def _ts_from_ns(ns: int) -> Any:
+    if _TS_MIN_NS <= ns <= _TS_MAX_NS:
+        us, nanos = divmod(ns, 1000)
+        return _make_ts(_EPOCH + _TD(microseconds=us), nanos)
+    raise CelError("timestamp out of range")
+
+
+def _dur_from_ns(ns: int) -> Any:
+    """A duration result of arithmetic: within int64 nanoseconds, as cel-cpp's."""
+    if INT64_MIN <= ns <= INT64_MAX:
+        us, nanos = divmod(ns, 1000)
+        return _make_dur(_TD(microseconds=us), nanos)
+    raise CelError("duration out of range (integer overflow)")
+
+
 class NoSuchKey(CelError):
     """``m.f`` / ``m[k]`` without that key (the message is made only when shown)."""
 
@@ -144,6 +303,8 @@ _TYPE_OF = {
     CelMap: MAP_T,
     _DT: TIMESTAMP_T,
     _TD: DURATION_T,
+    NanoTimestamp: TIMESTAMP_T,
+    NanoDuration: DURATION_T,
     CelType: TYPE_T,
 }
 
@@ -180,18 +341,34 @@ class Invalid:
         self.value = value
 
 
-def timestamp_value(v: Any) -> _DT:
-    """A datetime as a CEL timestamp: the same instant in UTC (naive means UTC)."""
+#: the digits below the microsecond of an RFC 3339 text (its fraction starts at 19)
+_SUB_MICRO = re.compile(r"\.[0-9]{6}([0-9]{1,3})")
+
+
+def timestamp_value(v: Any) -> Any:
+    """A datetime as a CEL timestamp: the same instant in UTC (naive means UTC). A
+    decoded event time (``transforms.codec.Timestamp``) keeps the nanoseconds of the text
+    it came with (``text``), which its datetime truncates to microseconds."""
     tz = v.tzinfo
-    if tz is _UTC:
-        return v if type(v) is _DT else _DT(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, _UTC)
-    if tz is None:
-        return _DT(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, _UTC)
-    try:
-        u = v.astimezone(_UTC)
-    except OverflowError:
-        return Invalid(v)
-    return _DT(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, _UTC)
+    t = type(v)
+    if tz is _UTC and t is _DT:
+        return v
+    if t is NanoTimestamp:
+        return v
+    if tz is _UTC or tz is None:
+        u = _DT(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, _UTC)
+    else:
+        try:
+            u = v.astimezone(_UTC)
+        except OverflowError:
+            return Invalid(v)
+        u = _DT(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, _UTC)
+    text = getattr(v, "text", None)
+    if type(text) is str and len(text) > 26:  # a fraction of 7 digits or more?
+        m = _SUB_MICRO.match(text, 19)
+        if m is not None:
+            return _make_ts(u, int(m.group(1).ljust(3, "0")))
+    return u
 
 
 def _json(v: Any) -> Any:
@@ -331,7 +508,9 @@ def undeclared(exc: KeyError) -> CelError:
 # Equality and ordering
 
 _NUM = frozenset({int, Uint, float})
-_ORDERED = frozenset({int, Uint, float, str, bytes, bool, _DT, _TD})
+_ORDERED = frozenset({int, Uint, float, str, bytes, bool, _DT, _TD, NanoTimestamp, NanoDuration})
+_TIMESTAMPS = frozenset({_DT, NanoTimestamp})
+_DURATIONS = frozenset({_TD, NanoDuration})
 
 
 def _cmp_double_int(d: float, i: int, unsigned: bool) -> Any:
@@ -385,6 +564,8 @@ def eq(a: Any, b: Any) -> bool:
         return a == b
     if ta in _NUM and type(b) in _NUM:
         return num_cmp(a, b) == 0
+    if (ta in _TIMESTAMPS and type(b) in _TIMESTAMPS) or (ta in _DURATIONS and type(b) in _DURATIONS):
+        return a == b  # a plain and a Nano value (never equal)
     return False
 
 
@@ -396,6 +577,10 @@ def _order(fn: str, a: Any, b: Any) -> Any:
     ta, tb = type(a), type(b)
     if ta in _NUM and tb in _NUM:
         return num_cmp(a, b)
+    if ta in _TIMESTAMPS and tb in _TIMESTAMPS:
+        return _time_cmp(_DT, a, b)
+    if ta in _DURATIONS and tb in _DURATIONS:
+        return _time_cmp(_TD, a, b)
     raise no_overload(fn, a, b)
 
 
@@ -512,6 +697,13 @@ def add(a: Any, b: Any) -> Any:
         return _ts(_DT.__add__, a, b)
     elif ta is _TD and tb is _DT:
         return _ts(_DT.__add__, b, a)
+    if tb in _DURATIONS:  # with nanoseconds
+        if ta in _TIMESTAMPS:
+            return _ts_from_ns(_ts_ns(a) + _dur_ns(b))
+        if ta in _DURATIONS:
+            return _dur_from_ns(_dur_ns(a) + _dur_ns(b))
+    elif ta in _DURATIONS and tb in _TIMESTAMPS:
+        return _ts_from_ns(_ts_ns(b) + _dur_ns(a))
     raise no_overload("_+_", a, b)
 
 
@@ -530,6 +722,13 @@ def sub(a: Any, b: Any) -> Any:
             return _dur(a - b)
     elif ta is _DT and tb is _TD:
         return _ts(_DT.__sub__, a, b)
+    if ta in _TIMESTAMPS:  # with nanoseconds
+        if tb in _DURATIONS:
+            return _ts_from_ns(_ts_ns(a) - _dur_ns(b))
+        if tb in _TIMESTAMPS:
+            return _dur_from_ns(_ts_ns(a) - _ts_ns(b))
+    elif ta in _DURATIONS and tb in _DURATIONS:
+        return _dur_from_ns(_dur_ns(a) - _dur_ns(b))
     raise no_overload("_-_", a, b)
 
 
@@ -771,8 +970,8 @@ def to_int(x: Any) -> int:
                 return v
             raise CelError("string out of int64 range")
         raise CelError(f"cannot convert string {x!r} to int")
-    if t is _DT:
-        return (x - _EPOCH) // _TD(seconds=1)
+    if t is _DT or t is NanoTimestamp:
+        return (x - _EPOCH) // _TD(seconds=1)  # floored: the nanos cannot change it
     if t is bool:
         return 1 if x else 0  # as cel-cpp
     raise no_overload("int", x)
@@ -835,23 +1034,28 @@ def format_double(d: float) -> str:
     return f"{neg}{ds[:e10 + 1]}.{ds[e10 + 1:]}"
 
 
-def _frac(us: int) -> str:
-    if us == 0:
+def _frac(ns: int) -> str:
+    """A fraction of a second in nanoseconds as 0, 3, 6 or 9 digits (as cel-cpp and
+    protobuf's JSON print them)."""
+    if ns == 0:
         return ""
-    if us % 1000 == 0:
-        return f".{us // 1000:03d}"
-    return f".{us:06d}"
+    if ns % 1_000_000 == 0:
+        return f".{ns // 1_000_000:03d}"
+    if ns % 1000 == 0:
+        return f".{ns // 1000:06d}"
+    return f".{ns:09d}"
 
 
-def format_timestamp(ts: _DT) -> str:
-    return f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}{_frac(ts.microsecond)}Z"
+def format_timestamp(ts: Any) -> str:
+    frac = _frac(ts.microsecond * 1000 + _nanos(ts))
+    return f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}{frac}Z"
 
 
-def format_duration(d: _TD) -> str:
-    us = d // _ONE_US
-    sign = "-" if us < 0 else ""
-    us = abs(us)
-    return f"{sign}{us // 1_000_000}{_frac(us % 1_000_000)}s"
+def format_duration(d: Any) -> str:
+    ns = _dur_ns(d)
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    return f"{sign}{ns // 10**9}{_frac(ns % 10**9)}s"
 
 
 def to_string(x: Any) -> str:
@@ -869,9 +1073,9 @@ def to_string(x: Any) -> str:
             return x.decode("utf-8")
         except UnicodeDecodeError:
             raise CelError("invalid UTF-8 in bytes converted to string") from None
-    if t is _DT:
+    if t is _DT or t is NanoTimestamp:
         return format_timestamp(x)
-    if t is _TD:
+    if t is _TD or t is NanoDuration:
         return format_duration(x)
     raise no_overload("string", x)
 
@@ -893,9 +1097,9 @@ def format_value(v: Any) -> str:
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if t is CelMap:
         return "{" + ", ".join(f"{format_value(k)}: {format_value(x)}" for k, x in v.items()) + "}"
-    if t is _DT:
+    if t is _DT or t is NanoTimestamp:
         return f'timestamp("{format_timestamp(v)}")'
-    if t is _TD:
+    if t is _TD or t is NanoDuration:
         return f'duration("{format_duration(v)}")'
     return repr(v)
 
@@ -929,10 +1133,12 @@ def to_bool(x: Any) -> bool:
     raise no_overload("bool", x)
 
 
-_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z")
+_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z")
 
 
-def parse_timestamp(s: str) -> _DT:
+def parse_timestamp(s: str) -> Any:
+    """RFC 3339 text as a timestamp; digits beyond the nanosecond are dropped (as cel-cpp
+    and cel-go do)."""
     m = _RFC3339.match(s)
     if m is None:
         raise CelError(f"cannot parse timestamp {s!r} (RFC 3339 expected)")
@@ -940,27 +1146,25 @@ def parse_timestamp(s: str) -> _DT:
     try:
         if int(sec) == 60:
             raise ValueError("leap second")
-        naive = _DT(int(y), int(mo), int(d), int(h), int(mi), int(sec), int((frac or "0").ljust(9, "0")[:6]))
+        ns = int(frac[:9].ljust(9, "0")) if frac else 0
+        naive = _DT(int(y), int(mo), int(d), int(h), int(mi), int(sec), ns // 1000)
         if z:
-            return naive.replace(tzinfo=_UTC)
+            return _make_ts(naive.replace(tzinfo=_UTC), ns % 1000)
         offset = _TD(hours=int(oh), minutes=int(om))
         if sign == "-":
             offset = -offset
         if offset >= _TD(days=1):
             raise ValueError("offset")
-        return (naive - offset).replace(tzinfo=_UTC)
+        return _make_ts((naive - offset).replace(tzinfo=_UTC), ns % 1000)
     except ValueError:
         raise CelError(f"cannot parse timestamp {s!r}") from None
     except OverflowError:
         raise CelError(f"timestamp {s!r} out of range") from None
 
 
-_TS_MIN_S, _TS_MAX_S = -62135596800, 253402300799
-
-
-def to_timestamp(x: Any) -> _DT:
+def to_timestamp(x: Any) -> Any:
     t = type(x)
-    if t is _DT:
+    if t is _DT or t is NanoTimestamp:
         return x
     if t is str:
         return parse_timestamp(x)
@@ -973,10 +1177,12 @@ def to_timestamp(x: Any) -> _DT:
 
 _DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_NS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-_DURATION_MAX_NS = 315576000000 * 10**9
+#: duration() parses up to +-315,576,000,000.999999999s (protobuf's Duration, ~10,000
+#: years); arithmetic results must fit int64 nanoseconds (~292 years), as in cel-cpp
+_DURATION_MAX_NS = 315576000001 * 10**9 - 1
 
 
-def parse_duration(s: str) -> _TD:
+def parse_duration(s: str) -> Any:
     text = s
     neg = False
     if text[:1] in ("+", "-"):
@@ -997,13 +1203,15 @@ def parse_duration(s: str) -> _TD:
     ns = int(total)  # truncated toward zero
     if ns > _DURATION_MAX_NS:
         raise CelError(f"duration {s!r} out of range")
-    us = ns // 1000
-    return _TD(microseconds=-us if neg else us)
+    if neg:
+        ns = -ns
+    us, nanos = divmod(ns, 1000)
+    return _make_dur(_TD(microseconds=us), nanos)
 
 
-def to_duration(x: Any) -> _TD:
+def to_duration(x: Any) -> Any:
     t = type(x)
-    if t is _TD:
+    if t is _TD or t is NanoDuration:
         return x
     if t is str:
         return parse_duration(x)
@@ -1064,7 +1272,7 @@ def _ts_part(name: str, d: _DT) -> int:
 #: (timestamp, zone name) -> the timestamp in that zone: every trigger asking for the
 #: same event's time in the same zone converts it once.
 _ZONED: dict[tuple, Any] = {}
-_DURATION_PARTS = {"getHours": 3600 * 10**6, "getMinutes": 60 * 10**6, "getSeconds": 10**6}
+_DURATION_PARTS = {"getHours": 3600 * 10**9, "getMinutes": 60 * 10**9, "getSeconds": 10**9}
 _NOARG = object()
 
 
@@ -1074,7 +1282,7 @@ def local_time(ts: _DT, tz: str) -> _DT:
     local = _ZONED.get(key)
     if local is None:
         try:
-            local = ts.astimezone(zone(tz))
+            local = _plain_ts(ts).astimezone(zone(tz))
         except OverflowError:
             raise CelError("timestamp out of range in that time zone") from None
         if len(_ZONED) >= 4096:
@@ -1086,19 +1294,21 @@ def local_time(ts: _DT, tz: str) -> _DT:
 def ts_get(name: str, ts: Any, tz: Any = _NOARG) -> Any:
     """``ts.getHours()`` etc., optionally with a time zone argument."""
     t = type(ts)
+    if t is NanoTimestamp:  # no getter reads below the millisecond
+        ts, t = _plain_ts(ts), _DT
     if t is _DT:
         if tz is _NOARG:
             return _ts_part(name, ts)
         if type(tz) is str:
             return _ts_part(name, local_time(ts, tz))
         raise no_overload(name, ts, tz)
-    if t is _TD and tz is _NOARG:
-        us = ts // _ONE_US
+    if (t is _TD or t is NanoDuration) and tz is _NOARG:
+        ns = _dur_ns(ts)
         if name == "getMilliseconds":
-            return _trunc_div(us, 1000) - _trunc_div(us, 10**6) * 1000
+            return _trunc_div(ns, 10**6) - _trunc_div(ns, 10**9) * 1000
         unit = _DURATION_PARTS.get(name)
         if unit is not None:
-            return _trunc_div(us, unit)
+            return _trunc_div(ns, unit)
     if tz is _NOARG:
         raise no_overload(name, ts)
     raise no_overload(name, ts, tz)

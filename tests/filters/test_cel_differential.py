@@ -16,13 +16,21 @@ What is not generated, and why:
   true: 'b'}``): cel-expr-python returns such maps as Python dicts, which merge the keys.
 - integers outside int64 in payloads (knflow turns them into doubles, as JSON numbers;
   cel-expr-python into uint).
-- nanosecond timestamps and durations (knflow holds microseconds, see the README).
+- durations with digits below the nanosecond (``duration("1.5ns")``): cel-cpp keeps
+  quarter nanoseconds (absl::Duration), the specification and knflow whole nanoseconds.
+
+Timestamps and durations are compared to the nanosecond: cel-expr-python hands them over
+as datetime/timedelta (microseconds), so the reference's are read from its text form
+(``str(value)``), and events' nanosecond times (``transforms.codec.Timestamp``, whose
+``text`` has them) are bound as protobuf Timestamps.
 """
 from __future__ import annotations
 
 import datetime as dt
 import math
 import pickle
+import re
+from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -33,8 +41,10 @@ from filters.cel import CelFilter, parse_source
 from filters.cel_compiler import Unsupported, compile_expression
 from filters.cel_compiler import runtime as rt
 from filters.materialize import materialize
+from transforms.codec import Timestamp, _parse_time
 
 cel = pytest.importorskip("cel_expr_python.cel", reason="cel-expr-python (requirements.txt) is not installed")
+from google.protobuf import timestamp_pb2  # noqa: E402  (cel-expr-python's dependency)
 
 _UTC = dt.timezone.utc
 
@@ -52,8 +62,41 @@ _REF_TYPES = {
 }
 
 
+_REF_TS = re.compile(r"(-?[0-9]+)-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z\Z")
+_REF_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?)(ns|us|ms|h|m|s)")
+_UNIT_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+
+def _ref_timestamp_ns(text: str) -> int:
+    """cel-cpp's text of a timestamp (absl: ``1-01-01T00:00:00Z``, ``...:00.1Z``) as
+    nanoseconds since the epoch."""
+    m = _REF_TS.match(text)
+    assert m, text
+    y, mo, d, h, mi, s, frac = m.groups()
+    seconds = (dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=_UTC) - _EPOCH) // dt.timedelta(seconds=1)
+    return seconds * 10**9 + int((frac or "").ljust(9, "0"))
+
+
+def _ref_duration_ns(text: str) -> int:
+    """cel-cpp's text of a duration (absl: ``-25h0.000000001s``, ``1.5ms``, ``0``) in
+    nanoseconds."""
+    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text)
+    if body == "0":
+        return 0
+    parts = _REF_DURATION_PART.findall(body)
+    assert "".join(n + u for n, u in parts) == body, text
+    total = sum(Fraction(n) * _UNIT_NS[u] for n, u in parts)
+    assert total.denominator == 1, text  # whole nanoseconds (no sub-nanosecond durations are generated)
+    return sign * int(total)
+
+
 def _ref_canonical(v) -> tuple:
     name = v.type().name()
+    if name == "TIMESTAMP":
+        return ("google.protobuf.Timestamp", _ref_timestamp_ns(str(v)))
+    if name == "DURATION":
+        return ("google.protobuf.Duration", _ref_duration_ns(str(v)))
     if name.startswith("LIST"):
         return ("list", tuple(_ref_canonical(x) for x in v.value()))
     if name.startswith("MAP"):
@@ -95,6 +138,10 @@ def canonical(v) -> tuple:
         return ("null_type",)
     if t is rt.Uint:
         return ("uint", int(v))
+    if t is dt.datetime or t is rt.NanoTimestamp:  # nanoseconds since the epoch
+        return ("google.protobuf.Timestamp", (v - _EPOCH) // dt.timedelta(microseconds=1) * 1000 + getattr(v, "nanos", 0))
+    if t is dt.timedelta or t is rt.NanoDuration:
+        return ("google.protobuf.Duration", v // dt.timedelta(microseconds=1) * 1000 + getattr(v, "nanos", 0))
     return (rt.kind(v), v)
 
 
@@ -104,13 +151,23 @@ def reference(expression: str, event: EventView):
         program = _ENV.compile(expression, disable_check=True)
     except RuntimeError:
         return None
-    data = {k: v for k, v in event.attributes.items() if k in VARIABLES}
+    data = {k: _ref_binding(v) for k, v in event.attributes.items() if k in VARIABLES}
     if event.data is not None:
         data["data"] = event.data
     result = program.eval(data=data)
     if result.type().name() == "ERROR":
         return ("ERROR", str(result.value()))
     return _ref_canonical(result)
+
+
+def _ref_binding(v):
+    """A decoded event time as cel-cpp's binding: with its nanoseconds (read from its
+    text by protobuf's own RFC 3339 parser), as a protobuf Timestamp."""
+    if type(v) is Timestamp:
+        ts = timestamp_pb2.Timestamp()
+        ts.FromJsonString(v.text)
+        return ts
+    return v
 
 
 def knflow(fn, event: EventView):
@@ -132,7 +189,18 @@ def same(a, b) -> bool:
 # --------------------------------------------------------------------------------------
 # events
 
+@st.composite
+def decoded_times(draw):
+    """An event's time as the codec decodes it (``transforms.codec.Timestamp``): RFC 3339
+    text with 1-9 fraction digits (often 7-9: below the microsecond), Z or an offset."""
+    base = draw(st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2100, 1, 1)))
+    digits = draw(st.sampled_from(["", "5", "250", "123456", "1234567", "000000001", "999999999", "123456789", "100000500"]))
+    offset = draw(st.sampled_from(["Z", "Z", "+05:45", "-03:30", "+00:00"]))
+    return _parse_time(base.strftime("%Y-%m-%dT%H:%M:%S") + ("." + digits if digits else "") + offset, "")
+
+
 times = st.one_of(
+    decoded_times(),
     st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(_UTC)),
     st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2030, 1, 1), timezones=st.sampled_from([dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=9, minutes=30))])),
     st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2030, 1, 1)),  # naive: UTC
@@ -203,6 +271,7 @@ LEAVES = [
     '"vip"', '""', '"/shop"', "'a'", 'b"x"', "true", "false", "null", "[]", "{}",
     '["vip", "gold"]', "[1, 2, 3]", "[true, 1]", "[0.0 / 0.0]", '[1, "a", 2.5]', "[1.0, 2u]", '{"a": 1, "b": "x"}', "{1: 'one', 'k': 2.5}",
     'timestamp("2024-01-01T00:00:00Z")', 'duration("1h")', 'duration("90m")', 'duration("1.5s")', "int", "double", "string", "uint", "list", "map", "bool", "null_type",
+    'timestamp("2024-01-01T00:00:00.000000001Z")', 'duration("1ns")', 'duration("-1.000000500s")', 'duration("0.000001999s")',
 ]
 
 BINARY = ["==", "!=", "<", "<=", ">", ">=", "in", "+", "-", "*", "/", "%", "&&", "||"]
@@ -254,6 +323,10 @@ TEMPLATES = st.sampled_from(
         '{s}.matches("^/shop") && source.matches("shop")',
         "data.region == {s} ? data.amount > {n} : false",
         'time > timestamp("2024-01-01T00:00:00Z") && data.x != {n}',
+        'time {cmp} timestamp({t}) || string(time) == {t}',
+        'time - timestamp({t}) {cmp} duration({d})',
+        'string(time - timestamp({t})) == {d} || (time + duration({d})).getMilliseconds() == {n}',
+        'timestamp({t}) + duration({d}) {cmp} time',
         "data.x == [{n}] || data.x == {{'a': {n}}}",
         "data.amount in [{n}, 2.5, 10u]",
     ]
@@ -265,7 +338,10 @@ def realistic(draw):
     template = draw(TEMPLATES)
     s = draw(st.sampled_from(['"vip"', '"/shop/1"', '"/blog"', '"eu"', '"orders/1"', "1", "null"]))
     n = draw(st.sampled_from(["0", "1", "3", "100", "150", "9.5", "150.0", "2u", '"3"', "-1"]))
-    return template.replace("{s}", s).replace("{n}", n)
+    t = draw(st.sampled_from(['"2024-01-01T00:00:00Z"', '"2024-01-01T00:00:00.000000001Z"', '"2030-06-01T12:00:00.123456789+05:45"', '"1999-12-31T23:59:59.999999999Z"']))
+    d = draw(st.sampled_from(['"0s"', '"1ns"', '"-1ns"', '"1.000000001s"', '"-0.000001500s"', '"3600s"', '"876000h"']))
+    cmp = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
+    return template.replace("{s}", s).replace("{n}", n).replace("{t}", t).replace("{d}", d).replace("{cmp}", cmp)
 
 
 COUNTS = {"compared": 0, "reference_rejects": 0}
@@ -456,7 +532,8 @@ SAMPLES = [
     "3", "0", "-9223372036854775808", "9223372036854775807", "3u", "0u", "18446744073709551615u", "3.0", "2.5", "-0.0",
     "0.0 / 0.0", "1.0 / 0.0", "9223372036854775808.0", "true", "false", "'3'", "'ab'", "''", "b'3'", "null", "[3, '3']",
     "[1, 3]", "[1.0, 3u]", "[]", "{'3': 1}", "{3: true}", "{}", "timestamp('2024-01-01T10:00:00Z')",
-    "duration('3600s')", "duration('-1.5s')", "int", "type",
+    "duration('3600s')", "duration('-1.5s')", "int", "type", "timestamp('2024-01-01T10:00:00.000000001Z')",
+    "duration('-0.000000001s')",
 ]
 OPERATORS = ["==", "!=", "<", "<=", ">", ">=", "in", "+", "-", "*", "/", "%", "&&", "||"]
 FUNCTIONS = [
