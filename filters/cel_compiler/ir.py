@@ -356,13 +356,20 @@ def build(ast: Any, quoted: dict[str, str] | None = None) -> Node:
 
 
 _PLACEHOLDER = "__knflow_quoted_{}__"
+#: an integer literal (decimal or hex, int or uint) followed by ``.name``
+_INT_RECEIVER = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)[uU]?(?=\.[A-Za-z_])")
+_MAYBE_INT_RECEIVER = re.compile(r"[0-9a-fA-FuU]\.[A-Za-z_]")
 
 
 def unquote_fields(expression: str) -> tuple[str, dict[str, str]]:
-    """Backquoted field names (``m.`content-type```, cel-spec 2024) for celpy's parser,
-    which predates them: each becomes a placeholder identifier; returns the rewritten
-    text and placeholder -> name. String literals are skipped."""
-    if "`" not in expression:
+    """The expression as celpy's parser reads it by the specification's grammar.
+
+    Backquoted field names (``m.`content-type```, cel-spec 2024), which celpy's parser
+    predates, become placeholder identifiers; an integer literal followed by ``.name``
+    (``42.split('2')``, a call on an int: no matching overload) is parenthesized, as
+    celpy's float literals take ``42.`` (the specification's need a digit after the dot).
+    Returns the rewritten text and placeholder -> name. String literals are skipped."""
+    if "`" not in expression and not _MAYBE_INT_RECEIVER.search(expression):
         return expression, {}
     out, names, pos, n = [], {}, 0, len(expression)
     while pos < n:
@@ -378,6 +385,12 @@ def unquote_fields(expression: str) -> tuple[str, dict[str, str]]:
             out.append(expression[pos:end])
             pos = end
             continue
+        if "0" <= c <= "9" and not (pos and (expression[pos - 1].isalnum() or expression[pos - 1] in "_.")):
+            m = _INT_RECEIVER.match(expression, pos)
+            if m:
+                out.append(f"({m.group()})")
+                pos = m.end()
+                continue
         if c == ".":
             m = re.compile(r"\.\s*`([^`\n]+)`").match(expression, pos)
             if m:

@@ -223,14 +223,9 @@ SKIP_TESTS: dict[tuple[str, str, str], str] = {
 }
 
 #: case id -> why knflow knowingly differs from the specification (see the README).
-_INT_RECEIVER = ("celpy's parser (knflow's) reads a method call on an integer literal such as `42.split('2')` "
-                 "as a parse error, not as the specified evaluation error (both fail the filter)")
 EXCEPTIONS: dict[str, str] = {
     "string_ext/format/map support (all key types)": (
         "a map with both true and 1 (or false and 0) as keys is an error: maps are Python dicts, where True == 1"),
-    **{f"string_ext/type_errors/{name}": _INT_RECEIVER for name in (
-        "charat_invalid_type", "replace_invalid_type", "replace_ternary_invalid_argument", "split_binary_invalid_type",
-        "split_invalid_type", "split_invalid_type_empty_arg", "substring_binary_invalid_type")},
 }
 
 _PROTO_HINTS = ("TestAllTypes", "google.protobuf", "cel.expr.conformance", "GlobalEnum", "NestedEnum")

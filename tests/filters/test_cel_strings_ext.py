@@ -104,3 +104,28 @@ def test_extension_functions_match_cel_cpp(expression, s, t, u, i, j, xs):
     fn = compile_expression(parse_source(expression), expression)
     got = _outcome(lambda: fn.evaluate_values(values))
     assert got == want, f"{expression} with {values!r}: cel-cpp {want!r}, knflow {got!r}"
+
+
+@pytest.mark.parametrize(
+    "expression, rewritten",
+    [
+        ("42.split('2') == ['4']", "(42).split('2') == ['4']"),
+        ("0x2A.size() == 1 || 42u.charAt(0) == ''", "(0x2A).size() == 1 || (42u).charAt(0) == ''"),
+        ("42.e5 == 1", "(42).e5 == 1"),  # a field of an int (CEL's floats need a digit after the dot)
+        # unchanged: floats, identifiers with digits, strings, backquoted names
+        ("1.5.size() == 1 && 1e5 > 2.0", "1.5.size() == 1 && 1e5 > 2.0"),
+        ("data.v1.x == 'a42.split' && a42.size() == 1", "data.v1.x == 'a42.split' && a42.size() == 1"),
+    ],
+)
+def test_method_call_on_an_integer_literal(expression, rewritten):
+    """``42.split('2')`` is a call on an int (an evaluation error, no matching overload):
+    celpy's parser would read ``42.`` as a float and fail, so the literal is parenthesized
+    before parsing (``ir.unquote_fields``)."""
+    from filters.cel_compiler.ir import unquote_fields
+
+    assert unquote_fields(expression)[0] == rewritten
+    f = CelFilter(expression, "p")
+    if rewritten != expression:
+        assert f.engine == "compiled"
+        assert f.explain(EventView({"type": "t"}, None)).result is FilterResult.FAIL
+        assert f.errors == 1
