@@ -14,6 +14,8 @@ as after a burst or a restart. Then, one after the other, on those same records:
    shape with a trivial Python function, copies the backlog to another topic: what the
    engine itself carries here (records/s from its first to its last output record), once
    in each of PyFlink's Python modes (thread, process); the ceiling is the better one.
+   Here and in ``backlog``, ``cpu_percent`` and ``cpu_us_per_event`` say what each part
+   (Kafka, the job, this benchmark with its consumer) used over the measured window.
 2. ``baseline``: ``bench/baseline_loop.py``, a kafka-python consumer with knflow's router
    and pyreqwest posts on uvloop, no engine, no retries: events/s from the first request
    to the moment every trigger got what the router says it must get.
@@ -97,16 +99,39 @@ def _tree(root: int) -> list[int]:
     return [root, *descendants(root)]
 
 
+def _parts_meter(state: Path, job_pid: int) -> "_CpuMeter":
+    """A CPU meter of Kafka (deploy/kafka.sh's pid file), the job started as ``job_pid``
+    and everything else of this benchmark (its consumer); the job's processes are listed
+    when the meter starts, once the job runs them all."""
+    meter = _CpuMeter({})
+    kafka_pid = int((state / "kafka" / "kafka.pid").read_text())
+
+    def parts() -> dict[str, list[int]]:
+        job = _tree(job_pid)
+        return {"kafka": [kafka_pid], "job": job, "bench_and_consumer": [p for p in _tree(os.getpid()) if p not in job]}
+
+    meter.parts_of = parts
+    return meter
+
+
+def _per_event(cpu_percent: dict[str, float], events_per_s: float) -> dict[str, float]:
+    """CPU percentages over a window as microseconds of CPU per event of that window."""
+    return {name: round(percent / 100 / events_per_s * 1e6, 1) for name, percent in cpu_percent.items()}
+
+
 class _CpuMeter:
     """CPU of the parts (% of one core) over a window: the latency probes are run on a
     2-core machine that the benchmark itself shares, so each probe says who used it."""
 
     def __init__(self, parts: dict[str, list[int]]) -> None:
         self.parts = parts  # name -> that part's pids
+        self.parts_of: Any = None  # or: a function returning them, called by start()
 
     def start(self) -> None:
         from tests.processes import cpu_seconds
 
+        if self.parts_of is not None:
+            self.parts = self.parts_of()
         self._began = time.perf_counter()
         self._cpu = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
 
@@ -355,8 +380,9 @@ def _gifts(count: int) -> list[dict[str, Any]]:
 
 
 def _wait_for(consumer: Consumer, want: Counter, base: dict[str, int], timeout: float, process: Any = None,
-              log_path: Path | None = None) -> tuple[float, dict[str, float]]:
-    """Poll the consumer until every path got ``want`` more requests than ``base``: (first, done per path)."""
+              log_path: Path | None = None, on_first: Any = None) -> tuple[float, dict[str, float]]:
+    """Poll the consumer until every path got ``want`` more requests than ``base``: (first, done per path).
+    ``on_first()`` is called when the first of them arrives."""
     first = None
     finished: dict[str, float] = {}
     deadline = time.perf_counter() + timeout
@@ -370,6 +396,8 @@ def _wait_for(consumer: Consumer, want: Counter, base: dict[str, int], timeout: 
             raise SystemExit(f"not every delivery arrived in {timeout:.0f}s: got {counts}, base {base}, want {dict(want)}")
         if first is None and any(counts.get(p, 0) > base.get(p, 0) for p in want):
             first = now
+            if on_first is not None:
+                on_first()
         for path, n in want.items():
             if path not in finished and counts.get(path, 0) - base.get(path, 0) >= n:
                 finished[path] = now
@@ -405,6 +433,7 @@ def _ceiling(bootstrap: str, topic: str, count: int, state: Path, timeout: float
     job = _start([sys.executable, "bench/passthrough_job.py", "--bootstrap", bootstrap, "--source", topic,
                   "--sink", sink, "--checkpoint-dir", str(state / f"ceiling-checkpoints-{mode}"),
                   "--python-mode", mode], state / f"ceiling-{mode}.log")
+    meter = _parts_meter(state, job.pid)
     reader = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
         from kafka import TopicPartition
@@ -419,14 +448,17 @@ def _ceiling(bootstrap: str, topic: str, count: int, state: Path, timeout: float
             now = time.perf_counter()
             if first is None and written:
                 first, first_count = now, written
+                meter.start()
             if written >= count:
                 break
             if now > deadline:
                 raise SystemExit(f"the pass-through job copied {written} of {count} records in {timeout:.0f}s")
             time.sleep(0.02)
         window = max(now - first, 1e-9)
+        cpu = meter.stop()
+        rate = (count - first_count) / window
         return {"case": "ceiling", "python_mode": mode, "records": count, "seconds": round(window, 2),
-                "records_per_s": round((count - first_count) / window, 1)}
+                "records_per_s": round(rate, 1), "cpu_percent": cpu, "cpu_us_per_event": _per_event(cpu, rate)}
     finally:
         reader.close()
         _stop(job, signal.SIGTERM)
@@ -519,8 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         base = consumer.counts()
         job = _start(command, log_path)
         launched = time.perf_counter()
-        first, finished = _wait_for(consumer, want, base, args.timeout, job, log_path)
+        backlog_meter = _parts_meter(state, job.pid)
+        first, finished = _wait_for(consumer, want, base, args.timeout, job, log_path, on_first=backlog_meter.start)
         window = max(finished.values()) - first
+        backlog_cpu = backlog_meter.stop()
         counts = consumer.counts()
         common["impl"] = "knflow-flink-minicluster"
         for path, n in sorted(want.items()):
@@ -534,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                           "events_per_s": round(len(events) / window, 1),
                           "deliveries_per_s": round(total / window, 1),
                           "job_start_to_first_delivery_s": round(first - launched, 1),
+                          "cpu_percent": backlog_cpu, "cpu_us_per_event": _per_event(backlog_cpu, len(events) / window),
                           "backlog_write_s": round(write_s, 1),
                           "wall_seconds": round(time.perf_counter() - started, 1)}), flush=True)
         summary["events_per_s"] = round(len(events) / window, 1)
