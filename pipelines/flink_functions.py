@@ -17,6 +17,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 from eventing.plan import Plan
+from pipelines.cpu_pinning import pin_python
 from pipelines.delivery_settings import DeliverySettings
 from pipelines.event_loop import new_event_loop
 from transforms.gc_tuning import tune_for_streaming
@@ -98,14 +99,22 @@ def out_batch(records: list[OutRecord]) -> bytes:
 class BrokerPartitionFunction(KeyedProcessFunction):
     """Batches of one source partition's records -> batches of records for the Kafka sink."""
 
-    def __init__(self, plan: Plan, topics: Topics, settings: DeliverySettings, wait_ms: int, collect_ms: int) -> None:
+    def __init__(self, plan: Plan, topics: Topics, settings: DeliverySettings, wait_ms: int, collect_ms: int,
+                 python_mode: str = "thread", python_cpu: str = "auto") -> None:
         self.plan = plan
         self.topics = topics
         self.settings = settings
         self.wait_ms = wait_ms
         self.collect_ms = collect_ms
+        self.python_mode = python_mode
+        self.python_cpu = python_cpu
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        # Before the delivery loop's thread starts: it inherits this thread's CPU. The subtask
+        # index matters in process mode only; in thread mode PyFlink 2.2's runtime context
+        # cannot tell it (it calls RuntimeContext.getIndexOfThisSubtask, gone in Flink 2).
+        subtask = runtime_context.get_index_of_this_subtask() if self.python_mode == "process" else 0
+        pin_python(self.python_cpu, self.python_mode, subtask)
         pickled = Types.PICKLED_BYTE_ARRAY()
         self.state = FlinkPartitionState(
             runtime_context.get_map_state(MapStateDescriptor("queues", Types.STRING(), pickled)),

@@ -56,6 +56,7 @@ class FlinkJobOptions:
     bundle_size: int = 1000
     bundle_time_ms: int = 5  # matches the Batcher's delay: a batch does not wait for a bundle to fill (process mode)
     python_mode: str = "thread"  # thread: the Python operator runs inside the JVM (PEMJA) | process: a worker process
+    python_cpu: str = "auto"  # auto | off | a CPU number: where the Python operator's threads run (cpu_pinning)
     buffer_timeout_ms: int = 5  # a network buffer between operators waits at most this long (Flink's default: 100)
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger records are dead-lettered (kafka_plane.fit)
     connector_jar: str | None = None
@@ -270,7 +271,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
         raise KnflowError("nothing to run: the manifests define no Broker and no source the job runs")
     records = inputs[0].union(*inputs[1:]) if len(inputs) > 1 else inputs[0]
     function = BrokerPartitionFunction(plan, options.topics, options.delivery, options.batch_wait_ms,
-                                       max(1, options.batch_delay_ms))
+                                       max(1, options.batch_delay_ms), options.python_mode, options.python_cpu)
     out = (keyed_batches(records, options)
            .process(function, output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
            .name("decode, route, deliver").uid(UIDS["deliver"]))

@@ -36,6 +36,16 @@ def _record_limit(text: str) -> int:
     return value
 
 
+def _python_cpu(text: str) -> str:
+    """--python-cpu: auto, off or a CPU number."""
+    from pipelines.cpu_pinning import parse_python_cpu
+
+    try:
+        return parse_python_cpu(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_job_arguments(parser: Any, runner_flag: str = "--runner", include_flink: bool = True) -> None:
     """Add knflow's job options to an argparse parser (the CLI's or Beam's).
 
@@ -89,6 +99,11 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="where the Python operator runs: thread (inside the TaskManager's JVM, PyFlink's "
                             "thread mode: no worker process, no gRPC, no bundles) or process (a Python worker "
                             "process per TaskManager). Default: thread for runner flink, process for knflow submit")
+    flink.add_argument("--python-cpu", type=_python_cpu, default="auto", metavar="auto|off|CPU",
+                       help="pin the Python operator's threads (thread mode) or worker process (process mode) to one "
+                            "CPU, so its threads hand the GIL over on one core: auto picks one per TaskManager "
+                            "(thread mode) or per subtask (process mode), a number names the CPU, off leaves it to "
+                            "the OS (default: %(default)s)")
     flink.add_argument("--batch-wait-ms", type=int, default=200, metavar="MS",
                        help="before a checkpoint, how long the Python operator waits for a partition's deliveries "
                             "before it records the slower ones in its state (default: %(default)s)")
@@ -139,6 +154,7 @@ def flink_options(args: Any, plan: Any = None, python_mode: str = "thread") -> A
         allow_non_restored_state=args.allow_non_restored_state, max_record_bytes=args.max_record_bytes,
         savepoint_dir=args.savepoint_dir,
         buffer_timeout_ms=args.buffer_timeout_ms, python_mode=getattr(args, "python_mode", None) or python_mode,
+        python_cpu=args.python_cpu,
     )
     if args.checkpoint_dir:
         options.checkpoint_dir = args.checkpoint_dir

@@ -49,3 +49,18 @@ def descendants(pid: int) -> list[int]:
         out.append(child)
         stack += children.get(child, [])
     return out
+
+
+def thread_cpus(pid: int) -> dict[int, set[int]]:
+    """The CPUs each live thread of ``pid`` may run on (its affinity mask), by thread id."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            out[int(tid)] = os.sched_getaffinity(int(tid))
+        except OSError:  # the thread ended
+            continue
+    return out

@@ -1,6 +1,7 @@
 """The knflow command line, run as users run it (a subprocess of the installed module)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -180,6 +181,21 @@ def test_python_mode_defaults_to_thread_for_run_and_process_for_submit():
     assert flink_options(submit, python_mode="process").python_mode == "process"
     chosen = parser.parse_args(["submit", "m.yaml", "--jobmanager", "h:8081", "--python-mode", "thread"])
     assert flink_options(chosen, python_mode="process").python_mode == "thread"
+
+
+def test_python_cpu_defaults_to_auto_and_reaches_the_delivering_function(capsys):
+    from pipelines.cli import build_parser
+    from pipelines.options import flink_options
+
+    parser = build_parser()
+    assert flink_options(parser.parse_args(["run", "m.yaml"])).python_cpu == "auto"
+    options = flink_options(parser.parse_args(["submit", "m.yaml", "--jobmanager", "h:8081", "--python-cpu", "1"]),
+                            python_mode="process")
+    assert (options.python_cpu, options.python_mode) == ("1", "process")
+    assert json.loads(json.dumps(dataclasses.asdict(options)))["python_cpu"] == "1"  # what submit ships
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "m.yaml", "--python-cpu", "all"])
+    assert "--python-cpu: expected auto, off or a CPU number, got 'all'" in capsys.readouterr().err
 
 
 def test_max_record_bytes_has_a_floor():

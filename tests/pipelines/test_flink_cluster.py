@@ -40,7 +40,7 @@ from eventing.compiler import load_plan
 from eventing.ingress import Ingress, KafkaWriter
 from tests.consumers import ConsumerServer, Reply, accept, always
 from tests.eventing.test_ingress import AppThread
-from tests.processes import cmdline, descendants
+from tests.processes import cmdline, descendants, thread_cpus
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka, pytest.mark.slow]
 
@@ -481,6 +481,12 @@ def test_submitted_job_routes_delivers_dead_letters_and_cancels(flink, kafka, tm
         wait_for(lambda: not any(missing(shop, want).values()), "every matching event at its consumer",
                  diagnose=lambda: f"missing per consumer: {missing(shop, want)}\n{flink.diagnose(job_id)}\n"
                                   f"{job_history(kafka, job_name, missing_ids(shop, want))}\n{flink.worker_log()}")
+        if len(os.sched_getaffinity(0)) > 1:
+            # --python-cpu auto in process mode: the Python worker, every thread of it, on one CPU
+            workers = [pid for tm in flink.taskmanager_pids() for pid in descendants(tm)
+                       if "python" in cmdline(pid).split(" ", 1)[0]]
+            masks = [thread_cpus(pid) for pid in workers]
+            assert workers and all(m and all(len(cpus) == 1 for cpus in m.values()) for m in masks), masks
         time.sleep(3)  # late extras or duplicates would show up now
 
         for name, ids in want.items():

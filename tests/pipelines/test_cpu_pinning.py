@@ -1,0 +1,77 @@
+"""--python-cpu: which CPU the Python operator takes, and that exactly its threads are pinned."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from pipelines.cpu_pinning import choose_cpu, parse_python_cpu, pin_python
+from tests.processes import thread_cpus
+
+MULTI_CPU = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
+
+
+def test_choice_per_mode_and_setting():
+    allowed = {0, 1, 2, 3}
+    # thread mode: one CPU per TaskManager process, whatever the subtask
+    assert {choose_cpu("auto", allowed, "thread", subtask, pid=6) for subtask in range(4)} == {2}
+    # process mode: subtasks round robin over the allowed CPUs
+    assert [choose_cpu("auto", {1, 5, 7}, "process", subtask, pid=6) for subtask in range(4)] == [1, 5, 7, 1]
+    assert choose_cpu("3", allowed, "thread", 0, pid=6) == 3
+    assert choose_cpu("off", allowed, "thread", 0, pid=6) is None
+    assert choose_cpu("auto", {4}, "process", 0, pid=6) is None  # one CPU: nothing to choose
+    with pytest.raises(ValueError, match=r"--python-cpu 9: this process may run on CPUs \[0, 1, 2, 3\] only"):
+        choose_cpu("9", allowed, "thread", 0, pid=6)
+
+
+def test_setting_parse():
+    assert [parse_python_cpu(v) for v in ("auto", "off", "0", "12")] == ["auto", "off", "0", "12"]
+    for bad in ("on", "-1", "1.5", ""):
+        with pytest.raises(ValueError, match="expected auto, off or a CPU number"):
+            parse_python_cpu(bad)
+
+
+@MULTI_CPU
+def test_thread_mode_pins_the_calling_thread_and_the_threads_it_starts_only():
+    before = os.sched_getaffinity(0)
+    seen: dict[str, set[int]] = {}
+
+    def operator_thread() -> None:
+        seen["cpu"] = {pin_python("1", "thread", 0)}
+        child = threading.Thread(target=lambda: seen.setdefault("loop", os.sched_getaffinity(0)))
+        child.start()
+        child.join()
+        seen["operator"] = os.sched_getaffinity(0)
+
+    thread = threading.Thread(target=operator_thread)
+    thread.start()
+    thread.join()
+    assert seen == {"cpu": {1}, "operator": {1}, "loop": {1}}
+    assert os.sched_getaffinity(0) == before  # the caller (the JVM's other threads) is left alone
+
+
+@MULTI_CPU
+def test_process_mode_pins_every_thread_of_the_worker():
+    script = (
+        "import os, threading, time, json\n"
+        "from pipelines.cpu_pinning import pin_python\n"
+        "stop = threading.Event()\n"
+        "threads = [threading.Thread(target=stop.wait) for _ in range(3)]\n"  # started before: gRPC's, say
+        "[t.start() for t in threads]\n"
+        "cpu = pin_python('auto', 'process', 1)\n"
+        "print(cpu, flush=True)\n"
+        "input()\n"
+        "stop.set()\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        cpu = int(worker.stdout.readline())
+        masks = thread_cpus(worker.pid)
+        assert cpu == sorted(os.sched_getaffinity(0))[1]  # subtask 1: the second allowed CPU
+        assert len(masks) >= 4 and all(mask == {cpu} for mask in masks.values()), masks
+    finally:
+        worker.communicate("\n", timeout=30)
