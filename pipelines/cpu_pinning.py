@@ -63,15 +63,30 @@ def pin_python(setting: str, mode: str, subtask: int) -> int | None:
     cpu = choose_cpu(setting, os.sched_getaffinity(0), mode, subtask, os.getpid())
     if cpu is None:
         return None
-    if mode == "process":
-        # sched_setaffinity(pid) sets one thread's mask on Linux: set every thread's
-        # (threads started later inherit the mask of the thread that starts them)
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                os.sched_setaffinity(int(tid), {cpu})
-            except (ProcessLookupError, PermissionError):  # a thread that just ended
-                pass
-    else:
-        os.sched_setaffinity(0, {cpu})  # 0: the calling thread
+    try:
+        if mode == "process":
+            _pin_every_thread(cpu)
+        else:
+            os.sched_setaffinity(0, {cpu})  # 0: the calling thread
+    except OSError as exc:  # a sandbox that forbids it: run unpinned rather than not at all
+        log.warning("could not pin the Python operator to CPU %d (%s): it runs unpinned", cpu, exc)
+        return None
     log.info("the Python operator's %s runs on CPU %d", "process" if mode == "process" else "thread", cpu)
     return cpu
+
+
+def _pin_every_thread(cpu: int) -> None:
+    """``sched_setaffinity(pid)`` sets one thread's mask on Linux: set every thread's.
+    Threads started later inherit the mask of the thread that starts them; one started
+    while this runs may have the old mask, so look again until none has."""
+    for _ in range(5):
+        changed = False
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                if os.sched_getaffinity(int(tid)) != {cpu}:
+                    os.sched_setaffinity(int(tid), {cpu})
+                    changed = True
+            except ProcessLookupError:  # a thread that just ended
+                pass
+        if not changed:
+            return

@@ -75,3 +75,15 @@ def test_process_mode_pins_every_thread_of_the_worker():
         assert len(masks) >= 4 and all(mask == {cpu} for mask in masks.values()), masks
     finally:
         worker.communicate("\n", timeout=30)
+
+
+@MULTI_CPU
+def test_a_sandbox_that_forbids_pinning_runs_the_operator_unpinned(monkeypatch, caplog):
+    def forbidden(pid, cpus):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setaffinity", forbidden)
+    with caplog.at_level("WARNING", logger="pipelines.cpu_pinning"):
+        assert pin_python("auto", "thread", 0) is None
+        assert pin_python("auto", "process", 0) is None
+    assert caplog.text.count("it runs unpinned") == 2
