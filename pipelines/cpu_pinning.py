@@ -13,63 +13,100 @@ thread on another core (a futex round trip, cold caches). Measured with
 - process mode, the whole Python worker on one CPU: 7,700 - 8,800 against 6,500 - 7,400
   (3 triples); pinning only the operator's thread and its loop gained half of that.
 
-Nothing is lost by pinning: one GIL lets one of these threads run Python at a time
-anyway. What is pinned: in thread mode the TaskManager's thread that calls the operator
-(and the threads it starts afterwards, which inherit its CPU set: the delivery loop),
-never the JVM's other threads (Kafka source, network, checkpoints); in process mode the
-whole Python worker process, which runs nothing but the operator.
+What it costs: the pinned thread's JVM work (the batch crossing into Python, the chained
+``Unbatch`` and Kafka sink writer) and native work outside the GIL (gRPC's C core in
+process mode) no longer run beside the Python on another core; measured here, the gain
+outweighs it. What is pinned: in thread mode the TaskManager thread that calls the
+operator, and every thread it starts afterwards, which inherits its CPU set (the
+delivery loop, and JVM threads the task creates later, such as Flink's pool for the
+asynchronous part of checkpoints); the JVM's threads started before it (Kafka source,
+network stack, the Batcher's task) are left alone. In process mode: the whole Python
+worker process, which runs nothing but Python operators.
 
 Which CPU, with ``auto``: in thread mode every Python operator of a TaskManager shares
-the JVM's one interpreter, so all of them take the same CPU (chosen by the process id,
-so TaskManagers on one host spread); in process mode each worker has its own GIL, so
-subtask ``i`` takes the ``i``-th allowed CPU (round robin). An explicit CPU number pins
-there (to keep Python off the CPU a co-located Kafka uses, say); ``off`` pins nothing.
+the JVM's one interpreter, so all of them take the same CPU (chosen by the process id);
+in process mode each worker has its own GIL, so subtask ``i`` takes the ``i``-th allowed
+CPU (round robin). Neither knows what else a host runs: TaskManagers on one host may
+land on one CPU, so name a CPU per TaskManager there, or pass ``off``. ``auto`` pins
+nothing where a CPU quota limits the process (a cgroup ``cpu.max`` or
+``cpu.cfs_quota_us``, as Kubernetes sets for a CPU limit without a cpuset): the allowed
+set then names the host's CPUs, not the ones the process is meant to use. An explicit
+CPU number pins there (to keep Python off the CPU a co-located Kafka uses, say). Pinning
+never stops the job: a CPU that is not allowed or a sandbox that forbids it is a warning,
+and the operator runs unpinned.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 AUTO, OFF = "auto", "off"
 
+#: where a process's CPU quota is, in its own cgroup namespace (v2, then v1)
+_QUOTA_FILES = ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us")
+
 
 def parse_python_cpu(value: str) -> str:
     """``auto``, ``off`` or a CPU number (argparse type): the setting as text."""
-    if value in (AUTO, OFF) or (value.isdigit() and int(value) < 4096):
+    if value in (AUTO, OFF) or re.fullmatch(r"[0-9]+", value):
         return value
     raise ValueError(f"expected auto, off or a CPU number, got {value!r}")
 
 
-def choose_cpu(setting: str, allowed: set[int], mode: str, subtask: int, pid: int) -> int | None:
-    """The CPU to pin to, or None to leave the scheduler be (``off``, a single allowed CPU)."""
-    if setting == OFF or len(allowed) < 2:
+def cpu_quota_set(files: tuple[str, ...] = _QUOTA_FILES) -> bool:
+    """Whether a cgroup CPU quota limits this process (``cpu.max`` not ``max``, or
+    ``cpu.cfs_quota_us`` not -1)."""
+    for name in files:
+        try:
+            text = Path(name).read_text().split()
+        except OSError:
+            continue
+        if text and text[0] not in ("max", "-1"):
+            return True
+    return False
+
+
+def choose_cpu(setting: str, allowed: set[int], mode: str, subtask: int, pid: int,
+               quota: bool = False) -> int | None:
+    """The CPU to pin to, or None to leave the scheduler be (``off``; ``auto`` with one
+    allowed CPU or under a CPU quota). Raises ValueError for a CPU not in ``allowed``."""
+    if setting == OFF:
         return None
     if setting != AUTO:
         cpu = int(setting)
         if cpu not in allowed:
             raise ValueError(f"--python-cpu {cpu}: this process may run on CPUs {sorted(allowed)} only")
         return cpu
+    if len(allowed) < 2 or quota:
+        return None
     cpus = sorted(allowed)
     return cpus[(subtask if mode == "process" else pid) % len(cpus)]
 
 
 def pin_python(setting: str, mode: str, subtask: int) -> int | None:
     """Pin the calling thread (thread mode) or this whole process (process mode) to one
-    CPU per ``setting``; returns the CPU, or None when nothing was pinned."""
-    if not hasattr(os, "sched_setaffinity"):  # not Linux: nothing to do
+    CPU per ``setting``; returns the CPU, or None when nothing was pinned. Never raises:
+    what goes wrong is a warning, and the operator runs as it would unpinned."""
+    if setting == OFF or not hasattr(os, "sched_setaffinity"):  # not Linux: nothing to do
         return None
-    cpu = choose_cpu(setting, os.sched_getaffinity(0), mode, subtask, os.getpid())
-    if cpu is None:
-        return None
+    cpu = None
     try:
+        cpu = choose_cpu(setting, os.sched_getaffinity(0), mode, subtask, os.getpid(),
+                         quota=setting == AUTO and cpu_quota_set())
+        if cpu is None:
+            return None
         if mode == "process":
             _pin_every_thread(cpu)
         else:
             os.sched_setaffinity(0, {cpu})  # 0: the calling thread
-    except OSError as exc:  # a sandbox that forbids it: run unpinned rather than not at all
-        log.warning("could not pin the Python operator to CPU %d (%s): it runs unpinned", cpu, exc)
+    except (OSError, ValueError) as exc:
+        log.warning("could not pin the Python operator%s (%s): it runs unpinned",
+                    "" if cpu is None else f" to CPU {cpu}", exc)
         return None
     log.info("the Python operator's %s runs on CPU %d", "process" if mode == "process" else "thread", cpu)
     return cpu
@@ -78,15 +115,25 @@ def pin_python(setting: str, mode: str, subtask: int) -> int | None:
 def _pin_every_thread(cpu: int) -> None:
     """``sched_setaffinity(pid)`` sets one thread's mask on Linux: set every thread's.
     Threads started later inherit the mask of the thread that starts them; one started
-    while this runs may have the old mask, so look again until none has."""
-    for _ in range(5):
-        changed = False
+    while this runs may have the old mask, so look again until none has. If it fails
+    part way, the threads pinned so far get their mask back (then it raises)."""
+    before = os.sched_getaffinity(0)
+    try:
+        for _ in range(5):
+            changed = False
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    if os.sched_getaffinity(int(tid)) != {cpu}:
+                        os.sched_setaffinity(int(tid), {cpu})
+                        changed = True
+                except ProcessLookupError:  # a thread that just ended
+                    pass
+            if not changed:
+                return
+    except OSError:
         for tid in os.listdir("/proc/self/task"):
             try:
-                if os.sched_getaffinity(int(tid)) != {cpu}:
-                    os.sched_setaffinity(int(tid), {cpu})
-                    changed = True
-            except ProcessLookupError:  # a thread that just ended
+                os.sched_setaffinity(int(tid), before)
+            except OSError:
                 pass
-        if not changed:
-            return
+        raise

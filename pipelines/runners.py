@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import shlex
 from collections import defaultdict
@@ -38,6 +39,18 @@ def read_events_file(path: str) -> list[RawRecord]:
     return [RawRecord.structured(line, f"{path}:{number}") for number, line in enumerate(lines, 1) if line.strip()]
 
 
+def check_local_python_cpu(setting: str) -> None:
+    """``knflow run``: the mini-cluster runs in this process's CPU set, so a ``--python-cpu``
+    outside it is refused now, by name (on a cluster the job warns and runs unpinned)."""
+    from pipelines.cpu_pinning import choose_cpu
+
+    if setting.isdigit() and hasattr(os, "sched_getaffinity"):
+        try:
+            choose_cpu(setting, os.sched_getaffinity(0), "thread", 0, 0)
+        except ValueError as exc:
+            raise KnflowError(str(exc)) from None
+
+
 def run_job(args: argparse.Namespace) -> int:
     # The Flink job runs the KafkaSources that feed a broker; the DirectRunner reads a file.
     plan = load_plan(args.manifests, allow_sources=runs_in_job if args.knflow_runner == "flink" else False)
@@ -58,6 +71,7 @@ def run_job(args: argparse.Namespace) -> int:
         if args.events_file:
             raise KnflowError("--events-file is for --runner beam-direct; the Flink job reads the broker topics "
                               "(post events to `knflow ingress`)")
+        check_local_python_cpu(args.python_cpu)
         note = bridge_note(plan, args.manifests, args.bootstrap_servers)
         if note:
             print(note, flush=True)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pipelines.cpu_pinning import choose_cpu, parse_python_cpu, pin_python
+from pipelines.cpu_pinning import choose_cpu, cpu_quota_set, parse_python_cpu, pin_python
 from tests.processes import thread_cpus
 
 MULTI_CPU = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
@@ -23,13 +23,31 @@ def test_choice_per_mode_and_setting():
     assert choose_cpu("3", allowed, "thread", 0, pid=6) == 3
     assert choose_cpu("off", allowed, "thread", 0, pid=6) is None
     assert choose_cpu("auto", {4}, "process", 0, pid=6) is None  # one CPU: nothing to choose
-    with pytest.raises(ValueError, match=r"--python-cpu 9: this process may run on CPUs \[0, 1, 2, 3\] only"):
-        choose_cpu("9", allowed, "thread", 0, pid=6)
+    assert choose_cpu("4", {4}, "process", 0, pid=6) == 4  # named: checked, even alone
+    # under a CPU quota the allowed set is the host's, not the process's share: auto leaves it
+    assert choose_cpu("auto", allowed, "thread", 0, pid=6, quota=True) is None
+    assert choose_cpu("2", allowed, "thread", 0, pid=6, quota=True) == 2
+    for named, cpus in (("9", allowed), ("5", {4})):
+        with pytest.raises(ValueError, match=rf"--python-cpu {named}: this process may run on CPUs \[.*\] only"):
+            choose_cpu(named, cpus, "thread", 0, pid=6)
+
+
+def test_cgroup_cpu_quota(tmp_path):
+    files = {name: tmp_path / name for name in ("v2", "v1")}
+    assert not cpu_quota_set((str(tmp_path / "absent"),))
+    files["v2"].write_text("max 100000\n")
+    files["v1"].write_text("-1\n")
+    assert not cpu_quota_set(tuple(map(str, files.values())))
+    files["v2"].write_text("150000 100000\n")  # a Kubernetes limit of 1.5 CPUs
+    assert cpu_quota_set(tuple(map(str, files.values())))
+    files["v2"].write_text("max 100000\n")
+    files["v1"].write_text("50000\n")
+    assert cpu_quota_set(tuple(map(str, files.values())))
 
 
 def test_setting_parse():
     assert [parse_python_cpu(v) for v in ("auto", "off", "0", "12")] == ["auto", "off", "0", "12"]
-    for bad in ("on", "-1", "1.5", ""):
+    for bad in ("on", "-1", "1.5", "", "\u00b2", "\u0661"):
         with pytest.raises(ValueError, match="expected auto, off or a CPU number"):
             parse_python_cpu(bad)
 
@@ -39,8 +57,10 @@ def test_thread_mode_pins_the_calling_thread_and_the_threads_it_starts_only():
     before = os.sched_getaffinity(0)
     seen: dict[str, set[int]] = {}
 
+    second = sorted(before)[1]
+
     def operator_thread() -> None:
-        seen["cpu"] = {pin_python("1", "thread", 0)}
+        seen["cpu"] = {pin_python(str(second), "thread", 0)}
         child = threading.Thread(target=lambda: seen.setdefault("loop", os.sched_getaffinity(0)))
         child.start()
         child.join()
@@ -49,7 +69,7 @@ def test_thread_mode_pins_the_calling_thread_and_the_threads_it_starts_only():
     thread = threading.Thread(target=operator_thread)
     thread.start()
     thread.join()
-    assert seen == {"cpu": {1}, "operator": {1}, "loop": {1}}
+    assert seen == {"cpu": {second}, "operator": {second}, "loop": {second}}
     assert os.sched_getaffinity(0) == before  # the caller (the JVM's other threads) is left alone
 
 
@@ -82,8 +102,27 @@ def test_a_sandbox_that_forbids_pinning_runs_the_operator_unpinned(monkeypatch, 
     def forbidden(pid, cpus):
         raise PermissionError(1, "Operation not permitted")
 
+    before = os.sched_getaffinity(0)
     monkeypatch.setattr(os, "sched_setaffinity", forbidden)
     with caplog.at_level("WARNING", logger="pipelines.cpu_pinning"):
-        assert pin_python("auto", "thread", 0) is None
-        assert pin_python("auto", "process", 0) is None
+        assert pin_python(str(sorted(before)[0]), "thread", 0) is None
+        assert pin_python(str(sorted(before)[0]), "process", 0) is None
     assert caplog.text.count("it runs unpinned") == 2
+
+
+def test_a_cpu_the_taskmanager_may_not_use_is_a_warning_not_a_failed_job(caplog):
+    before = os.sched_getaffinity(0)
+    with caplog.at_level("WARNING", logger="pipelines.cpu_pinning"):
+        assert pin_python("4095", "thread", 0) is None
+    assert "--python-cpu 4095: this process may run on CPUs" in caplog.text and "it runs unpinned" in caplog.text
+    assert os.sched_getaffinity(0) == before
+
+
+def test_knflow_run_refuses_a_cpu_outside_its_own_set_by_name():
+    from filters.errors import KnflowError
+    from pipelines.runners import check_local_python_cpu
+
+    with pytest.raises(KnflowError, match="--python-cpu 4095: this process may run on CPUs"):
+        check_local_python_cpu("4095")
+    check_local_python_cpu(str(min(os.sched_getaffinity(0))))
+    check_local_python_cpu("auto")
