@@ -358,7 +358,10 @@ def build(ast: Any, quoted: dict[str, str] | None = None) -> Node:
 _PLACEHOLDER = "__knflow_quoted_{}__"
 #: an integer literal (decimal or hex, int or uint) followed by ``.name``
 _INT_RECEIVER = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)[uU]?(?=\.[A-Za-z_])")
-_MAYBE_INT_RECEIVER = re.compile(r"[0-9a-fA-FuU]\.[A-Za-z_]")
+_MAYBE_INT_RECEIVER = re.compile(r"(?<![\w.])(?:0[xX][0-9a-fA-F]+|[0-9]+)[uU]?\.[A-Za-z_]")
+#: a raw string's prefix right before its quote (``r'..'``, ``br'..'``), not the end of a name
+_RAW_PREFIX = re.compile(r"(?<![\w.])(?:[bB]?[rR]|[rR][bB])$")
+_QUOTED_FIELD = re.compile(r"\.\s*`([^`\n]+)`")
 
 
 def unquote_fields(expression: str) -> tuple[str, dict[str, str]]:
@@ -368,7 +371,8 @@ def unquote_fields(expression: str) -> tuple[str, dict[str, str]]:
     predates, become placeholder identifiers; an integer literal followed by ``.name``
     (``42.split('2')``, a call on an int: no matching overload) is parenthesized, as
     celpy's float literals take ``42.`` (the specification's need a digit after the dot).
-    Returns the rewritten text and placeholder -> name. String literals are skipped."""
+    Returns the rewritten text and placeholder -> name. String literals and ``//``
+    comments are copied as they are."""
     if "`" not in expression and not _MAYBE_INT_RECEIVER.search(expression):
         return expression, {}
     out, names, pos, n = [], {}, 0, len(expression)
@@ -377,11 +381,17 @@ def unquote_fields(expression: str) -> tuple[str, dict[str, str]]:
         if c in "\"'":
             # skip a string literal (raw or not, single or triple quoted)
             quote = expression[pos : pos + 3] if expression[pos : pos + 3] in ('"""', "\'\'\'") else c
-            raw = any(ch in "rR" for ch in expression[max(0, pos - 2) : pos])
+            raw = _RAW_PREFIX.search(expression, max(0, pos - 2), pos) is not None
             end = pos + len(quote)
             while end < n and expression[end : end + len(quote)] != quote:
                 end += 2 if (expression[end] == "\\" and not raw) else 1
             end = min(n, end + len(quote))
+            out.append(expression[pos:end])
+            pos = end
+            continue
+        if c == "/" and expression.startswith("//", pos):  # a comment, to the end of its line
+            end = expression.find("\n", pos)
+            end = n if end < 0 else end
             out.append(expression[pos:end])
             pos = end
             continue
@@ -392,7 +402,7 @@ def unquote_fields(expression: str) -> tuple[str, dict[str, str]]:
                 pos = m.end()
                 continue
         if c == ".":
-            m = re.compile(r"\.\s*`([^`\n]+)`").match(expression, pos)
+            m = _QUOTED_FIELD.match(expression, pos)
             if m:
                 name = _PLACEHOLDER.format(len(names))
                 names[name] = m.group(1)

@@ -129,3 +129,25 @@ def test_method_call_on_an_integer_literal(expression, rewritten):
         assert f.engine == "compiled"
         assert f.explain(EventView({"type": "t"}, None)).result is FilterResult.FAIL
         assert f.errors == 1
+
+
+@pytest.mark.parametrize(
+    "expression, subject",
+    [
+        # an apostrophe in a comment opens no string: the literal after it stays a literal
+        ("// it's the subject\nsubject == '42.x'", "42.x"),
+        ("// it's the subject\nsubject == '42.x' && m.`a-b` == 1", "42.x"),
+        # a name ending in r before a string is no raw-string prefix: its escapes still escape
+        ("[data.r,'a\\'b 1.x'][1] == subject", "a'b 1.x"),
+        ("r'\\d 1.x' == subject", "\\d 1.x"),
+    ],
+)
+def test_rewriting_leaves_comments_and_string_literals_alone(expression, subject):
+    """``ir.unquote_fields`` rewrites code, never what a comment or a string literal says."""
+    from filters.cel_compiler.ir import unquote_fields
+
+    rewritten, _ = unquote_fields(expression)
+    assert "'42.x'" not in expression or "'42.x'" in rewritten
+    assert "(1).x" not in rewritten and "(42).x" not in rewritten
+    view = EventView({"type": "t", "subject": subject, "m": {"a-b": 1}}, {"r": 1})
+    assert CelFilter(expression, "p").explain(view).result is FilterResult.PASS, (expression, rewritten)
