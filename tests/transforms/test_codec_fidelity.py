@@ -395,7 +395,7 @@ FILTERS = [
     "[{exact: {time: '2026-11-29T10:00:20.123456789+05:45'}}]",
     "[{prefix: {time: '2026-11-29T10:00:20.1234567'}}]",
     "[{suffix: {time: '9+05:45'}}]",
-    "[{cel: 'time == timestamp(\"2026-11-29T04:15:20.123456Z\")'}]",
+    "[{cel: 'time == timestamp(\"2026-11-29T04:15:20.123456789Z\") && time != timestamp(\"2026-11-29T04:15:20.123456Z\")'}]",
     "[{not: {cel: 'data.v == 1.1'}}]",
     "[{any: [{cel: 'data.nope == 1'}, {exact: {subject: café}}]}]",
 ]
