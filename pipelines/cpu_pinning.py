@@ -24,10 +24,12 @@ network stack, the Batcher's task) are left alone. In process mode: the whole Py
 worker process, which runs nothing but Python operators.
 
 Which CPU, with ``auto``: in thread mode every Python operator of a TaskManager shares
-the JVM's one interpreter, so all of them take the same CPU (chosen by the process id);
-in process mode each worker has its own GIL, so subtask ``i`` takes the ``i``-th allowed
-CPU (round robin). Neither knows what else a host runs: TaskManagers on one host may
-land on one CPU, so name a CPU per TaskManager there, or pass ``off``. ``auto`` pins
+the JVM's one interpreter, so all of them take the same CPU (the first choice by the
+process id); in process mode each worker has its own GIL, so subtask ``i`` starts at the
+``i``-th allowed CPU (round robin). From there each process claims the first CPU that no
+other knflow process on the host has claimed (``claim_cpu``: a lock file per CPU), so
+TaskManagers and workers on one host spread over its CPUs; when every CPU is claimed it
+shares its first choice. ``auto`` pins
 nothing where a CPU quota limits the process (a cgroup ``cpu.max`` or
 ``cpu.cfs_quota_us``, as Kubernetes sets for a CPU limit without a cpuset): the allowed
 set then names the host's CPUs, not the ones the process is meant to use. An explicit
@@ -37,9 +39,12 @@ and the operator runs unpinned.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
+import tempfile
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,47 @@ def choose_cpu(setting: str, allowed: set[int], mode: str, subtask: int, pid: in
     return cpus[(subtask if mode == "process" else pid) % len(cpus)]
 
 
+#: where processes on this host claim CPUs: one lock file per CPU
+LOCK_DIR = Path(tempfile.gettempdir()) / "knflow-python-cpus"
+#: this process's claim: (CPU, the open lock file that holds it), for the process's life
+_claim: tuple[int, int] | None = None
+_claim_lock = threading.Lock()
+
+
+def claim_cpu(cpus: list[int], first: int, lock_dir: Path | None = None) -> int:
+    """``auto``: the first of ``cpus`` from ``first`` on (round robin) that no other
+    process on this host has claimed, else ``first``. A claim is an exclusive ``flock`` on
+    ``cpu-<n>.lock`` in ``lock_dir``, held by an open file for as long as this process
+    lives (the kernel drops it when the process ends, however it ends: a killed
+    TaskManager's claim does not outlive it). A process claims once: its later operators
+    (in thread mode every operator of the TaskManager) take the same CPU."""
+    global _claim
+    with _claim_lock:
+        if _claim is not None and _claim[0] in cpus:
+            return _claim[0]
+        directory = lock_dir or LOCK_DIR
+        try:
+            directory.mkdir(exist_ok=True)
+            os.chmod(directory, 0o1777)  # shared by every user's processes, like /tmp
+        except OSError:
+            pass  # someone else's: its files can still be opened to lock
+        start = cpus.index(first)
+        for i in range(len(cpus)):
+            cpu = cpus[(start + i) % len(cpus)]
+            try:
+                fd = os.open(directory / f"cpu-{cpu}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # claimed by another process
+                os.close(fd)
+                continue
+            _claim = (cpu, fd)
+            return cpu
+        return first
+
+
 def pin_python(setting: str, mode: str, subtask: int) -> int | None:
     """Pin the calling thread (thread mode) or this whole process (process mode) to one
     CPU per ``setting``; returns the CPU, or None when nothing was pinned. Never raises:
@@ -100,6 +146,8 @@ def pin_python(setting: str, mode: str, subtask: int) -> int | None:
                          quota=setting == AUTO and cpu_quota_set())
         if cpu is None:
             return None
+        if setting == AUTO:
+            cpu = claim_cpu(sorted(os.sched_getaffinity(0)), cpu)
         if mode == "process":
             _pin_every_thread(cpu)
         else:

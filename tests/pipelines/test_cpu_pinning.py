@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from pipelines.cpu_pinning import choose_cpu, cpu_quota_set, parse_python_cpu, pin_python
+from pipelines import cpu_pinning
+from pipelines.cpu_pinning import choose_cpu, claim_cpu, cpu_quota_set, parse_python_cpu, pin_python
 from tests.processes import thread_cpus
 
 MULTI_CPU = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
@@ -91,7 +92,7 @@ def test_process_mode_pins_every_thread_of_the_worker():
     try:
         cpu = int(worker.stdout.readline())
         masks = thread_cpus(worker.pid)
-        assert cpu == sorted(os.sched_getaffinity(0))[1]  # subtask 1: the second allowed CPU
+        assert cpu in os.sched_getaffinity(0)  # subtask 1 starts at the second (claims: test_claims_...)
         assert len(masks) >= 4 and all(mask == {cpu} for mask in masks.values()), masks
     finally:
         worker.communicate("\n", timeout=30)
@@ -126,3 +127,39 @@ def test_knflow_run_refuses_a_cpu_outside_its_own_set_by_name():
         check_local_python_cpu("4095")
     check_local_python_cpu(str(min(os.sched_getaffinity(0))))
     check_local_python_cpu("auto")
+
+
+CLAIM = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from pipelines.cpu_pinning import claim_cpu\n"
+    "print(claim_cpu([0, 1, 2], int(sys.argv[2]), Path(sys.argv[1])), flush=True)\n"
+    "input()\n"
+)
+
+
+def test_claims_spread_processes_over_the_cpus_and_end_with_them(tmp_path, monkeypatch):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    holders = []
+
+    def holder(first: int) -> int:  # another TaskManager or worker on this host
+        proc = subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path), str(first)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, cwd=repo)
+        holders.append(proc)
+        return int(proc.stdout.readline())
+
+    try:
+        assert holder(0) == 0
+        assert holder(0) == 1  # 0 is taken: the next one
+        monkeypatch.setattr(cpu_pinning, "_claim", None)
+        assert claim_cpu([0, 1, 2], 1, tmp_path) == 2  # from 1 on, round robin
+        assert claim_cpu([0, 1, 2], 0, tmp_path) == 2  # a process claims once: its operators share it
+        assert holder(1) == 1  # every CPU claimed: its first choice, shared
+        gone = holders.pop(0)
+        gone.kill()  # a claim ends with its process, however it ends
+        gone.wait(10)
+        assert holder(0) == 0
+    finally:
+        for proc in holders:
+            proc.kill()
+            proc.wait(10)
