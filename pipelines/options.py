@@ -101,9 +101,9 @@ def _add_flink_arguments(parser: Any) -> None:
                             "process per TaskManager). Default: thread for runner flink, process for knflow submit")
     flink.add_argument("--python-cpu", type=_python_cpu, default="auto", metavar="auto|off|CPU",
                        help="pin the Python operator's threads (thread mode) or worker process (process mode) to one "
-                            "CPU, so its threads hand the GIL over on one core: auto picks one per TaskManager "
-                            "(thread mode) or per subtask (process mode), a number names the CPU, off leaves it to "
-                            "the OS (default: %(default)s)")
+                            "CPU, so its threads hand the GIL over on one core: auto claims one that no other knflow "
+                            "process on the host claimed (one per TaskManager in thread mode, per worker in process "
+                            "mode), a number names the CPU, off leaves it to the OS (default: %(default)s)")
     flink.add_argument("--batch-wait-ms", type=int, default=200, metavar="MS",
                        help="before a checkpoint, how long the Python operator waits for a partition's deliveries "
                             "before it records the slower ones in its state (default: %(default)s)")

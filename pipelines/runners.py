@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import shlex
 from collections import defaultdict
 from pathlib import Path
