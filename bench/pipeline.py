@@ -99,19 +99,18 @@ def _tree(root: int) -> list[int]:
     return [root, *descendants(root)]
 
 
-def _parts_meter(state: Path, job_pid: int) -> "_CpuMeter":
-    """A CPU meter of Kafka (deploy/kafka.sh's pid file), the job started as ``job_pid``
-    and everything else of this benchmark (its consumer); the job's processes are listed
-    when the meter starts, once the job runs them all."""
-    meter = _CpuMeter({})
+def _parts_meter(state: Path, roots: dict[str, int]) -> "_CpuMeter":
+    """A CPU meter of Kafka (deploy/kafka.sh's pid file), each process tree of ``roots``
+    (name -> root pid: the job, the ingress) and everything else of this benchmark (its
+    consumer); the trees are listed when the meter starts, once they run all their processes."""
     kafka_pid = int((state / "kafka" / "kafka.pid").read_text())
 
     def parts() -> dict[str, list[int]]:
-        job = _tree(job_pid)
-        return {"kafka": [kafka_pid], "job": job, "bench_and_consumer": [p for p in _tree(os.getpid()) if p not in job]}
+        trees = {name: _tree(pid) for name, pid in roots.items()}
+        taken = {pid for tree in trees.values() for pid in tree}
+        return {"kafka": [kafka_pid], **trees, "bench_and_consumer": [p for p in _tree(os.getpid()) if p not in taken]}
 
-    meter.parts_of = parts
-    return meter
+    return _CpuMeter(parts)
 
 
 def _per_event(cpu_percent: dict[str, float], events_per_s: float) -> dict[str, float]:
@@ -123,15 +122,13 @@ class _CpuMeter:
     """CPU of the parts (% of one core) over a window: the latency probes are run on a
     2-core machine that the benchmark itself shares, so each probe says who used it."""
 
-    def __init__(self, parts: dict[str, list[int]]) -> None:
-        self.parts = parts  # name -> that part's pids
-        self.parts_of: Any = None  # or: a function returning them, called by start()
+    def __init__(self, parts_of: Any) -> None:
+        self.parts_of = parts_of  # () -> {name: that part's pids}, called by start()
 
     def start(self) -> None:
         from tests.processes import cpu_seconds
 
-        if self.parts_of is not None:
-            self.parts = self.parts_of()
+        self.parts = self.parts_of()
         self._began = time.perf_counter()
         self._cpu = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
 
@@ -433,7 +430,7 @@ def _ceiling(bootstrap: str, topic: str, count: int, state: Path, timeout: float
     job = _start([sys.executable, "bench/passthrough_job.py", "--bootstrap", bootstrap, "--source", topic,
                   "--sink", sink, "--checkpoint-dir", str(state / f"ceiling-checkpoints-{mode}"),
                   "--python-mode", mode], state / f"ceiling-{mode}.log")
-    meter = _parts_meter(state, job.pid)
+    meter = _parts_meter(state, {"job": job.pid})
     reader = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
         from kafka import TopicPartition
@@ -551,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         base = consumer.counts()
         job = _start(command, log_path)
         launched = time.perf_counter()
-        backlog_meter = _parts_meter(state, job.pid)
+        backlog_meter = _parts_meter(state, {"job": job.pid})
         first, finished = _wait_for(consumer, want, base, args.timeout, job, log_path, on_first=backlog_meter.start)
         window = max(finished.values()) - first
         backlog_cpu = backlog_meter.stop()
@@ -591,12 +588,9 @@ def main(argv: list[str] | None = None) -> int:
             summary["ordered_deliveries_per_s"] = rate
         if args.probe_events:
             docs = list(make_events.events(args.probe_events))
-            job_pids = _tree(job.pid)
-            parts = {"kafka": [int((state / "kafka" / "kafka.pid").read_text())], "job": job_pids}  # deploy/kafka.sh's
             for probe in args.probe_order.split(","):
                 if probe == "kafka":
-                    meter = _CpuMeter({**parts, "bench_and_consumer": [
-                        p for p in _tree(os.getpid()) if p not in job_pids]})
+                    meter = _parts_meter(state, {"job": job.pid})
                     steady = _probe_kafka(kafka.bootstrap, topic, docs, args.probe_rate, consumer, 120.0,
                                           args.probe_warmup_s, args.probe_producer, meter)
                     print(json.dumps({**common, **steady}), flush=True)
@@ -608,9 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                                    steady_from_append_p99_ms=steady.get("appended_ms_p99"))
                 else:
                     ingress, port = _start_ingress(kafka.bootstrap, state)
-                    ingress_pids = _tree(ingress.pid)
-                    meter = _CpuMeter({**parts, "ingress": ingress_pids, "bench_and_consumer": [
-                        p for p in _tree(os.getpid()) if p not in job_pids and p not in ingress_pids]})
+                    meter = _parts_meter(state, {"job": job.pid, "ingress": ingress.pid})
                     try:
                         via = _probe_ingress(port, f"/{plan.brokers[0].namespace}/{plan.brokers[0].name}", docs,
                                              args.probe_rate, consumer, 120.0, args.probe_warmup_s, meter)

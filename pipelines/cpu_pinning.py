@@ -142,12 +142,12 @@ def pin_python(setting: str, mode: str, subtask: int) -> int | None:
         return None
     cpu = None
     try:
-        cpu = choose_cpu(setting, os.sched_getaffinity(0), mode, subtask, os.getpid(),
-                         quota=setting == AUTO and cpu_quota_set())
+        allowed = os.sched_getaffinity(0)
+        cpu = choose_cpu(setting, allowed, mode, subtask, os.getpid(), quota=setting == AUTO and cpu_quota_set())
         if cpu is None:
             return None
         if setting == AUTO:
-            cpu = claim_cpu(sorted(os.sched_getaffinity(0)), cpu)
+            cpu = claim_cpu(sorted(allowed), cpu)
         if mode == "process":
             _pin_every_thread(cpu)
         else:

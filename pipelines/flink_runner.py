@@ -197,12 +197,12 @@ def _rest(jobmanager: str, path: str, method: str = "GET", body: dict[str, Any] 
                                      headers={"Content-Type": "application/json"} if data else {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            body = response.read()
+            answer = response.read()
     except urllib.error.HTTPError as exc:
         raise KnflowError(f"{method} {url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:300]}") from None
     except urllib.error.URLError as exc:
         raise KnflowError(f"cannot reach the Flink JobManager at {jobmanager}: {exc.reason}") from None
-    return json.loads(body) if body else None
+    return json.loads(answer) if answer else None
 
 
 def list_jobs(jobmanager: str) -> list[dict[str, Any]]:

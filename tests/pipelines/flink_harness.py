@@ -36,9 +36,9 @@ class KnflowJob:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def descendant_commands(self) -> list[str]:
-        """The command lines of the processes ``knflow run`` started (the mini-cluster's JVM)."""
-        return [cmdline(pid) for pid in descendants(self.proc.pid)]
+    def jvm_pids(self) -> list[int]:
+        """The JVMs ``knflow run`` started (the mini-cluster's)."""
+        return [pid for pid in descendants(self.proc.pid) if "java" in cmdline(pid).split(" ", 1)[0]]
 
     def wait_running(self, timeout: float = 180) -> str:
         deadline = time.time() + timeout

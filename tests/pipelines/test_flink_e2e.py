@@ -19,7 +19,7 @@ from pipelines.flink_job import LOCAL_JVM_ARGS
 from tests.consumers import ConsumerServer, Received, Reply, accept, always, reply_event
 from tests.pipelines.flink_harness import AppThread, KnflowJob, post_all, summary_rows, wait_until
 from tests.plans import plan_from_yaml
-from tests.processes import cmdline, descendants, thread_cpus
+from tests.processes import cmdline, thread_cpus
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
 
@@ -110,7 +110,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         try:
             job.wait_running()
             # the mini-cluster's JVM runs with knflow's JIT setting, unless JVM_ARGS says otherwise
-            jvms = [cmd for cmd in job.descendant_commands() if "java" in cmd.split(" ", 1)[0]]
+            jvms = [cmdline(pid) for pid in job.jvm_pids()]
             wanted = os.environ.get("JVM_ARGS", LOCAL_JVM_ARGS)
             assert jvms and all(wanted in cmd for cmd in jvms), jvms
             events, expected = [], defaultdict(set)
@@ -167,7 +167,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
             if len(os.sched_getaffinity(0)) > 1:
                 # --python-cpu auto: the delivering operator's thread and its delivery loop run
                 # on one CPU (the GIL hands over on one core); the JVM's other threads do not
-                [jvm] = [pid for pid in descendants(job.proc.pid) if "java" in cmdline(pid).split(" ", 1)[0]]
+                [jvm] = job.jvm_pids()
                 masks = list(thread_cpus(jvm).values())
                 pinned = [mask for mask in masks if len(mask) == 1]
                 assert len(pinned) >= 2 and len({frozenset(m) for m in pinned}) == 1, masks
