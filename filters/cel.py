@@ -106,6 +106,7 @@ class CelFilter(Filter):
             return
         ast = parse(self.expression, path)
         self._evaluate, self.engine, self.fallback_reason = _compile(ast, self.expression)
+        _reject_constant_failures(self._evaluate, path)
         self._requirements = _requirements(ast)
 
     def requirements(self) -> list[tuple[str, str, str]]:
@@ -176,6 +177,27 @@ class CelFilter(Filter):
     def explain(self, event: EventView) -> Explanation:
         result, detail = self._result(event)
         return Explanation(self.describe(), result, f"{detail}; engine={self.engine}")
+
+
+def _reject_constant_failures(evaluate: Any, path: str) -> None:
+    """Refuse a filter that is wrong whatever the event, when the manifest loads (as a CEL
+    type checker would) rather than by failing every event: a part of it that is an error
+    for every event (``size(1)``, ``int('x')``, ``1.e3`` - field ``e3`` of the int ``1`` in
+    CEL's grammar), or a constant that is not a bool. The compiler's constant folding
+    finds them; a constant ``true``/``false`` is allowed."""
+    errors = getattr(evaluate, "constant_errors", ())
+    if errors:
+        raise FilterSpecError(path, f"a part of it is an error for every event ({errors[0]}): the filter "
+                                    "fails wherever that part is evaluated")
+    if not hasattr(evaluate, "constant"):  # celpy's evaluation
+        return
+    from filters.cel_compiler import NOT_CONSTANT
+    from filters.cel_compiler.runtime import kind
+
+    constant = evaluate.constant
+    if constant is not NOT_CONSTANT and not isinstance(constant, bool):
+        value = "null" if constant is None else f"{kind(constant)} {constant!r}"
+        raise FilterSpecError(path, f"evaluates to {value} for every event, not to a bool: the trigger could never match")
 
 
 def _requirements(ast) -> list[tuple[str, str, str]]:

@@ -10,7 +10,11 @@ and, by a differential test, against cel-cpp through ``cel-expr-python``):
   about 0.5 us; callers test ``isinstance(result, CelError)``).
 
 Events are converted once (``event.cache["cel.compiled"]``) and shared by all compiled
-triggers. What the compiler does not handle raises :class:`Unsupported` at compile time
+triggers. ``evaluate.constant_errors`` lists the messages of the sub-expressions that
+are an error whatever the event (constant folding found them: ``size(1)``, ``int('x')``,
+``1.e3``, which CEL reads as field ``e3`` of the int ``1``), and ``evaluate.constant`` is
+the value of an expression that does not depend on the event (else ``NOT_CONSTANT``):
+``CelFilter`` rejects such filters when the manifest loads. What the compiler does not handle raises :class:`Unsupported` at compile time
 (``CelFilter`` then evaluates that expression with celpy and says so).
 """
 from __future__ import annotations
@@ -23,7 +27,7 @@ from filters.cel_compiler.ir import Unsupported
 from filters.cel_compiler.requirements import requirements
 from filters.cel_compiler.runtime import CelError
 
-__all__ = ["CelError", "Unsupported", "compile_expression", "requirements"]
+__all__ = ["NOT_CONSTANT", "CelError", "Unsupported", "compile_expression", "requirements"]
 
 
 def compile_expression(ast: Any, expression: str = "", *, fold: bool = True) -> Callable[[Any], Any]:
@@ -57,4 +61,10 @@ def compile_expression(ast: Any, expression: str = "", *, fold: bool = True) -> 
     evaluate.source = src
     evaluate.expression = expression
     evaluate.evaluate_values = evaluate_values
+    evaluate.constant_errors = tuple(n.message for n in ir.walk(node) if isinstance(n, ir.ErrConst))
+    evaluate.constant = node.value if isinstance(node, ir.Const) else NOT_CONSTANT
     return evaluate
+
+
+#: ``evaluate.constant`` of an expression whose value depends on the event.
+NOT_CONSTANT = object()

@@ -162,6 +162,15 @@ def children(node: Node) -> list:
     return []
 
 
+def walk(node: Node):
+    """``node`` and every node below it, parents first."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(children(current)))
+
+
 # ---- building ------------------------------------------------------------------------
 
 _RELATIONS = {

@@ -99,6 +99,14 @@ def test_ref_subscriber_resolves_like_knative_and_is_overridable():
     ({"delivery": {"retrys": 3}}, "m.yaml: Trigger/t: spec.delivery.retrys: unknown field"),
     ({"delivery": {"deadLetterSink": {"uri": "ftp://x"}}}, "m.yaml: Trigger/t: spec.delivery.deadLetterSink.uri: must be an absolute http(s) URI"),
     ({"filters": [{"cel": "data.x >"}]}, "m.yaml: Trigger/t: spec.filters[0].cel: invalid CEL expression at line 1, column"),
+    ({"filters": [{"cel": "1.e3 > 0"}]}, "m.yaml: Trigger/t: spec.filters[0].cel: a part of it is an error for every event "
+     "(type 'int' does not support field selection (.e3))"),
+    ({"filters": [{"cel": 'type == "a" || size(1) > 0'}]}, "m.yaml: Trigger/t: spec.filters[0].cel: a part of it is an error "
+     "for every event (no matching overload for 'size' applied to (int))"),
+    ({"filters": [{"cel": 'time > timestamp("yesterday")'}]}, "m.yaml: Trigger/t: spec.filters[0].cel: a part of it is an "
+     "error for every event (cannot parse timestamp 'yesterday'"),
+    ({"filters": [{"cel": "1 + 1"}]}, "m.yaml: Trigger/t: spec.filters[0].cel: evaluates to int 2 for every event, not to a bool"),
+    ({"filters": [{"cel": "null"}]}, "m.yaml: Trigger/t: spec.filters[0].cel: evaluates to null for every event, not to a bool"),
     ({"filters": [{"exact": {"type": "a"}, "prefix": {"type": "b"}}]}, "m.yaml: Trigger/t: spec.filters[0]: multiple dialects found"),
     ({"filters": [{"any": [{"exact": {"Type": "a"}}]}]}, "m.yaml: Trigger/t: spec.filters[0].any[0].exact: invalid attribute name 'Type'"),
     ({"filters": {"exact": {}}}, "m.yaml: Trigger/t: spec.filters: must be a list of filters"),
@@ -109,6 +117,14 @@ def test_ref_subscriber_resolves_like_knative_and_is_overridable():
 def test_each_error_kind_names_file_resource_and_field(spec, expected):
     messages = problems_of(BROKER, trigger("t", **spec))
     assert any(m.startswith(expected) for m in messages), messages
+
+
+@pytest.mark.parametrize("expression", ["true", "false", "false && 1/0 == 1", 'type == "a" && data.n / 0 == 1', "1.0e3 > 0"])
+def test_cel_filters_that_depend_on_the_event_or_are_a_bool_load(expression):
+    # constant booleans are allowed; an error that depends on the event (data.n / 0) is the
+    # event's failure, counted at run time, not a problem of the manifest
+    plan = compile_text(BROKER, trigger("t", filters=[{"cel": expression}]))
+    assert [t.name for t in plan.brokers[0].triggers] == ["t"]
 
 
 def test_all_problems_are_reported_at_once():

@@ -116,4 +116,4 @@ def test_fast_gives_filter_results_and_counts_errors():
         assert fast(event) is expected
         assert f.errors - before == (1 if attrs == {"type": "a"} and (data is None or data == {"n": "x"}) else 0)
     assert CelFilter("", "p").fast()(EventView({})) is FilterResult.NO_FILTER
-    assert CelFilter("1", "p").fast()(EventView({})) is FilterResult.FAIL
+    assert CelFilter("data.n", "p").fast()(EventView({}, {"n": 1})) is FilterResult.FAIL  # not a bool

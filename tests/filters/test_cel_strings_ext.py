@@ -40,8 +40,8 @@ def test_extension_functions_pass_on_events(expression):
     ("data.text.substring(5, 2) == ''", "invalid substring range. start: 5, end: 2"),
     ("data.user.tags.lowerAscii() == ''", "no matching overload for 'lowerAscii'"),
     ("data.text.split(1) == []", "no matching overload for 'split'"),
-    ("[1, 2].join(',') == '1,2'", "join: invalid input"),
-    ("'%d and %d'.format([1]) == ''", "index 1 out of range"),
+    ("[1, size(data.text)].join(',') == '1,2'", "join: invalid input"),
+    ("'%d and %d'.format([size(data.text)]) == ''", "index 1 out of range"),
     ("'%d'.format([data.text]) == ''", "decimal clause can only be used on integers, was given string"),
 ])
 def test_extension_errors_fail_the_filter_are_counted_and_explained(expression, message):
@@ -49,6 +49,18 @@ def test_extension_errors_fail_the_filter_are_counted_and_explained(expression, 
     assert f.filter(EVENT) is FilterResult.FAIL
     assert f.errors == 1
     assert message in f.explain(EVENT).detail
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("[1, 2].join(',') == '1,2'", "join: invalid input"),
+    ("'%d and %d'.format([1]) == ''", "index 1 out of range"),
+])
+def test_extension_errors_of_constants_reject_the_filter_when_it_loads(expression, message):
+    from filters.errors import FilterSpecError
+
+    with pytest.raises(FilterSpecError, match="a part of it is an error for every event") as info:
+        CelFilter(expression, "spec.filters[0].cel")
+    assert message in str(info.value)
 
 
 # --------------------------------------------------------------------------------------
@@ -113,22 +125,27 @@ def test_extension_functions_match_cel_cpp(expression, s, t, u, i, j, xs):
         ("0x2A.size() == 1 || 42u.charAt(0) == ''", "(0x2A).size() == 1 || (42u).charAt(0) == ''"),
         ("42.e5 == 1", "(42).e5 == 1"),  # a field of an int (CEL's floats need a digit after the dot)
         # unchanged: floats, identifiers with digits, strings, backquoted names
-        ("1.5.size() == 1 && 1e5 > 2.0", "1.5.size() == 1 && 1e5 > 2.0"),
+        ("1.5 < data.x && 1e5 > 2.0", "1.5 < data.x && 1e5 > 2.0"),
         ("data.v1.x == 'a42.split' && a42.size() == 1", "data.v1.x == 'a42.split' && a42.size() == 1"),
     ],
 )
 def test_method_call_on_an_integer_literal(expression, rewritten):
     """``42.split('2')`` is a call on an int (an evaluation error, no matching overload):
     celpy's parser would read ``42.`` as a float and fail, so the literal is parenthesized
-    before parsing (``ir.unquote_fields``)."""
+    before parsing (``ir.unquote_fields``). Being an error whatever the event, it is
+    refused when the trigger loads, as CEL's own error rather than a parse error."""
     from filters.cel_compiler.ir import unquote_fields
+    from filters.errors import FilterSpecError
 
     assert unquote_fields(expression)[0] == rewritten
-    f = CelFilter(expression, "p")
-    if rewritten != expression:
-        assert f.engine == "compiled"
-        assert f.explain(EventView({"type": "t"}, None)).result is FilterResult.FAIL
-        assert f.errors == 1
+    if rewritten == expression:
+        assert CelFilter(expression, "p").engine == "compiled"
+        return
+    fn = compile_expression(parse_source(expression), expression)
+    assert fn.constant_errors and all(
+        "no matching overload" in m or "does not support field selection" in m for m in fn.constant_errors)
+    with pytest.raises(FilterSpecError, match="a part of it is an error for every event"):
+        CelFilter(expression, "p")
 
 
 @pytest.mark.parametrize(
