@@ -10,6 +10,12 @@ What granian does for the ingress: HTTP/1.1 keep-alive, chunked bodies, ``Expect
 before that never sends its body), ``--workers`` processes on one listening socket. What
 the ingress does here: routing, the 1 MiB limit (announced or counted while a chunked body
 arrives), every status code and ``Retry-After``, ``/healthz`` and ``/readyz``.
+
+What granian does not do: hand over a header whose value is not visible ASCII (raw UTF-8,
+as sdk-go v2 sends a string attribute it does not percent-encode): ``keys()`` lists it,
+``get`` and ``items`` leave it out. The ingress refuses such an event (400 naming the
+header) rather than store it without that attribute; aiohttp's server reads the value as
+UTF-8 instead.
 """
 from __future__ import annotations
 
@@ -62,6 +68,13 @@ class RsgiIngress:
         answer = ingress.before_body(method, length, expect)
         if answer is not None:
             return _answer(proto, answer)
+        items = headers.items()
+        if len(dict(items)) < len(headers.keys()):  # a header granian withheld
+            withheld = _withheld(headers.keys(), items)
+            if withheld is not None:
+                return _answer(proto, ingress._error(
+                    400, f"invalid CloudEvent: header {withheld!r}: value is not visible ASCII; percent-encode it "
+                    "(CloudEvents HTTP binding, 3.1.3.2 HTTP Header Values)"))
         if length is not None:  # the usual case: granian reads exactly the announced bytes
             body = await proto()
         else:  # chunked: counted as it arrives, up to max_body
@@ -74,11 +87,32 @@ class RsgiIngress:
                     return _answer(proto, ingress.too_large())
                 chunks.append(chunk)
             body = b"".join(chunks)
-        answer = await ingress.store(topic, headers, body)
+        answer = await ingress.store(topic, _Items(items), body)
         if answer is ACCEPTED:
             proto.response_empty(202, [])
         else:
             _answer(proto, answer)
+
+
+class _Items:
+    """The request's headers for ``decode_http`` (which reads only ``items()``), already listed."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+
+    def items(self) -> list[tuple[str, str]]:
+        return self._items
+
+
+def _withheld(names: list[str], items: list[tuple[str, str]]) -> str | None:
+    """The first header of the event (``ce-*``, ``content-type``) in ``names`` with no value in ``items``."""
+    given = {name for name, _ in items}
+    for name in names:
+        if name not in given and (name.startswith("ce-") or name == "content-type"):
+            return name
+    return None
 
 
 def _answer(proto: Any, answer: Answer) -> None:

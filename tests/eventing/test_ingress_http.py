@@ -232,3 +232,27 @@ def test_attribute_texts_and_payload_are_stored_as_sent(served, kafka):
         nano.encode(), "café".encode(), b"true", b"-5", b"https://example.com/a?b=c", b"a, b")
     assert records[b"fid-h-1"].value == payload
     assert dict(records[b"fid-h-2"].headers)["ce_time"] == nano.encode()
+
+
+def test_raw_non_ascii_header_value_is_never_dropped(served, kafka):
+    """The HTTP binding wants header values percent-encoded, but the Go SDK (sdk-go v2,
+    cloudevents/sdk-go#1331) sends a string attribute's UTF-8 as raw bytes. granian withholds
+    a header whose value is not visible ASCII (neither ``get`` nor ``items`` give it): the
+    event must then be refused (400 naming the header), never stored without that
+    attribute and acknowledged. aiohttp reads the bytes as UTF-8 and stores the text. A
+    non-ASCII header that is not the event's (``x-note``) is no reason to refuse it."""
+    server, namespace, topic = served
+    url = f"http://127.0.0.1:{server.port}/{namespace}/live"
+    for event_id, header in (("raw-utf8-1", "ce-subject"), ("raw-utf8-2", "ce-strext"), ("raw-utf8-3", "content-type")):
+        value = "text/plain; name=na\u00efve" if header == "content-type" else "na\u00efve"
+        headers = dict(BINARY, **{"ce-id": event_id, header: value.encode()})
+        r = requests.post(url, headers=headers, data=b'"x"', timeout=10)
+        if r.status_code == 202:
+            [record] = [m for m in consume(kafka.bootstrap, topic, 1, ids=[event_id.encode()])
+                        if dict(m.headers).get("ce_id") == event_id.encode()]
+            stored = dict(record.headers).get(header if header == "content-type" else "ce_" + header[3:])
+            assert stored == value.encode(), (header, stored)
+        else:
+            assert r.status_code == 400 and header in r.text, (r.status_code, r.text)
+    headers = dict(BINARY, **{"ce-id": "raw-utf8-4", "x-note": "na\u00efve".encode()})
+    assert requests.post(url, headers=headers, data=b'"x"', timeout=10).status_code == 202
