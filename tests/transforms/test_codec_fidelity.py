@@ -21,6 +21,7 @@ from transforms.codec import (
     encode_kafka,
     encode_structured,
     event_from_dict,
+    payload_value,
 )
 from transforms.delivery import DeliveryTask, dead_letter_event, event_record_json
 
@@ -181,6 +182,49 @@ def test_kept_payload_passes_byte_for_byte(content_type, payload):
 def test_kept_payload_is_still_checked(content_type, payload, needle):
     with pytest.raises(CodecError, match=needle):
         decode_http({**HTTP, "content-type": content_type}, payload, keep_payload=True)
+
+
+# Structured events at the ingress (decode_http(keep_payload=True)) keep the text of their
+# JSON data too: stored in Kafka's binary mode, it is the record's value as it came.
+STRUCTURED_HEAD = b'{"specversion": "1.0", "id": "s-1", "source": "/s", "type": "t", '
+ODD_DATA = b'{ "v": 1.10, "big": 123456789012345678901234567890, "e": "caf\\u00e9 \xc3\xa9", "k": [1E+2, -0.0] }'
+
+
+@pytest.mark.parametrize("members,data_text,content_type", [
+    (b'"datacontenttype": "application/json", "data": %s}', ODD_DATA, b"application/json"),
+    (b'"data":%s}', b'{"v":1.1}', b"application/json"),  # compact: the writer's own text, kept
+    (b'"data": %s, "subject": "after"}', b'[2.5e3, {"data": 1.50}]', b"application/json"),  # not last; a nested key
+    (b'"subject": "a \\"data\\": 1", "data": %s}', b'{"v": 1.10}', b"application/json"),  # a key-like text before it
+    (b'"datacontenttype": "application/vnd.x+json", "data" :\n %s\n}', b'"caf\\u00e9"', b"application/vnd.x+json"),
+])
+def test_structured_json_data_is_stored_as_its_text(members, data_text, content_type):
+    body = STRUCTURED_HEAD + members % data_text
+    [event] = decode_http({"content-type": "application/cloudevents+json"}, body, keep_payload=True)
+    _, headers, value = encode_kafka(event)
+    assert value == data_text and dict(headers)["content-type"] == content_type
+    assert payload_value(event.get_data(), event.get_attributes()["datacontenttype"]) == json.loads(data_text)
+    # without keep_payload (the job, tools), data is the parsed value, as before
+    [parsed] = decode_http({"content-type": "application/cloudevents+json"}, body)
+    assert parsed.get_data() == json.loads(data_text)
+
+
+def test_batch_json_data_is_stored_as_its_text_event_by_event():
+    docs = [STRUCTURED_HEAD + b'"data": {"v": 1.10}}', STRUCTURED_HEAD + b'"subject": "no data"}',
+            STRUCTURED_HEAD + b'"data":{"v":1.1}}', STRUCTURED_HEAD + b'"data": null}',
+            STRUCTURED_HEAD + b'"datacontenttype": "text/plain", "data": "plain \\"data\\": text"}',
+            STRUCTURED_HEAD + b'"data" : 7.0 }']
+    events = decode_http({"content-type": "application/cloudevents-batch+json"}, b"[" + b",\n".join(docs) + b"]",
+                         keep_payload=True)
+    assert [encode_kafka(e)[2] for e in events] == [
+        b'{"v": 1.10}', None, b'{"v":1.1}', None, b'plain "data": text', b"7.0"]
+
+
+def test_structured_data_whose_text_is_not_found_is_written_out_again():
+    # an escaped "data" key: the first "data" key in the document is inside the data
+    body = STRUCTURED_HEAD + b'"d\\u0061ta": {"data": {"x": 1.10}}}'
+    [event] = decode_http({"content-type": "application/cloudevents+json"}, body, keep_payload=True)
+    assert event.get_data() == {"data": {"x": 1.1}}
+    assert encode_kafka(event)[2] == b'{"data":{"x":1.1}}'
 
 
 # ---------------------------------------------------------------------------------------
