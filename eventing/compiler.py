@@ -24,7 +24,7 @@ from filters.materialize import materialize, materialize_trigger
 
 EVENTING_V1 = "eventing.knative.dev/v1"
 KAFKA_SINK_VERSION = "eventing.knative.dev/v1alpha1"
-TRIGGER_FIELDS = ("broker", "filter", "filters", "subscriber", "delivery")
+TRIGGER_FIELDS = ("broker", "brokerRef", "filter", "filters", "subscriber", "delivery")
 BROKER_FIELDS = ("config", "delivery")
 
 
@@ -182,12 +182,10 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_deli
     _unknown_fields(res, TRIGGER_FIELDS, problems)
     spec = res.spec
 
-    broker = spec.get("broker")
-    if not isinstance(broker, str) or not broker:
-        report("spec.broker", "is required (the name of a Broker in the same namespace)")
-    elif f"{res.namespace}/{broker}" not in brokers:
+    broker, broker_field = _trigger_broker(res, report)
+    if broker is not None and f"{res.namespace}/{broker}" not in brokers:
         known = sorted(k.split("/", 1)[1] for k in brokers if k.startswith(res.namespace + "/"))
-        report("spec.broker", f"broker {broker!r} not found in namespace {res.namespace!r} (known: {', '.join(known) or 'none'})")
+        report(broker_field, f"broker {broker!r} not found in namespace {res.namespace!r} (known: {', '.join(known) or 'none'})")
 
     subscriber = None
     if spec.get("subscriber") is None:
@@ -207,7 +205,7 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_deli
     if spec.get("delivery") is not None:
         delivery = _resolve_kafka_sink(parse_delivery(spec["delivery"], "spec.delivery", res.namespace, report),
                                        kafka_sinks, report)
-    elif isinstance(broker, str):
+    elif broker is not None:
         delivery = broker_delivery.get(f"{res.namespace}/{broker}", DeliveryPolicy())
 
     ordering = res.annotations.get(DELIVERY_ORDER_ANNOTATION, UNORDERED)
@@ -220,6 +218,43 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_deli
         namespace=res.namespace, name=res.name, broker=broker, filter=root, filter_spec=filter_spec,
         subscriber=subscriber, delivery=delivery, ordering=ordering, source_file=res.file,
     )
+
+
+def _trigger_broker(res: Resource, report) -> tuple[str | None, str]:
+    """The trigger's broker name and the field naming it: ``spec.broker``, or ``spec.brokerRef``
+    (a KReference; Knative takes exactly one of the two). A brokerRef into another namespace
+    needs Knative's cross-namespace-event-links feature, which knflow does not implement."""
+    name, ref = res.spec.get("broker"), res.spec.get("brokerRef")
+    if ref is None:
+        if not isinstance(name, str) or not name:
+            report("spec.broker", "is required (the name of a Broker in the same namespace, or spec.brokerRef)")
+            return None, "spec.broker"
+        return name, "spec.broker"
+    if name not in (None, ""):
+        report("spec.brokerRef", "expected exactly one of spec.broker and spec.brokerRef, got both")
+        return None, "spec.brokerRef"
+    if not isinstance(ref, Mapping):
+        report("spec.brokerRef", f"must be a mapping with name (and kind Broker), got {type(ref).__name__}")
+        return None, "spec.brokerRef"
+    ok = True
+    for key in ref:
+        if key not in ("apiVersion", "kind", "name", "namespace", "group"):
+            report(f"spec.brokerRef.{key}", "unknown field (known: apiVersion, kind, name, namespace, group)")
+            ok = False
+    if ref.get("kind", "Broker") != "Broker":
+        report("spec.brokerRef.kind", f"must be Broker, got {ref.get('kind')!r}")
+        ok = False
+    namespace = ref.get("namespace")
+    if namespace not in (None, "", res.namespace):
+        report("spec.brokerRef.namespace", f"a broker in another namespace ({namespace!r}) needs Knative's "
+                                           f"cross-namespace-event-links feature, which knflow does not support; "
+                                           f"put the Trigger in namespace {namespace!r}")
+        ok = False
+    name = ref.get("name")
+    if not isinstance(name, str) or not name:
+        report("spec.brokerRef.name", "is required (the name of a Broker)")
+        ok = False
+    return (name if ok else None), "spec.brokerRef.name"
 
 
 def _trigger_filter(res: Resource, report) -> tuple[dict[str, Any], Any]:

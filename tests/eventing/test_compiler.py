@@ -58,6 +58,17 @@ def test_valid_manifests_compile_to_plan():
     assert plan.broker("live") is broker
 
 
+def test_broker_ref_names_the_broker_like_spec_broker():
+    # Knative's TriggerSpec takes spec.broker or spec.brokerRef (a KReference); a brokerRef in the
+    # trigger's own namespace needs no feature flag (test/rekt/resources/trigger/trigger.yaml renders it).
+    ref = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "live"}
+    plan = compile_text(BROKER, trigger("a", broker=None, brokerRef=ref),
+                        trigger("b", broker=None, brokerRef=dict(ref, namespace="streaming")))
+    a, b = plan.broker("streaming/live").triggers
+    assert (a.broker, b.broker) == ("live", "live")
+    assert a.delivery.retry == 2 and a.delivery.dead_letter_sink.url() == "http://dls.local/x"
+
+
 def test_plan_pickles_with_compiled_filters():
     plan = compile_text(BROKER, trigger("a", filters=[{"cel": 'data.n > 2'}]))
     again = pickle.loads(pickle.dumps(plan))
@@ -88,6 +99,11 @@ def test_ref_subscriber_resolves_like_knative_and_is_overridable():
 
 @pytest.mark.parametrize("spec,expected", [
     ({"broker": "missing"}, "m.yaml: Trigger/t: spec.broker: broker 'missing' not found in namespace 'streaming' (known: live)"),
+    ({"broker": None, "brokerRef": {"kind": "Broker", "name": "live", "namespace": "other"}},
+     "m.yaml: Trigger/t: spec.brokerRef.namespace: a broker in another namespace ('other') needs Knative's cross-namespace-event-links feature"),
+    ({"brokerRef": {"name": "live"}}, "m.yaml: Trigger/t: spec.brokerRef: expected exactly one of spec.broker and spec.brokerRef, got both"),
+    ({"broker": None, "brokerRef": {"name": "lve"}}, "m.yaml: Trigger/t: spec.brokerRef.name: broker 'lve' not found in namespace 'streaming' (known: live)"),
+    ({"broker": None, "brokerRef": {"kind": "Channel", "name": "live"}}, "m.yaml: Trigger/t: spec.brokerRef.kind: must be Broker, got 'Channel'"),
     ({"subscriber": {"uri": "/relative"}}, "m.yaml: Trigger/t: spec.subscriber.uri: must be an absolute http(s) URI, got '/relative'"),
     ({"subscriber": {}}, "m.yaml: Trigger/t: spec.subscriber: needs a uri or a ref"),
     ({"subscriber": {"ref": {"name": "x"}}}, "m.yaml: Trigger/t: spec.subscriber.ref.kind: is required"),
