@@ -202,8 +202,15 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_deli
     filter_spec, root = _trigger_filter(res, report)
 
     delivery = None
+    broker_res = brokers.get(f"{res.namespace}/{broker}") if broker is not None else None
     if spec.get("delivery") is not None:
-        delivery = _resolve_kafka_sink(parse_delivery(spec["delivery"], "spec.delivery", res.namespace, report),
+        raw = spec["delivery"]
+        if isinstance(raw, Mapping) and broker_res is not None and f"{res.namespace}/{broker}" in broker_delivery:
+            # Knative's Kafka broker merges the two field by field, the trigger's winning
+            # (MergeEgressConfig); the channel-based broker falls back to the broker's dead-letter sink.
+            inherited = broker_res.spec.get("delivery") or {}
+            raw = {**{k: v for k, v in inherited.items() if v is not None}, **{k: v for k, v in raw.items() if v is not None}}
+        delivery = _resolve_kafka_sink(parse_delivery(raw, "spec.delivery", res.namespace, report),
                                        kafka_sinks, report)
     elif broker is not None:
         delivery = broker_delivery.get(f"{res.namespace}/{broker}", DeliveryPolicy())

@@ -50,12 +50,32 @@ def test_valid_manifests_compile_to_plan():
     a, b = broker.triggers
     assert a.delivery.retry == 2 and a.delivery.backoff_policy == "linear" and a.delivery.backoff_delay == 0.5
     assert a.delivery.dead_letter_sink.url() == "http://dls.local/x"
-    # A trigger's delivery spec replaces the broker's entirely (no dead-letter sink inherited).
-    assert b.delivery.retry == 7 and b.delivery.timeout == 3.0 and b.delivery.dead_letter_sink is None
+    # A trigger's delivery fields win; those it leaves out come from the broker's, as Knative's Kafka
+    # broker merges them (MergeEgressConfig): the dead-letter sink, the backoff.
+    assert b.delivery.retry == 7 and b.delivery.timeout == 3.0
+    assert b.delivery.dead_letter_sink.url() == "http://dls.local/x"
+    assert b.delivery.backoff_policy == "linear" and b.delivery.backoff_delay == 0.5
     assert a.ordering == UNORDERED
     assert a.filter.filter(EventView({"type": "x"})).delivers
     assert not a.filter.filter(EventView({"type": "y"})).delivers
     assert plan.broker("live") is broker
+
+
+def test_trigger_delivery_overrides_the_brokers_field_by_field():
+    # docs/versioned/eventing/event-delivery.md: a Broker with a dead-letter sink and retries; a Trigger
+    # that sets only its timeout still retries and dead-letters like its broker (Knative's Kafka broker
+    # merges the trigger's delivery over the broker's; both brokers fall back to the broker's sink).
+    plan = compile_text(BROKER, trigger("slow", delivery={"timeout": "PT5S"}),
+                        trigger("own", delivery={"deadLetterSink": {"uri": "http://mine.local/"}, "retry": 0}))
+    slow, own = plan.broker("streaming/live").triggers
+    assert (slow.delivery.timeout, slow.delivery.retry, slow.delivery.backoff_policy, slow.delivery.backoff_delay) == (5.0, 2, "linear", 0.5)
+    assert slow.delivery.dead_letter_sink.url() == "http://dls.local/x"
+    assert own.delivery.dead_letter_sink.url() == "http://mine.local/" and own.delivery.retry == 0
+    # A problem in the broker's delivery is the broker's alone: not reported again on its triggers.
+    bad_broker = BROKER.replace("backoffDelay: PT0.5S", "backoffDelay: 2s")
+    messages = problems_of(bad_broker, trigger("t", delivery={"timeout": "PT5S"}))
+    assert messages == ["m.yaml: Broker/live: spec.delivery.backoffDelay: invalid ISO-8601 duration '2s' "
+                        "(expected e.g. PT0.2S, PT1M30S, P1D; years and months are not allowed)"]
 
 
 def test_broker_ref_names_the_broker_like_spec_broker():
