@@ -15,7 +15,7 @@ from eventing.destinations import DestinationError, parse_destination
 from eventing.errors import ManifestError, Problem
 from eventing.manifests import Resource, load_files
 from eventing.plan import (
-    DELIVERY_ORDER_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
+    DELIVERY_ORDER_ANNOTATION, EXTERNAL_TOPIC_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
     SourcePlan, TriggerPlan, broker_topic,
 )
 from eventing.sources import SOURCE_KINDS, compile_source
@@ -94,8 +94,18 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
             problems.append(res.problem("kind", f"unsupported kind {res.api_version}/{res.kind}; knflow reads {EVENTING_V1} Broker and Trigger, {KAFKA_SINK_VERSION} KafkaSink as a dead-letter sink, and the sources {', '.join(sorted(SOURCE_KINDS))}"))
 
     broker_delivery: dict[str, DeliveryPolicy] = {}
+    topic_owner: dict[str, Resource] = {}
     for key, res in brokers.items():
         _unknown_fields(res, BROKER_FIELDS, problems)
+        external = res.annotations.get(EXTERNAL_TOPIC_ANNOTATION)
+        if external is not None and (not isinstance(external, str) or not external):
+            problems.append(res.problem(f"metadata.annotations[{EXTERNAL_TOPIC_ANNOTATION}]",
+                                        f"must be the name of a Kafka topic, got {external!r}"))
+        topic = broker_topic(res.namespace, res.name, res.annotations)
+        if topic in topic_owner:
+            problems.append(res.problem(f"metadata.annotations[{EXTERNAL_TOPIC_ANNOTATION}]",
+                                        f"topic {topic!r} is also Broker {topic_owner[topic].key}'s; a job reads each topic once"))
+        topic_owner.setdefault(topic, res)
         policy = parse_delivery(res.spec.get("delivery"), "spec.delivery", res.namespace, _reporter(res, problems))
         policy = _resolve_kafka_sink(policy, kafka_sinks, _reporter(res, problems))
         if policy is not None:
@@ -114,7 +124,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         raise ManifestError(problems)
     plans = tuple(
         BrokerPlan(
-            namespace=res.namespace, name=res.name, topic=broker_topic(res.namespace, res.name),
+            namespace=res.namespace, name=res.name, topic=broker_topic(res.namespace, res.name, res.annotations),
             delivery=broker_delivery[key], triggers=tuple(compiled.get(key, ())), source_file=res.file,
         )
         for key, res in brokers.items()

@@ -118,7 +118,7 @@ def _common(res: Resource, brokers: Mapping[str, Resource], report: Report) -> d
                 report("spec.sink.uri", "a Broker sink takes no uri path (events enter the broker's topic)")
             else:
                 out["broker"] = ref.key
-                out["topic"] = broker_topic(ref.namespace, ref.name)
+                out["topic"] = broker_topic(ref.namespace, ref.name, brokers[ref.key].annotations)
         elif ref is not None and ref.kind == "KafkaSink":
             report("spec.sink.ref", "a KafkaSink is not supported as a source sink in knflow (use a Broker, a service or a uri)")
     if res.kind == KAFKA_SOURCE and spec.get("delivery") is not None:

@@ -89,6 +89,29 @@ def test_broker_ref_names_the_broker_like_spec_broker():
     assert a.delivery.retry == 2 and a.delivery.dead_letter_sink.url() == "http://dls.local/x"
 
 
+def test_external_topic_annotation_names_the_brokers_topic():
+    # Knative's Kafka broker (docs/versioned/eventing/brokers/broker-types/kafka-broker/README.md):
+    # kafka.eventing.knative.dev/external.topic makes the broker use that topic instead of its own.
+    import yaml
+
+    doc = yaml.safe_load(BROKER)
+    doc["metadata"]["annotations"] = {"eventing.knative.dev/broker.class": "Kafka",
+                                      "kafka.eventing.knative.dev/external.topic": "my-topic-name"}
+    ping = yaml.safe_dump({"apiVersion": "sources.knative.dev/v1", "kind": "PingSource",
+                           "metadata": {"name": "p", "namespace": "streaming"},
+                           "spec": {"schedule": "@hourly", "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1",
+                                                                            "kind": "Broker", "name": "live"}}}})
+    plan = compile_text(yaml.safe_dump(doc), ping)
+    assert plan.broker("streaming/live").topic == "my-topic-name"
+    assert plan.sources[0].topic == "my-topic-name"
+    other = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+             "metadata": {"name": "other", "namespace": "streaming",
+                          "annotations": {"kafka.eventing.knative.dev/external.topic": "my-topic-name"}}}
+    [message] = problems_of(yaml.safe_dump(doc), yaml.safe_dump(other))
+    assert message == ("m.yaml: Broker/other: metadata.annotations[kafka.eventing.knative.dev/external.topic]: "
+                       "topic 'my-topic-name' is also Broker streaming/live's; a job reads each topic once")
+
+
 def test_plan_pickles_with_compiled_filters():
     plan = compile_text(BROKER, trigger("a", filters=[{"cel": 'data.n > 2'}]))
     again = pickle.loads(pickle.dumps(plan))
