@@ -24,6 +24,10 @@ from filters.materialize import materialize, materialize_trigger
 
 EVENTING_V1 = "eventing.knative.dev/v1"
 KAFKA_SINK_VERSION = "eventing.knative.dev/v1alpha1"
+#: Knative Eventing's API groups: a kind of these that knflow does not read is an error, as
+#: it would route events. Other groups (core v1, apps, serving.knative.dev, ...) route none.
+EVENTING_GROUPS = ("eventing.knative.dev", "messaging.knative.dev", "flows.knative.dev", "sources.knative.dev",
+                   "sinks.knative.dev", "bindings.knative.dev", "sources.eventing.knative.dev")
 TRIGGER_FIELDS = ("broker", "brokerRef", "filter", "filters", "subscriber", "delivery")
 BROKER_FIELDS = ("config", "delivery")
 
@@ -71,7 +75,13 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     source_resources: list[Resource] = []
     kafka_sinks: dict[str, tuple[str, str]] = {}
     seen: dict[tuple[str, str], Resource] = {}
+    ignored: list[str] = []
     for res in resources:
+        if not _routes_events(res):
+            # A file of Knative YAML often holds the subscriber's Service or Deployment beside its
+            # Trigger; kubectl applies them all, and they take no part in routing.
+            ignored.append(f"{res.file}: {res.api_version} {res.kind}/{res.key}")
+            continue
         ident = (res.kind, res.key)
         if ident in seen:
             first = seen[ident]
@@ -129,7 +139,13 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         )
         for key, res in brokers.items()
     )
-    return Plan(brokers=plans, sources=sources)
+    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored))
+
+
+def _routes_events(res: Resource) -> bool:
+    """Whether a resource may route events: a kind of Knative Eventing's groups, or any source."""
+    group = res.api_version.rpartition("/")[0]
+    return group in EVENTING_GROUPS or res.kind in SOURCE_KINDS or res.kind.endswith("Source")
 
 
 def _check_version(res: Resource, problems: list[Problem]) -> bool:

@@ -340,6 +340,9 @@ def direct_name(source: SourcePlan) -> str:
 class Plan:
     brokers: tuple[BrokerPlan, ...] = ()
     sources: tuple[SourcePlan, ...] = ()
+    #: resources of the manifests that route no events (a Knative Service, a Deployment, ...),
+    #: as ``file: apiVersion Kind/namespace/name``; skipped, listed by ``knflow validate`` and ``plan``.
+    ignored: tuple[str, ...] = ()
 
     def broker(self, key: str) -> BrokerPlan:
         """Look a broker up by ``namespace/name`` or by bare name when unambiguous."""

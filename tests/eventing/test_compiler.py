@@ -112,6 +112,28 @@ def test_external_topic_annotation_names_the_brokers_topic():
                        "topic 'my-topic-name' is also Broker streaming/live's; a job reads each topic once")
 
 
+def test_resources_that_route_no_events_are_skipped_and_listed():
+    # knative/docs .../sequence-with-broker-trigger/display-trigger.yaml: the subscriber's Knative
+    # Service and its Trigger in one file; kubectl applies both. Eventing kinds knflow does not read
+    # (a Sequence) still are errors: they would route events.
+    ksvc = """
+    apiVersion: serving.knative.dev/v1
+    kind: Service
+    metadata: {name: sequence-display, namespace: streaming}
+    spec: {template: {spec: {containers: [{image: gcr.io/knative-releases/knative.dev/eventing/cmd/event_display}]}}}
+    """
+    deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: event-display}\nspec: {replicas: 1}\n"
+    plan = compile_text(BROKER, trigger("a"), ksvc, deployment)
+    assert [t.name for t in plan.triggers()] == ["a"]
+    assert plan.ignored == ("m.yaml: serving.knative.dev/v1 Service/streaming/sequence-display",
+                            "m.yaml: apps/v1 Deployment/default/event-display")
+    sequence = "apiVersion: flows.knative.dev/v1\nkind: Sequence\nmetadata: {name: seq}\nspec: {steps: []}\n"
+    [message] = problems_of(BROKER, sequence)
+    assert message.startswith("m.yaml: Sequence/seq: kind: unsupported kind flows.knative.dev/v1/Sequence")
+    [message] = problems_of(BROKER, "apiVersion: eventing.knative.dev/v1\nkind: broker\nmetadata: {name: b}\n")
+    assert message.startswith("m.yaml: broker/b: kind: unsupported kind eventing.knative.dev/v1/broker")
+
+
 def test_plan_pickles_with_compiled_filters():
     plan = compile_text(BROKER, trigger("a", filters=[{"cel": 'data.n > 2'}]))
     again = pickle.loads(pickle.dumps(plan))
@@ -186,8 +208,8 @@ def test_duplicate_names_and_missing_metadata():
 
 
 def test_unknown_kinds_and_versions():
-    msgs = problems_of(BROKER, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
-    assert msgs == ["m.yaml: ConfigMap/c: kind: unsupported kind v1/ConfigMap; knflow reads eventing.knative.dev/v1 Broker and Trigger, eventing.knative.dev/v1alpha1 KafkaSink as a dead-letter sink, and the sources KafkaSource, PingSource, RocketMQSource"]
+    msgs = problems_of(BROKER, "apiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {name: c}\n")
+    assert msgs == ["m.yaml: Subscription/c: kind: unsupported kind messaging.knative.dev/v1/Subscription; knflow reads eventing.knative.dev/v1 Broker and Trigger, eventing.knative.dev/v1alpha1 KafkaSink as a dead-letter sink, and the sources KafkaSource, PingSource, RocketMQSource"]
     msgs = problems_of("apiVersion: eventing.knative.dev/v1beta1\nkind: Broker\nmetadata: {name: b}\n")
     assert msgs == ["m.yaml: Broker/b: apiVersion: eventing.knative.dev/v1beta1 is not supported; use eventing.knative.dev/v1"]
     msgs = problems_of(BROKER, "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\n")
