@@ -134,6 +134,20 @@ def test_resources_that_route_no_events_are_skipped_and_listed():
     assert message.startswith("m.yaml: broker/b: kind: unsupported kind eventing.knative.dev/v1/broker")
 
 
+def test_kubectl_list_of_resources():
+    # `kubectl get broker,trigger -o yaml`: a v1 List whose items carry status, uid, managedFields.
+    import yaml
+
+    broker, trig = yaml.safe_load(BROKER), yaml.safe_load(trigger("a"))
+    broker["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    trig["metadata"].update(uid="8a1b2c3d", resourceVersion="123999", generation=1)
+    listing = {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": [broker, trig]}
+    plan = compile_text(yaml.safe_dump(listing), "apiVersion: v1\nkind: List\nitems: []\n")
+    assert [t.name for t in plan.triggers()] == ["a"]
+    [message] = problems_of(BROKER, "apiVersion: v1\nkind: List\nitems: {a: 1}\n")
+    assert message == "m.yaml: List/<document 2>: items: must be a list of resources, got dict"
+
+
 def test_plan_pickles_with_compiled_filters():
     plan = compile_text(BROKER, trigger("a", filters=[{"cel": 'data.n > 2'}]))
     again = pickle.loads(pickle.dumps(plan))
