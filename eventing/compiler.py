@@ -15,7 +15,7 @@ from eventing.destinations import DestinationError, parse_destination
 from eventing.errors import ManifestError, Problem
 from eventing.manifests import Resource, load_files
 from eventing.plan import (
-    DELIVERY_ORDER_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
+    DELIVERY_ORDER_ANNOTATION, EXTERNAL_TOPIC_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
     SourcePlan, TriggerPlan, broker_topic,
 )
 from eventing.sources import SOURCE_KINDS, compile_source
@@ -24,7 +24,11 @@ from filters.materialize import materialize, materialize_trigger
 
 EVENTING_V1 = "eventing.knative.dev/v1"
 KAFKA_SINK_VERSION = "eventing.knative.dev/v1alpha1"
-TRIGGER_FIELDS = ("broker", "filter", "filters", "subscriber", "delivery")
+#: Knative Eventing's API groups: a kind of these that knflow does not read is an error, as
+#: it would route events. Other groups (core v1, apps, serving.knative.dev, ...) route none.
+EVENTING_GROUPS = ("eventing.knative.dev", "messaging.knative.dev", "flows.knative.dev", "sources.knative.dev",
+                   "sinks.knative.dev", "bindings.knative.dev", "sources.eventing.knative.dev")
+TRIGGER_FIELDS = ("broker", "brokerRef", "filter", "filters", "subscriber", "delivery")
 BROKER_FIELDS = ("config", "delivery")
 
 
@@ -71,7 +75,13 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     source_resources: list[Resource] = []
     kafka_sinks: dict[str, tuple[str, str]] = {}
     seen: dict[tuple[str, str], Resource] = {}
+    ignored: list[str] = []
     for res in resources:
+        if not _routes_events(res):
+            # A file of Knative YAML often holds the subscriber's Service or Deployment beside its
+            # Trigger; kubectl applies them all, and they take no part in routing.
+            ignored.append(f"{res.file}: {res.api_version} {res.kind}/{res.key}")
+            continue
         ident = (res.kind, res.key)
         if ident in seen:
             first = seen[ident]
@@ -94,8 +104,18 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
             problems.append(res.problem("kind", f"unsupported kind {res.api_version}/{res.kind}; knflow reads {EVENTING_V1} Broker and Trigger, {KAFKA_SINK_VERSION} KafkaSink as a dead-letter sink, and the sources {', '.join(sorted(SOURCE_KINDS))}"))
 
     broker_delivery: dict[str, DeliveryPolicy] = {}
+    topic_owner: dict[str, Resource] = {}
     for key, res in brokers.items():
         _unknown_fields(res, BROKER_FIELDS, problems)
+        external = res.annotations.get(EXTERNAL_TOPIC_ANNOTATION)
+        if external is not None and (not isinstance(external, str) or not external):
+            problems.append(res.problem(f"metadata.annotations[{EXTERNAL_TOPIC_ANNOTATION}]",
+                                        f"must be the name of a Kafka topic, got {external!r}"))
+        topic = broker_topic(res.namespace, res.name, res.annotations)
+        if topic in topic_owner:
+            problems.append(res.problem(f"metadata.annotations[{EXTERNAL_TOPIC_ANNOTATION}]",
+                                        f"topic {topic!r} is also Broker {topic_owner[topic].key}'s; a job reads each topic once"))
+        topic_owner.setdefault(topic, res)
         policy = parse_delivery(res.spec.get("delivery"), "spec.delivery", res.namespace, _reporter(res, problems))
         policy = _resolve_kafka_sink(policy, kafka_sinks, _reporter(res, problems))
         if policy is not None:
@@ -114,12 +134,18 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         raise ManifestError(problems)
     plans = tuple(
         BrokerPlan(
-            namespace=res.namespace, name=res.name, topic=broker_topic(res.namespace, res.name),
+            namespace=res.namespace, name=res.name, topic=broker_topic(res.namespace, res.name, res.annotations),
             delivery=broker_delivery[key], triggers=tuple(compiled.get(key, ())), source_file=res.file,
         )
         for key, res in brokers.items()
     )
-    return Plan(brokers=plans, sources=sources)
+    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored))
+
+
+def _routes_events(res: Resource) -> bool:
+    """Whether a resource may route events: a kind of Knative Eventing's groups, or any source."""
+    group = res.api_version.rpartition("/")[0]
+    return group in EVENTING_GROUPS or res.kind in SOURCE_KINDS or res.kind.endswith("Source")
 
 
 def _check_version(res: Resource, problems: list[Problem]) -> bool:
@@ -182,12 +208,10 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_deli
     _unknown_fields(res, TRIGGER_FIELDS, problems)
     spec = res.spec
 
-    broker = spec.get("broker")
-    if not isinstance(broker, str) or not broker:
-        report("spec.broker", "is required (the name of a Broker in the same namespace)")
-    elif f"{res.namespace}/{broker}" not in brokers:
+    broker, broker_field = _trigger_broker(res, report)
+    if broker is not None and f"{res.namespace}/{broker}" not in brokers:
         known = sorted(k.split("/", 1)[1] for k in brokers if k.startswith(res.namespace + "/"))
-        report("spec.broker", f"broker {broker!r} not found in namespace {res.namespace!r} (known: {', '.join(known) or 'none'})")
+        report(broker_field, f"broker {broker!r} not found in namespace {res.namespace!r} (known: {', '.join(known) or 'none'})")
 
     subscriber = None
     if spec.get("subscriber") is None:
@@ -204,10 +228,17 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_deli
     filter_spec, root = _trigger_filter(res, report)
 
     delivery = None
+    broker_res = brokers.get(f"{res.namespace}/{broker}") if broker is not None else None
     if spec.get("delivery") is not None:
-        delivery = _resolve_kafka_sink(parse_delivery(spec["delivery"], "spec.delivery", res.namespace, report),
+        raw = spec["delivery"]
+        if isinstance(raw, Mapping) and broker_res is not None and f"{res.namespace}/{broker}" in broker_delivery:
+            # Knative's Kafka broker merges the two field by field, the trigger's winning
+            # (MergeEgressConfig); the channel-based broker falls back to the broker's dead-letter sink.
+            inherited = broker_res.spec.get("delivery") or {}
+            raw = {**{k: v for k, v in inherited.items() if v is not None}, **{k: v for k, v in raw.items() if v is not None}}
+        delivery = _resolve_kafka_sink(parse_delivery(raw, "spec.delivery", res.namespace, report),
                                        kafka_sinks, report)
-    elif isinstance(broker, str):
+    elif broker is not None:
         delivery = broker_delivery.get(f"{res.namespace}/{broker}", DeliveryPolicy())
 
     ordering = res.annotations.get(DELIVERY_ORDER_ANNOTATION, UNORDERED)
@@ -220,6 +251,43 @@ def _compile_trigger(res: Resource, brokers: Mapping[str, Resource], broker_deli
         namespace=res.namespace, name=res.name, broker=broker, filter=root, filter_spec=filter_spec,
         subscriber=subscriber, delivery=delivery, ordering=ordering, source_file=res.file,
     )
+
+
+def _trigger_broker(res: Resource, report) -> tuple[str | None, str]:
+    """The trigger's broker name and the field naming it: ``spec.broker``, or ``spec.brokerRef``
+    (a KReference; Knative takes exactly one of the two). A brokerRef into another namespace
+    needs Knative's cross-namespace-event-links feature, which knflow does not implement."""
+    name, ref = res.spec.get("broker"), res.spec.get("brokerRef")
+    if ref is None:
+        if not isinstance(name, str) or not name:
+            report("spec.broker", "is required (the name of a Broker in the same namespace, or spec.brokerRef)")
+            return None, "spec.broker"
+        return name, "spec.broker"
+    if name not in (None, ""):
+        report("spec.brokerRef", "expected exactly one of spec.broker and spec.brokerRef, got both")
+        return None, "spec.brokerRef"
+    if not isinstance(ref, Mapping):
+        report("spec.brokerRef", f"must be a mapping with name (and kind Broker), got {type(ref).__name__}")
+        return None, "spec.brokerRef"
+    ok = True
+    for key in ref:
+        if key not in ("apiVersion", "kind", "name", "namespace", "group"):
+            report(f"spec.brokerRef.{key}", "unknown field (known: apiVersion, kind, name, namespace, group)")
+            ok = False
+    if ref.get("kind", "Broker") != "Broker":
+        report("spec.brokerRef.kind", f"must be Broker, got {ref.get('kind')!r}")
+        ok = False
+    namespace = ref.get("namespace")
+    if namespace not in (None, "", res.namespace):
+        report("spec.brokerRef.namespace", f"a broker in another namespace ({namespace!r}) needs Knative's "
+                                           f"cross-namespace-event-links feature, which knflow does not support; "
+                                           f"put the Trigger in namespace {namespace!r}")
+        ok = False
+    name = ref.get("name")
+    if not isinstance(name, str) or not name:
+        report("spec.brokerRef.name", "is required (the name of a Broker)")
+        ok = False
+    return (name if ok else None), "spec.brokerRef.name"
 
 
 def _trigger_filter(res: Resource, report) -> tuple[dict[str, Any], Any]:

@@ -58,8 +58,13 @@ def load_documents(text: str, file: str) -> tuple[list[Resource], list[Problem]]
         if not isinstance(doc, Mapping):
             problems.append(Problem(file, "", "", label, f"expected a Kubernetes resource (a mapping), got {type(doc).__name__}"))
             continue
-        if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            for item_index, item in enumerate(doc["items"]):
+        if doc.get("kind") == "List" and str(doc.get("apiVersion", "v1")) == "v1":
+            # `kubectl get -o yaml` writes a v1 List of the resources (items may be empty or null).
+            items = doc.get("items") or []
+            if not isinstance(items, list):
+                problems.append(Problem(file, "List", f"<{label}>", "items", f"must be a list of resources, got {type(items).__name__}"))
+                continue
+            for item_index, item in enumerate(items):
                 _add(item, file, f"{label} items[{item_index}]", resources, problems)
             continue
         _add(doc, file, label, resources, problems)

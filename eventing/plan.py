@@ -340,6 +340,9 @@ def direct_name(source: SourcePlan) -> str:
 class Plan:
     brokers: tuple[BrokerPlan, ...] = ()
     sources: tuple[SourcePlan, ...] = ()
+    #: resources of the manifests that route no events (a Knative Service, a Deployment, ...),
+    #: as ``file: apiVersion Kind/namespace/name``; skipped, listed by ``knflow validate`` and ``plan``.
+    ignored: tuple[str, ...] = ()
 
     def broker(self, key: str) -> BrokerPlan:
         """Look a broker up by ``namespace/name`` or by bare name when unambiguous."""
@@ -398,8 +401,16 @@ class Plan:
                 "sources": [s.to_dict() for s in self.sources]}
 
 
-def broker_topic(namespace: str, name: str) -> str:
-    """The Kafka topic of a broker, named as Knative's Kafka broker names it."""
+#: Knative's Kafka broker: the broker uses this existing topic instead of its own.
+EXTERNAL_TOPIC_ANNOTATION = "kafka.eventing.knative.dev/external.topic"
+
+
+def broker_topic(namespace: str, name: str, annotations: Mapping[str, Any] | None = None) -> str:
+    """The Kafka topic of a broker, named as Knative's Kafka broker names it: the topic of its
+    ``kafka.eventing.knative.dev/external.topic`` annotation, else ``knative-broker-<ns>-<name>``."""
+    external = (annotations or {}).get(EXTERNAL_TOPIC_ANNOTATION)
+    if isinstance(external, str) and external:
+        return external
     return f"knative-broker-{namespace}-{name}"
 
 

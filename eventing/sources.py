@@ -13,7 +13,8 @@ reported as ``file: Kind/name: field: message`` like the rest of ``eventing/``.
   ``consumerGroup`` defaults to ``knative-kafka-source-<namespace>-<name>``: Knative's
   webhook picks ``knative-kafka-source-<random uuid>`` once and stores it, which a compiler
   run on every start cannot do without losing the group's offsets.
-- PingSource (``sources.knative.dev/v1``), as ``knative.dev/eventing``
+- PingSource (``sources.knative.dev/v1``, and ``v1beta2``, which Knative still serves and
+  converts to v1 field for field), as ``knative.dev/eventing``
   ``pkg/apis/sources/v1/ping_validation.go``: ``schedule`` (5-field cron or a descriptor such
   as ``@hourly``), ``timezone`` (an IANA name), ``data`` xor ``dataBase64``, and for
   ``contentType: application/json`` the data must be a JSON object. Knative's webhook
@@ -49,11 +50,12 @@ from eventing.plan import (
 
 SOURCES_V1 = "sources.knative.dev/v1"
 SOURCES_V1BETA1 = "sources.knative.dev/v1beta1"
+SOURCES_V1BETA2 = "sources.knative.dev/v1beta2"
 #: The community RocketMQ source's group (its CRD), and the same version in Knative's group.
 ROCKETMQ_VERSIONS = ("sources.eventing.knative.dev/v1alpha1", "sources.knative.dev/v1alpha1")
 API_VERSIONS = {
     KAFKA_SOURCE: (SOURCES_V1, SOURCES_V1BETA1),
-    PING_SOURCE: (SOURCES_V1,),
+    PING_SOURCE: (SOURCES_V1, SOURCES_V1BETA2),
     ROCKETMQ_SOURCE: ROCKETMQ_VERSIONS,
 }
 SOURCE_KINDS = frozenset(API_VERSIONS)
@@ -116,7 +118,7 @@ def _common(res: Resource, brokers: Mapping[str, Resource], report: Report) -> d
                 report("spec.sink.uri", "a Broker sink takes no uri path (events enter the broker's topic)")
             else:
                 out["broker"] = ref.key
-                out["topic"] = broker_topic(ref.namespace, ref.name)
+                out["topic"] = broker_topic(ref.namespace, ref.name, brokers[ref.key].annotations)
         elif ref is not None and ref.kind == "KafkaSink":
             report("spec.sink.ref", "a KafkaSink is not supported as a source sink in knflow (use a Broker, a service or a uri)")
     if res.kind == KAFKA_SOURCE and spec.get("delivery") is not None:

@@ -133,7 +133,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     triggers = len(plan.triggers())
     sources = f", {len(plan.sources)} source(s)" if plan.sources else ""
     print(f"ok: {len(plan.brokers)} broker(s), {triggers} trigger(s){sources}")
+    print(_ignored(plan), end="")
     return 0
+
+
+def _ignored(plan: Plan) -> str:
+    """The resources that route no events, which knflow skipped (empty when none)."""
+    if not plan.ignored:
+        return ""
+    return "ignored (they route no events):\n" + "".join(f"  {entry}\n" for entry in plan.ignored)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -146,6 +154,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, sort_keys=False))
         return 0
     print(render_plan(plan))
+    print(_ignored(plan), end="")
     return 0
 
 

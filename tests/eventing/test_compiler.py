@@ -50,12 +50,102 @@ def test_valid_manifests_compile_to_plan():
     a, b = broker.triggers
     assert a.delivery.retry == 2 and a.delivery.backoff_policy == "linear" and a.delivery.backoff_delay == 0.5
     assert a.delivery.dead_letter_sink.url() == "http://dls.local/x"
-    # A trigger's delivery spec replaces the broker's entirely (no dead-letter sink inherited).
-    assert b.delivery.retry == 7 and b.delivery.timeout == 3.0 and b.delivery.dead_letter_sink is None
+    # A trigger's delivery fields win; those it leaves out come from the broker's, as Knative's Kafka
+    # broker merges them (MergeEgressConfig): the dead-letter sink, the backoff.
+    assert b.delivery.retry == 7 and b.delivery.timeout == 3.0
+    assert b.delivery.dead_letter_sink.url() == "http://dls.local/x"
+    assert b.delivery.backoff_policy == "linear" and b.delivery.backoff_delay == 0.5
     assert a.ordering == UNORDERED
     assert a.filter.filter(EventView({"type": "x"})).delivers
     assert not a.filter.filter(EventView({"type": "y"})).delivers
     assert plan.broker("live") is broker
+
+
+def test_trigger_delivery_overrides_the_brokers_field_by_field():
+    # docs/versioned/eventing/event-delivery.md: a Broker with a dead-letter sink and retries; a Trigger
+    # that sets only its timeout still retries and dead-letters like its broker (Knative's Kafka broker
+    # merges the trigger's delivery over the broker's; both brokers fall back to the broker's sink).
+    plan = compile_text(BROKER, trigger("slow", delivery={"timeout": "PT5S"}),
+                        trigger("own", delivery={"deadLetterSink": {"uri": "http://mine.local/"}, "retry": 0}))
+    slow, own = plan.broker("streaming/live").triggers
+    assert (slow.delivery.timeout, slow.delivery.retry, slow.delivery.backoff_policy, slow.delivery.backoff_delay) == (5.0, 2, "linear", 0.5)
+    assert slow.delivery.dead_letter_sink.url() == "http://dls.local/x"
+    assert own.delivery.dead_letter_sink.url() == "http://mine.local/" and own.delivery.retry == 0
+    # A problem in the broker's delivery is the broker's alone: not reported again on its triggers.
+    bad_broker = BROKER.replace("backoffDelay: PT0.5S", "backoffDelay: 2s")
+    messages = problems_of(bad_broker, trigger("t", delivery={"timeout": "PT5S"}))
+    assert messages == ["m.yaml: Broker/live: spec.delivery.backoffDelay: invalid ISO-8601 duration '2s' "
+                        "(expected e.g. PT0.2S, PT1M30S, P1D; years and months are not allowed)"]
+
+
+def test_broker_ref_names_the_broker_like_spec_broker():
+    # Knative's TriggerSpec takes spec.broker or spec.brokerRef (a KReference); a brokerRef in the
+    # trigger's own namespace needs no feature flag (test/rekt/resources/trigger/trigger.yaml renders it).
+    ref = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "live"}
+    plan = compile_text(BROKER, trigger("a", broker=None, brokerRef=ref),
+                        trigger("b", broker=None, brokerRef=dict(ref, namespace="streaming")))
+    a, b = plan.broker("streaming/live").triggers
+    assert (a.broker, b.broker) == ("live", "live")
+    assert a.delivery.retry == 2 and a.delivery.dead_letter_sink.url() == "http://dls.local/x"
+
+
+def test_external_topic_annotation_names_the_brokers_topic():
+    # Knative's Kafka broker (docs/versioned/eventing/brokers/broker-types/kafka-broker/README.md):
+    # kafka.eventing.knative.dev/external.topic makes the broker use that topic instead of its own.
+    import yaml
+
+    doc = yaml.safe_load(BROKER)
+    doc["metadata"]["annotations"] = {"eventing.knative.dev/broker.class": "Kafka",
+                                      "kafka.eventing.knative.dev/external.topic": "my-topic-name"}
+    ping = yaml.safe_dump({"apiVersion": "sources.knative.dev/v1", "kind": "PingSource",
+                           "metadata": {"name": "p", "namespace": "streaming"},
+                           "spec": {"schedule": "@hourly", "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1",
+                                                                            "kind": "Broker", "name": "live"}}}})
+    plan = compile_text(yaml.safe_dump(doc), ping)
+    assert plan.broker("streaming/live").topic == "my-topic-name"
+    assert plan.sources[0].topic == "my-topic-name"
+    other = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+             "metadata": {"name": "other", "namespace": "streaming",
+                          "annotations": {"kafka.eventing.knative.dev/external.topic": "my-topic-name"}}}
+    [message] = problems_of(yaml.safe_dump(doc), yaml.safe_dump(other))
+    assert message == ("m.yaml: Broker/other: metadata.annotations[kafka.eventing.knative.dev/external.topic]: "
+                       "topic 'my-topic-name' is also Broker streaming/live's; a job reads each topic once")
+
+
+def test_resources_that_route_no_events_are_skipped_and_listed():
+    # knative/docs .../sequence-with-broker-trigger/display-trigger.yaml: the subscriber's Knative
+    # Service and its Trigger in one file; kubectl applies both. Eventing kinds knflow does not read
+    # (a Sequence) still are errors: they would route events.
+    ksvc = """
+    apiVersion: serving.knative.dev/v1
+    kind: Service
+    metadata: {name: sequence-display, namespace: streaming}
+    spec: {template: {spec: {containers: [{image: gcr.io/knative-releases/knative.dev/eventing/cmd/event_display}]}}}
+    """
+    deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: event-display}\nspec: {replicas: 1}\n"
+    plan = compile_text(BROKER, trigger("a"), ksvc, deployment)
+    assert [t.name for t in plan.triggers()] == ["a"]
+    assert plan.ignored == ("m.yaml: serving.knative.dev/v1 Service/streaming/sequence-display",
+                            "m.yaml: apps/v1 Deployment/default/event-display")
+    sequence = "apiVersion: flows.knative.dev/v1\nkind: Sequence\nmetadata: {name: seq}\nspec: {steps: []}\n"
+    [message] = problems_of(BROKER, sequence)
+    assert message.startswith("m.yaml: Sequence/seq: kind: unsupported kind flows.knative.dev/v1/Sequence")
+    [message] = problems_of(BROKER, "apiVersion: eventing.knative.dev/v1\nkind: broker\nmetadata: {name: b}\n")
+    assert message.startswith("m.yaml: broker/b: kind: unsupported kind eventing.knative.dev/v1/broker")
+
+
+def test_kubectl_list_of_resources():
+    # `kubectl get broker,trigger -o yaml`: a v1 List whose items carry status, uid, managedFields.
+    import yaml
+
+    broker, trig = yaml.safe_load(BROKER), yaml.safe_load(trigger("a"))
+    broker["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    trig["metadata"].update(uid="8a1b2c3d", resourceVersion="123999", generation=1)
+    listing = {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": [broker, trig]}
+    plan = compile_text(yaml.safe_dump(listing), "apiVersion: v1\nkind: List\nitems: []\n")
+    assert [t.name for t in plan.triggers()] == ["a"]
+    [message] = problems_of(BROKER, "apiVersion: v1\nkind: List\nitems: {a: 1}\n")
+    assert message == "m.yaml: List/<document 2>: items: must be a list of resources, got dict"
 
 
 def test_plan_pickles_with_compiled_filters():
@@ -88,6 +178,11 @@ def test_ref_subscriber_resolves_like_knative_and_is_overridable():
 
 @pytest.mark.parametrize("spec,expected", [
     ({"broker": "missing"}, "m.yaml: Trigger/t: spec.broker: broker 'missing' not found in namespace 'streaming' (known: live)"),
+    ({"broker": None, "brokerRef": {"kind": "Broker", "name": "live", "namespace": "other"}},
+     "m.yaml: Trigger/t: spec.brokerRef.namespace: a broker in another namespace ('other') needs Knative's cross-namespace-event-links feature"),
+    ({"brokerRef": {"name": "live"}}, "m.yaml: Trigger/t: spec.brokerRef: expected exactly one of spec.broker and spec.brokerRef, got both"),
+    ({"broker": None, "brokerRef": {"name": "lve"}}, "m.yaml: Trigger/t: spec.brokerRef.name: broker 'lve' not found in namespace 'streaming' (known: live)"),
+    ({"broker": None, "brokerRef": {"kind": "Channel", "name": "live"}}, "m.yaml: Trigger/t: spec.brokerRef.kind: must be Broker, got 'Channel'"),
     ({"subscriber": {"uri": "/relative"}}, "m.yaml: Trigger/t: spec.subscriber.uri: must be an absolute http(s) URI, got '/relative'"),
     ({"subscriber": {}}, "m.yaml: Trigger/t: spec.subscriber: needs a uri or a ref"),
     ({"subscriber": {"ref": {"name": "x"}}}, "m.yaml: Trigger/t: spec.subscriber.ref.kind: is required"),
@@ -143,8 +238,8 @@ def test_duplicate_names_and_missing_metadata():
 
 
 def test_unknown_kinds_and_versions():
-    msgs = problems_of(BROKER, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
-    assert msgs == ["m.yaml: ConfigMap/c: kind: unsupported kind v1/ConfigMap; knflow reads eventing.knative.dev/v1 Broker and Trigger, eventing.knative.dev/v1alpha1 KafkaSink as a dead-letter sink, and the sources KafkaSource, PingSource, RocketMQSource"]
+    msgs = problems_of(BROKER, "apiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata: {name: c}\n")
+    assert msgs == ["m.yaml: Subscription/c: kind: unsupported kind messaging.knative.dev/v1/Subscription; knflow reads eventing.knative.dev/v1 Broker and Trigger, eventing.knative.dev/v1alpha1 KafkaSink as a dead-letter sink, and the sources KafkaSource, PingSource, RocketMQSource"]
     msgs = problems_of("apiVersion: eventing.knative.dev/v1beta1\nkind: Broker\nmetadata: {name: b}\n")
     assert msgs == ["m.yaml: Broker/b: apiVersion: eventing.knative.dev/v1beta1 is not supported; use eventing.knative.dev/v1"]
     msgs = problems_of(BROKER, "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\n")

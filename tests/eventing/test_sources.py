@@ -128,6 +128,18 @@ def test_ping_source_fields_and_data():
     assert first.to_dict()["data"] == {"beat": 1} and b64.to_dict()["dataBase64"] == "aGk="
 
 
+def test_ping_source_v1beta2_is_read_as_v1():
+    # Knative still serves PingSource v1beta2 (config/core/resources/pingsource.yaml) and converts it
+    # to v1 field for field; manifests from its older docs use it.
+    [v1beta2] = compile_text(source("PingSource", ping(contentType="application/json", data='{"message": "Hello world!"}'),
+                                    api="sources.knative.dev/v1beta2")).sources
+    [v1] = compile_text(source("PingSource", ping(contentType="application/json", data='{"message": "Hello world!"}'))).sources
+    assert v1beta2 == v1
+    msgs = problems_of(source("PingSource", ping(), api="sources.knative.dev/v1beta1"))
+    assert msgs == ["m.yaml: PingSource/s: apiVersion: sources.knative.dev/v1beta1 is not supported for PingSource; "
+                    "use sources.knative.dev/v1 or sources.knative.dev/v1beta2"]
+
+
 def test_ping_source_errors():
     msgs = problems_of(BROKER,
                        source("PingSource", ping(schedule="*/5 * * *"), name="fields"),
