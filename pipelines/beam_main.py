@@ -3,7 +3,7 @@
     python -m pipelines.beam_main --manifest examples/live-stream --events-file events.jsonl \\
         --ref-url analytics=http://127.0.0.1:8181/analytics ... [--runner DirectRunner --direct_num_workers 2 ...]
 
-The options are ``pipelines.options.KnflowOptions`` (a ``PipelineOptions`` subclass), so
+The options are ``pipelines.beam_options.KnflowOptions`` (a ``PipelineOptions`` subclass), so
 this is the entry point for Beam users; ``knflow run --runner beam-direct`` is the same
 pipeline on the DirectRunner.
 """
@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 def main(argv: list[str] | None = None) -> int:
     from eventing.compiler import load_plan
     from pipelines.delivery_settings import DeliverySettings
-    from pipelines.options import KnflowOptions
+    from pipelines.beam_options import KnflowOptions
     from pipelines.runners import read_events_file, render_summary, run_beam_direct, select_broker
 
     options = KnflowOptions(argv if argv is not None else sys.argv[1:])

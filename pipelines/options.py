@@ -1,4 +1,4 @@
-"""Job options, shared by the CLI and Beam's ``PipelineOptions``.
+"""Job options, shared by the CLI and Beam's ``PipelineOptions`` (``pipelines.beam_options``).
 
 One list of options (``add_job_arguments``) so ``knflow run`` flags, Beam pipeline
 options and the Flink job's options never drift apart.
@@ -6,9 +6,7 @@ options and the Flink job's options never drift apart.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping, Sequence
-
-from apache_beam.options.pipeline_options import PipelineOptions
+from typing import Any, Sequence
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, MIN_MAX_RECORD_BYTES
 from pipelines.event_loop import DEFAULT_EVENT_LOOP, EVENT_LOOPS
@@ -160,16 +158,3 @@ def flink_options(args: Any, plan: Any = None, python_mode: str = "thread") -> A
         options.checkpoint_dir = args.checkpoint_dir
     return options
 
-
-class KnflowOptions(PipelineOptions):
-    """knflow's options as Beam pipeline options (so ``--setup_file`` etc. pass through)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser: Any) -> None:
-        parser.add_argument("--manifest", dest="manifests", action="append", default=[],
-                            help="Knative manifest file or directory; repeatable")
-        add_job_arguments(parser, runner_flag="--knflow-runner", include_flink=False)
-
-    @classmethod
-    def from_namespace(cls, values: Mapping[str, Any], beam_flags: Sequence[str] = ()) -> "KnflowOptions":
-        return cls(flags=list(beam_flags), **{k: v for k, v in values.items() if v is not None})

@@ -85,7 +85,7 @@ def run_job(args: argparse.Namespace) -> int:
     if args.knflow_runner == "beam-direct":
         if not args.events_file:
             raise KnflowError("--runner beam-direct reads its events from --events-file FILE (JSON lines)")
-        from pipelines.options import KnflowOptions
+        from pipelines.beam_options import KnflowOptions
 
         options = KnflowOptions.from_namespace({
             "manifests": list(args.manifests), "broker": args.broker, "events_file": args.events_file,

@@ -44,6 +44,17 @@ spec:
     assert any(line.startswith(f"{bad}: Trigger/t: spec.delivery.backoffDelay: invalid ISO-8601 duration '2s'") for line in lines)
 
 
+def test_commands_that_run_no_beam_pipeline_do_not_import_beam():
+    # Beam's import takes seconds and warns about the cloud file systems it cannot load
+    code = ("import sys, pipelines.cli as c\n"
+            f"code = c.main(['validate', {str(EXAMPLE)!r}])\n"
+            "c.build_parser()\n"
+            "print(code, any(m.startswith('apache_beam') for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1] == "0 False", (result.stdout, result.stderr)
+    assert "GCSFileSystem" not in result.stderr
+
+
 def test_plan_text_and_json():
     text = knflow("plan", str(EXAMPLE))
     assert text.returncode == 0 and "Broker streaming/live  topic=knative-broker-streaming-live" in text.stdout
