@@ -139,7 +139,36 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         )
         for key, res in brokers.items()
     )
-    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored))
+    unused = [note for res in [*brokers.values(), *triggers, *source_resources] for note in _unused_fields(res)]
+    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused))
+
+
+#: Fields of a Knative destination that knflow accepts (Knative's YAML has them) and does not
+#: use, and what that means for the user.
+UNUSED_DESTINATION_FIELDS = {
+    "CACerts": "not used: knflow does not read it; an https sink's certificate must be trusted by the "
+               "machine that runs the job (its system CA store)",
+    "audience": "not used: knflow sends no OIDC token, so a sink that requires one refuses the deliveries",
+}
+
+
+def _unused_fields(res: Resource) -> list[str]:
+    """``file: Kind/name: field: why`` for each unused destination field in ``res``'s spec."""
+    notes: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Mapping):
+            if "uri" in value or "ref" in value:
+                notes.extend(str(res.problem(f"{path}.{name}", why))
+                             for name, why in UNUSED_DESTINATION_FIELDS.items() if name in value)
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(res.spec, "spec")
+    return notes
 
 
 def _routes_events(res: Resource) -> bool:

@@ -343,6 +343,9 @@ class Plan:
     #: resources of the manifests that route no events (a Knative Service, a Deployment, ...),
     #: as ``file: apiVersion Kind/namespace/name``; skipped, listed by ``knflow validate`` and ``plan``.
     ignored: tuple[str, ...] = ()
+    #: fields Knative reads that knflow accepts and does not use (a destination's ``CACerts``
+    #: and ``audience``), as ``file: Kind/name: field: why``; listed by ``validate`` and ``plan``.
+    unused: tuple[str, ...] = ()
 
     def broker(self, key: str) -> BrokerPlan:
         """Look a broker up by ``namespace/name`` or by bare name when unambiguous."""

@@ -138,10 +138,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _ignored(plan: Plan) -> str:
-    """The resources that route no events, which knflow skipped (empty when none)."""
-    if not plan.ignored:
-        return ""
-    return "ignored (they route no events):\n" + "".join(f"  {entry}\n" for entry in plan.ignored)
+    """The resources that route no events, which knflow skipped, and the fields it accepts
+    without using them (empty when none)."""
+    text = ""
+    if plan.ignored:
+        text += "ignored (they route no events):\n" + "".join(f"  {entry}\n" for entry in plan.ignored)
+    if plan.unused:
+        text += "accepted, not used:\n" + "".join(f"  {entry}\n" for entry in plan.unused)
+    return text
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

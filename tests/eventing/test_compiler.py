@@ -112,6 +112,19 @@ def test_external_topic_annotation_names_the_brokers_topic():
                        "topic 'my-topic-name' is also Broker streaming/live's; a job reads each topic once")
 
 
+def test_destination_fields_knflow_does_not_use_are_listed():
+    # Knative's Destination has CACerts and audience; knflow accepts them and says it does not use them
+    plan = compile_text(BROKER, trigger("a", subscriber={"uri": "https://sink.local/", "CACerts": "PEM", "audience": "x"},
+                                        delivery={"deadLetterSink": {"ref": {"kind": "Service", "name": "dls"},
+                                                                     "CACerts": "PEM"}}))
+    notes = dict(n.split(": not used: ") for n in plan.unused)
+    assert sorted(notes) == ["m.yaml: Trigger/a: spec.delivery.deadLetterSink.CACerts",
+                             "m.yaml: Trigger/a: spec.subscriber.CACerts", "m.yaml: Trigger/a: spec.subscriber.audience"]
+    assert "system CA store" in notes["m.yaml: Trigger/a: spec.subscriber.CACerts"]
+    assert "OIDC" in notes["m.yaml: Trigger/a: spec.subscriber.audience"]
+    assert compile_text(BROKER, trigger("b")).unused == ()
+
+
 def test_resources_that_route_no_events_are_skipped_and_listed():
     # knative/docs .../sequence-with-broker-trigger/display-trigger.yaml: the subscriber's Knative
     # Service and its Trigger in one file; kubectl applies both. Eventing kinds knflow does not read
