@@ -152,6 +152,12 @@ UNUSED_DESTINATION_FIELDS = {
 }
 
 
+#: A Broker's ``spec.config`` (Knative's Kafka broker: a ConfigMap with the bootstrap servers,
+#: partitions and replication of its topic).
+BROKER_CONFIG_UNUSED = ("not used: knflow does not read the ConfigMap; the job and the ingress take Kafka's "
+                        "address from --bootstrap-servers and a topic's partitions from --partitions")
+
+
 def _unused_fields(res: Resource) -> list[str]:
     """``file: Kind/name: field: why`` for each unused destination field in ``res``'s spec."""
     notes: list[str] = []
@@ -167,6 +173,8 @@ def _unused_fields(res: Resource) -> list[str]:
             for index, item in enumerate(value):
                 walk(item, f"{path}[{index}]")
 
+    if res.kind == "Broker" and res.spec.get("config") is not None:
+        notes.append(str(res.problem("spec.config", BROKER_CONFIG_UNUSED)))
     walk(res.spec, "spec")
     return notes
 

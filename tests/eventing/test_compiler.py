@@ -123,6 +123,9 @@ def test_destination_fields_knflow_does_not_use_are_listed():
     assert "system CA store" in notes["m.yaml: Trigger/a: spec.subscriber.CACerts"]
     assert "OIDC" in notes["m.yaml: Trigger/a: spec.subscriber.audience"]
     assert compile_text(BROKER, trigger("b")).unused == ()
+    configured = BROKER.replace("spec:\n", "spec:\n  config: {apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, "
+                                           "namespace: knative-eventing}\n")
+    assert [n.split(": not used")[0] for n in compile_text(configured).unused] == ["m.yaml: Broker/live: spec.config"]
 
 
 def test_resources_that_route_no_events_are_skipped_and_listed():
