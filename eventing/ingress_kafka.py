@@ -102,7 +102,7 @@ def _expire(future: asyncio.Future, seconds: float) -> None:
 
 
 class KafkaWriter:
-    """Writes records with ``acks=all`` and idempotence; ``await write_many(...)`` returns
+    """Writes records with ``acks=all``, one request in flight; ``await write_many(...)`` returns
     once Kafka has them all, or raises :class:`KafkaUnavailable`.
 
     ``timeout_s`` bounds a record's time in the producer (librdkafka's
@@ -129,7 +129,18 @@ class KafkaWriter:
             "bootstrap.servers": bootstrap_servers,
             "client.id": "knflow-ingress",
             "acks": "all",
-            "enable.idempotence": True,  # retries inside librdkafka never duplicate or reorder
+            # Not idempotent, measured: librdkafka's idempotent producer (2.16; its master too) lets
+            # a partition have at most 5 *messages* in flight, and while it waits for them its
+            # broker thread wakes itself again at once (rd_kafka_toppar_producer_serve sets the
+            # next wake-up for the ready batch before that limit says no): a busy loop. With a
+            # warm Kafka it cost ~13% of a core; with a slow one (a young broker, two workers) a
+            # core per producer, which starved Kafka until records timed out: 2,000-4,000
+            # events/s and 503s where 12,000 was possible. One request in flight instead keeps
+            # a partition's records in order across retries (and cost nothing: Kafka serves a
+            # connection's requests one at a time); a retry after a lost answer may store a
+            # record twice: at least once, as every other hop of the broker.
+            "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
             # 0: a record goes out as soon as the sender thread is free, and records arriving
             # meanwhile batch up behind the requests in flight; measured, any linger > 0 added
             # ~2 ms to a lone request (its timer).
