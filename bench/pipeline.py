@@ -261,10 +261,9 @@ def _probe_kafka(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: f
     else:
         from confluent_kafka import Producer
 
-        from eventing.kafka_topics import JAVA_PARTITIONER
+        from eventing.kafka_topics import ACKED_IN_ORDER
 
-        rd = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 0,
-                       "partitioner": JAVA_PARTITIONER})
+        rd = Producer({"bootstrap.servers": bootstrap, **ACKED_IN_ORDER, "linger.ms": 0})  # as the ingress writes
         rd.list_topics(topic, timeout=10)  # connected, with the topic's metadata, before the clock starts
 
         def send(event: Any) -> None:

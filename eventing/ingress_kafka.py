@@ -35,7 +35,7 @@ from collections import deque
 from threading import get_ident
 from typing import Any, Callable, Iterable
 
-from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, JAVA_PARTITIONER, kafka_limit
+from eventing.kafka_topics import ACKED_IN_ORDER, DEFAULT_MAX_RECORD_BYTES, kafka_limit
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +128,11 @@ class KafkaWriter:
         settings = {
             "bootstrap.servers": bootstrap_servers,
             "client.id": "knflow-ingress",
-            "acks": "all",
-            # Not idempotent, measured: librdkafka's idempotent producer (2.16; its master too) lets
-            # a partition have at most 5 *messages* in flight, and while it waits for them its
-            # broker thread wakes itself again at once (rd_kafka_toppar_producer_serve sets the
-            # next wake-up for the ready batch before that limit says no): a busy loop. With a
-            # warm Kafka it cost ~13% of a core; with a slow one (a young broker, two workers) a
-            # core per producer, which starved Kafka until records timed out: 2,000-4,000
-            # events/s and 503s where 12,000 was possible. One request in flight instead keeps
-            # a partition's records in order across retries (and cost nothing: Kafka serves a
-            # connection's requests one at a time); a retry after a lost answer may store a
-            # record twice: at least once, as every other hop of the broker.
-            "enable.idempotence": False,
-            "max.in.flight.requests.per.connection": 1,
+            **ACKED_IN_ORDER,  # acks=all, one request in flight, not idempotent (why: kafka_topics)
             # 0: a record goes out as soon as the sender thread is free, and records arriving
             # meanwhile batch up behind the requests in flight; measured, any linger > 0 added
             # ~2 ms to a lone request (its timer).
             "linger.ms": linger_ms,
-            "partitioner": JAVA_PARTITIONER,
             # The ingress creates its topics itself (partitions, max.message.bytes). A
             # producer's metadata request would otherwise make the broker auto-create a
             # topic it asks about with the broker's defaults (one partition): a record

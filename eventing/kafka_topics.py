@@ -13,6 +13,23 @@ log = logging.getLogger(__name__)
 #: sink writing replies, kafka-python); librdkafka's default (CRC32) puts it elsewhere and
 #: splits its order.
 JAVA_PARTITIONER = "murmur2_random"
+#: How knflow's librdkafka producers (the ingress, the RocketMQ bridge) write a record:
+#: acknowledged by every in-sync replica, keys partitioned as Java clients do, one request in
+#: flight, not idempotent. Measured: librdkafka's idempotent producer (2.16; its master too)
+#: lets a partition have at most 5 *messages* in flight, and while it waits for them its
+#: broker thread wakes itself again at once (rd_kafka_toppar_producer_serve sets the next
+#: wake-up for the ready batch before that limit says no): a busy loop. With a warm Kafka it
+#: cost ~13% of a core; with a slow one (a young broker, two ingress workers) a core per
+#: producer, which starved Kafka until records timed out: 550-4,000 events/s and 503s where
+#: 12,000 was possible. One request in flight keeps a partition's records in order across
+#: retries (and costs nothing: Kafka serves a connection's requests one at a time); a retry
+#: after a lost answer may store a record twice: at least once, as every other hop.
+ACKED_IN_ORDER = {
+    "acks": "all",
+    "partitioner": JAVA_PARTITIONER,
+    "enable.idempotence": False,
+    "max.in.flight.requests.per.connection": 1,
+}
 #: The largest record (key + value + headers) the job writes to Kafka. A task record holds
 #: its event twice (the event, and the request body ready to send), so a retry of an event
 #: at the ingress's 1 MiB limit needs ~2 MiB; Kafka's own default (1 MiB) would fail the

@@ -15,7 +15,7 @@ One loop per source, with the Apache RocketMQ 5 client's ``SimpleConsumer`` (the
    ``invisible_duration`` seconds;
 2. convert each message (``transforms.sources.rocketmq_message_to_event``: CloudEvents in the
    RocketMQ binding pass through, others are wrapped) and write it to the source's Kafka topic
-   in the Kafka binary mode with ``acks=all`` (idempotent producer);
+   in the Kafka binary mode with ``acks=all`` (one request in flight: ``kafka_topics.ACKED_IN_ORDER``);
 3. ``ack`` a message only after Kafka acknowledged its record. A message whose write failed is
    not acked: RocketMQ delivers it again when its invisibility ends (and after its group's
    ``retryMaxTimes`` moves it to the group's ``%DLQ%`` topic). While a batch waits for Kafka
@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from eventing.kafka_topics import JAVA_PARTITIONER
+from eventing.kafka_topics import ACKED_IN_ORDER
 from eventing.plan import RocketMQSourcePlan
 from filters.errors import KnflowError
 from transforms.codec import encode_kafka
@@ -131,10 +131,8 @@ class RocketMQBridge:
         self._producer = Producer({
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": f"knflow-rocketmq-bridge-{source.namespace}-{source.name}",
-            "acks": "all",
-            "enable.idempotence": True,
+            **ACKED_IN_ORDER,  # acks=all, one request in flight, not idempotent (why: kafka_topics)
             "linger.ms": 5,
-            "partitioner": JAVA_PARTITIONER,
             "message.timeout.ms": int(self.kafka_timeout_s * 1000),
             "request.timeout.ms": max(1000, int(self.kafka_timeout_s * 1000) - 500),
             "logger": _DebugLog(logging.getLogger("knflow.librdkafka")),
