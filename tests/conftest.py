@@ -7,6 +7,7 @@ stopped when the session ends.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -21,18 +22,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port_pair() -> int:
-    """A free loopback port whose successor is free too (client + controller listeners)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 65000:
-            continue
-        with socket.socket() as s2:
-            try:
+    """A free loopback port whose successor is free too (client + controller listeners),
+    below the kernel's ephemeral port range: while a test has its Kafka stopped, a port of
+    that range can become the local end of some client's outgoing connection, and Kafka's
+    restart then fails with "Address already in use" (a clean-clone CI run met it on the
+    controller port of the restart-under-load test)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10002, low - 2))
+        try:
+            with socket.socket() as s, socket.socket() as s2:
+                s.bind(("127.0.0.1", port))
                 s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
+        except OSError:
+            continue
         return port
     raise RuntimeError("no free port pair on 127.0.0.1")
 
