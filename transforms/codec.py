@@ -733,9 +733,8 @@ def _keep_last_data_text(body: bytes, document: dict, event: CloudEvent) -> bool
     kind = type(data)
     if kind is not dict and kind is not list:
         return False
-    attributes = event._attributes
-    content_type = attributes.get("datacontenttype")
-    if content_type is not None and _media(content_type)[0] not in _JSON_KINDS:
+    content_type = event._attributes.get("datacontenttype")
+    if not _json_kind(content_type):
         return False
     match = _DATA_KEY.search(body)
     # a backslash before it: an escaped key or quote, so this may not be the data's key
@@ -744,10 +743,20 @@ def _keep_last_data_text(body: bytes, document: dict, event: CloudEvent) -> bool
     raw = body[match.end():body.rindex(b"}")].rstrip(_JSON_SPACE)
     if not raw or raw[0] != (123 if kind is dict else 91) or raw[-1] != (125 if kind is dict else 93):
         return False
-    event._data = raw
-    if content_type is None:  # the JSON format's implied type, which writing sets anyway
-        attributes["datacontenttype"] = "application/json"
+    _keep_json_text(event, raw)
     return True
+
+
+def _json_kind(content_type: Any) -> bool:
+    """Whether data with this datacontenttype is a JSON value (none: the JSON format implies JSON)."""
+    return content_type is None or _media(content_type)[0] in _JSON_KINDS
+
+
+def _keep_json_text(event: CloudEvent, raw: bytes) -> None:
+    """The event's JSON data becomes ``raw``, its text as received (a kept payload)."""
+    event._data = raw
+    if event._attributes.get("datacontenttype") is None:  # the implied type, which writing sets anyway
+        event._attributes["datacontenttype"] = "application/json"
 
 
 #: The key of a structured event's ``data`` member as JSON writers write it. The first one
@@ -781,14 +790,13 @@ def _keep_data_texts(body: bytes, documents: list, events: list[CloudEvent]) -> 
             return
         start = match.end()
         data = document["data"]
-        attributes = event._attributes
-        content_type = attributes.get("datacontenttype")
+        content_type = event._attributes.get("datacontenttype")
         if data is None:  # "data": null is no data
             if not body.startswith(b"null", start):
                 return
             position = start + 4
             continue
-        json_data = content_type is None or _media(content_type)[0] in _JSON_KINDS
+        json_data = _json_kind(content_type)
         # a writer that puts a space after the key's colon puts spaces inside too: the
         # compact text written out again cannot be the same, so it is not made
         compact = body[start - 1] not in _JSON_SPACE
@@ -809,9 +817,7 @@ def _keep_data_texts(body: bytes, documents: list, events: list[CloudEvent]) -> 
             raw = text[offset:end].encode("utf-8")
             position = start + len(raw)
         if json_data:
-            event._data = raw
-            if content_type is None:  # the JSON format's implied type, which writing sets anyway
-                attributes["datacontenttype"] = "application/json"
+            _keep_json_text(event, raw)
 
 
 def _fast_attributes(event: Any) -> dict[str, Any] | None:
