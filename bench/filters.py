@@ -218,7 +218,7 @@ def cel_cases(only: str | None = None) -> list[CelCase]:
         fresh = [EventView(dict(e.attributes), e.data) for e in events]
 
         def ours_per_event(e: EventView, ours=ours) -> Any:
-            e.cache.clear()
+            e.cel = None
             return ours(e)
 
         for e in events:
@@ -290,7 +290,7 @@ def run_cel_conversion(budget: float) -> None:
         return celpy_activation(e)
 
     def ours_conv(e: EventView) -> Any:
-        e.cache.clear()
+        e.cel = None
         return rt.activate(e)
 
     for impl, fn in (("celpy", celpy_conv), ("knflow", ours_conv)):

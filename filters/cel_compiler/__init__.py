@@ -9,7 +9,7 @@ and, by a differential test, against cel-cpp through ``cel-expr-python``):
   raised, or returned when it is the result of a top-level ``&&``/``||`` (raising costs
   about 0.5 us; callers test ``isinstance(result, CelError)``).
 
-Events are converted once (``event.cache["cel.compiled"]``) and shared by all compiled
+Events are converted once (``event.cel``) and shared by all compiled
 triggers. ``evaluate.constant_errors`` lists the messages of the sub-expressions that
 are an error whatever the event (constant folding found them: ``size(1)``, ``int('x')``,
 ``1.e3``, which CEL reads as field ``e3`` of the int ``1``), and ``evaluate.constant`` is

@@ -747,9 +747,8 @@ def generate(node: Node) -> tuple[str, dict[str, Any]]:
         raise _undeclared(_e) from None"""
     src = f"""\
 def _cel_event(event):
-    try:
-        A = event.cache[{rt.CACHE_KEY!r}]
-    except KeyError:
+    A = event.cel
+    if A is None:
         A = _activate(event)
     try:
 {body}

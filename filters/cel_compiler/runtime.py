@@ -408,10 +408,6 @@ def convert_value(v: Any) -> Any:
     return Invalid(v)
 
 
-#: ``EventView.cache`` key of the converted event; shared by every compiled trigger.
-CACHE_KEY = "cel.compiled"
-
-
 class Pending:
     """``data`` of an event not used yet: the event's payload is read (and decoded, when
     the view decodes on first read) and converted on first use of ``data``, so filters on
@@ -433,7 +429,7 @@ NO_PAYLOAD = _NoPayload()
 
 def activate(event: Any) -> dict:
     """The compiled filters' view of ``event``, built once per event and shared by every
-    compiled trigger (``event.cache[CACHE_KEY]``): a plain ``dict`` (exact-dict lookups
+    compiled trigger (``event.cel``): a plain ``dict`` (exact-dict lookups
     are the fastest) of the attributes by name as CEL values, ``data`` bound to a
     :class:`Pending` until first used (:func:`data`), and always a ``type`` (the compiled
     code reads it directly; other names of types go through :func:`ident`)."""
@@ -446,7 +442,7 @@ def activate(event: Any) -> dict:
     act["data"] = Pending(event)  # not a valid attribute name: the payload wins
     if "type" not in act:  # a CloudEvent has one; else 'type' is the type of types
         act["type"] = TYPE_T
-    event.cache[CACHE_KEY] = act
+    event.cel = act
     return act
 
 
