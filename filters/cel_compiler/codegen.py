@@ -314,10 +314,10 @@ class Gen:
             del self.lines[mark:]
             return False
         returns_when = node.op if stop == "True" else ("!=" if node.op == "==" else "==")
-        self.emit(f"{t} = {unit}")
         self.emit("try:")
         self.emit(f"    if {a} {returns_when} {b}:")
         self.emit(f"        return {stop}")
+        self.emit(f"    {t} = {unit}")  # after the return: the early exit skips it
         self.emit("except _CelError as _e:")
         self.emit(f"    {t} = _e")
         self.emit("except KeyError as _e:")
