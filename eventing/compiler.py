@@ -146,8 +146,6 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
 #: Fields of a Knative destination that knflow accepts (Knative's YAML has them) and does not
 #: use, and what that means for the user.
 UNUSED_DESTINATION_FIELDS = {
-    "CACerts": "not used: knflow does not read it; an https sink's certificate must be trusted by the "
-               "machine that runs the job (its system CA store)",
     "audience": "not used: knflow sends no OIDC token, so a sink that requires one refuses the deliveries",
 }
 

@@ -1,10 +1,11 @@
-"""Parse Knative ``Destination`` objects (``uri`` and/or ``ref``) with clear errors."""
+"""Parse Knative ``Destination`` objects (``uri`` and/or ``ref``, ``CACerts``) with clear errors."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from eventing.plan import Destination, Ref
+from transforms.tls_trust import check_pem
 
 
 class DestinationError(ValueError):
@@ -20,6 +21,11 @@ def parse_destination(value: Any, field: str, namespace: str) -> Destination:
     unknown = sorted(set(value) - {"uri", "ref", "CACerts", "audience"})
     if unknown:
         raise DestinationError(f"{field}.{unknown[0]}", "unknown field (expected uri or ref)")
+    ca_certs = value.get("CACerts")
+    if ca_certs is not None:
+        problem = check_pem(ca_certs)
+        if problem:
+            raise DestinationError(f"{field}.CACerts", problem)
     uri, ref_spec = value.get("uri"), value.get("ref")
     if uri is None and ref_spec is None:
         raise DestinationError(field, "needs a uri or a ref")
@@ -35,7 +41,7 @@ def parse_destination(value: Any, field: str, namespace: str) -> Destination:
                 raise DestinationError(f"{field}.uri", f"must be an absolute http(s) URI, got {uri!r}")
         elif urlsplit(uri).scheme:
             raise DestinationError(f"{field}.uri", f"with a ref, uri must be a relative path, got {uri!r}")
-    return Destination(uri=uri, ref=ref)
+    return Destination(uri=uri, ref=ref, ca_certs=ca_certs)
 
 
 def _parse_ref(value: Any, field: str, namespace: str) -> Ref:

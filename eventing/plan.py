@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from filters.base import Filter
+from transforms.tls_trust import certificates
 
 UNORDERED = "unordered"
 ORDERED = "ordered"
@@ -44,6 +45,9 @@ class Destination:
     #: set when the ref is a KafkaSink: events go to this Kafka topic instead of HTTP.
     kafka_topic: str | None = None
     kafka_content_mode: str = "binary"
+    #: Knative's ``CACerts``: PEM CA certificates trusted, besides the system's, for this
+    #: destination's https address (``transforms.tls_trust``).
+    ca_certs: str | None = None
 
     def url(self, ref_urls: Mapping[str, str] | None = None) -> str:
         """The URL to POST to; ``ref_urls`` maps ``name`` or ``namespace/name`` to a URL."""
@@ -79,6 +83,9 @@ class Destination:
         if self.kafka_topic is not None:
             out["kafkaTopic"] = self.kafka_topic
             out["contentMode"] = self.kafka_content_mode
+        if self.ca_certs is not None:
+            count = len(certificates(self.ca_certs))
+            out["CACerts"] = f"{count} PEM certificate{'s' if count != 1 else ''}"
         return out
 
 
@@ -343,8 +350,8 @@ class Plan:
     #: resources of the manifests that route no events (a Knative Service, a Deployment, ...),
     #: as ``file: apiVersion Kind/namespace/name``; skipped, listed by ``knflow validate`` and ``plan``.
     ignored: tuple[str, ...] = ()
-    #: fields Knative reads that knflow accepts and does not use (a destination's ``CACerts``
-    #: and ``audience``), as ``file: Kind/name: field: why``; listed by ``validate`` and ``plan``.
+    #: fields Knative reads that knflow accepts and does not use (a destination's
+    #: ``audience``, a Broker's ``spec.config``), as ``file: Kind/name: field: why``; listed by ``validate`` and ``plan``.
     unused: tuple[str, ...] = ()
 
     def broker(self, key: str) -> BrokerPlan:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from pipelines.event_loop import DEFAULT_EVENT_LOOP
-from transforms.delivery import DeliveryEngine
+from transforms.delivery import DeliveryEngine, destination_ca_certs
 from transforms.sender import DEFAULT_SENDER, make_sender
 
 __all__ = ["DeliverySettings"]
@@ -46,6 +46,8 @@ class DeliverySettings:
 
     def engine(self, triggers: Mapping[str, Any]) -> DeliveryEngine:
         """A delivery engine for ``triggers`` on a new ``http_client`` sender whose pool allows
-        4x the per-trigger concurrency (at least 100 connections)."""
-        sender = make_sender(self.http_client, limit=max(100, self.concurrency * 4))
+        4x the per-trigger concurrency (at least 100 connections) and that trusts the
+        destinations' ``CACerts``."""
+        sender = make_sender(self.http_client, limit=max(100, self.concurrency * 4),
+                             ca_certs=destination_ca_certs(triggers, self.ref_urls))
         return DeliveryEngine(triggers, sender, ref_urls=self.ref_urls, default_timeout=self.timeout)

@@ -164,7 +164,8 @@ def _decode(headers: Mapping[str, str], body: bytes) -> tuple[Any, str | None]:
 
 
 class ConsumerServer:
-    """An aiohttp consumer on 127.0.0.1 (ephemeral port) recording what it receives."""
+    """An aiohttp consumer on 127.0.0.1 (ephemeral port) recording what it receives; an
+    https one with ``ssl`` (a server ``ssl.SSLContext``)."""
 
     def __init__(
         self,
@@ -173,9 +174,11 @@ class ConsumerServer:
         host: str = "127.0.0.1",
         clock: Callable[[], float] = time.time,
         decode: bool = True,
+        ssl: Any = None,
     ) -> None:
         self.behaviour: Behaviour = behaviour or accept()
         self.host = host
+        self.ssl = ssl
         self.clock = clock
         self.decode = decode
         self.requests: list[Received] = []
@@ -192,7 +195,7 @@ class ConsumerServer:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("consumer not started")
-        return f"http://{self.host}:{self.port}/"
+        return f"{'https' if self.ssl is not None else 'http'}://{self.host}:{self.port}/"
 
     @property
     def events(self) -> list[Any]:
@@ -233,7 +236,7 @@ class ConsumerServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(runner, sock, shutdown_timeout=0.1)
+        site = web.SockSite(runner, sock, shutdown_timeout=0.1, ssl_context=self.ssl)
         await site.start()
         self._runner = runner
         return self

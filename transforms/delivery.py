@@ -69,6 +69,7 @@ from filters.errors import KnflowError
 from transforms.codec import CodecError, decode_http, encode_http, event_from_dict, event_to_dict, is_http_cloudevent
 from transforms.retry_policy import GiveUp, backoff_delay, is_success, next_step
 from transforms.sender import Response, SendError, Sender
+from transforms.tls_trust import trust_by_origin
 
 __all__ = [
     "DEAD_LETTER",
@@ -598,6 +599,18 @@ class _Route:
     policy: DeliveryPolicy
     mode: str
     timeout: float
+
+
+def destination_ca_certs(triggers: Mapping[str, TriggerPlan], ref_urls: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """``{origin: PEM}`` for a sender's ``ca_certs``: the ``CACerts`` of the https
+    subscribers and dead-letter sinks of ``triggers`` (see ``tls_trust``)."""
+    pairs = []
+    for plan in triggers.values():
+        dls = plan.delivery.dead_letter_sink
+        for destination in (plan.subscriber, dls):
+            if destination is not None and destination.ca_certs and destination.kafka_topic is None:
+                pairs.append((destination.url(ref_urls), destination.ca_certs))
+    return trust_by_origin(pairs)
 
 
 class DeliveryEngine:

@@ -13,7 +13,9 @@ created in ``setup()``, ``open()``ed once per worker (one pooled, keep-alive con
   transports (``asyncio.Protocol``), responses parsed by httptools; no client thread.
 
 Redirects are not followed: Knative treats a 3xx from a subscriber as a (non-retryable)
-failure, so it must reach ``decide`` as such.
+failure, so it must reach ``decide`` as such. ``ca_certs`` (``{origin: PEM}``, see
+``tls_trust``) adds CA certificates to the system's for the https origins it names: a
+destination's ``CACerts``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple, Protocol, runtime_checkable
 
 from filters.errors import KnflowError
+from transforms.tls_trust import origin, ssl_context
 
 __all__ = [
     "AiohttpSender",
@@ -86,16 +89,20 @@ class AiohttpSender:
     """``aiohttp`` client: one ClientSession (keep-alive pool of ``limit`` connections).
 
     ``limit`` bounds the connections (and so the requests in flight) of this worker; 0 means
-    no bound. ``keepalive_timeout`` is how long an idle connection is kept.
+    no bound. ``keepalive_timeout`` is how long an idle connection is kept. ``ca_certs``:
+    see the module docstring; an origin it names gets its own ``ssl.SSLContext``.
     """
 
     name = "aiohttp"
 
-    def __init__(self, *, limit: int = 256, keepalive_timeout: float = 30.0) -> None:
+    def __init__(self, *, limit: int = 256, keepalive_timeout: float = 30.0,
+                 ca_certs: Mapping[str, str] | None = None) -> None:
         self.limit = limit
         self.keepalive_timeout = keepalive_timeout
+        self.ca_certs = dict(ca_certs or {})
         self._session: Any = None
         self._timeouts: dict[float, Any] = {}
+        self._ssl: dict[str, Any] = {}
 
     async def open(self) -> None:
         if self._session is not None:
@@ -114,6 +121,7 @@ class AiohttpSender:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        self._ssl = {key: ssl_context(pem) for key, pem in self.ca_certs.items()}
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -134,9 +142,10 @@ class AiohttpSender:
             raise RuntimeError("AiohttpSender.post() before open()")
         import aiohttp
 
+        context = self._ssl.get(origin(url), True) if self._ssl else True
         try:
             async with session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout), allow_redirects=False
+                url, data=body, headers=headers, timeout=self._timeout(timeout), allow_redirects=False, ssl=context,
             ) as resp:
                 data = await resp.read()
                 return Response(resp.status, _lower_headers(resp.headers.items()), data)

@@ -8,12 +8,13 @@ this module (and so pyreqwest) only then.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from pyreqwest.client import ClientBuilder
 from pyreqwest.exceptions import PyreqwestError, RequestTimeoutError
 
 from transforms.sender import Response, SendError, _lower_headers
+from transforms.tls_trust import certificates, origin
 
 __all__ = ["PyreqwestSender"]
 
@@ -30,20 +31,29 @@ def _describe(exc: Exception) -> str:
 
 class PyreqwestSender:
     """One pyreqwest ``Client`` per worker: keep-alive pool, at most ``limit`` requests in
-    flight (0 = no bound), per-request total timeout, redirects not followed."""
+    flight (0 = no bound), per-request total timeout, redirects not followed. An origin of
+    ``ca_certs`` (``{origin: PEM}``, see ``tls_trust``) gets a client of its own that also
+    trusts those CAs: reqwest's trust is per client."""
 
     name = "pyreqwest"
 
-    def __init__(self, *, limit: int = 256, keepalive_timeout: float = 30.0) -> None:
+    def __init__(self, *, limit: int = 256, keepalive_timeout: float = 30.0,
+                 ca_certs: Mapping[str, str] | None = None) -> None:
         self.limit = limit
         self.keepalive_timeout = keepalive_timeout
+        self.ca_certs = dict(ca_certs or {})
         self._client: Any = None
+        self._trusting: dict[str, Any] = {}  # origin -> its client (ca_certs)
         self._timeouts: dict[float, timedelta] = {}
 
     async def open(self) -> None:
         if self._client is not None:
             return
+        self._client = self._build(None)
+        for key, pem in self.ca_certs.items():
+            self._trusting[key] = self._build(pem)
 
+    def _build(self, pem: str | None) -> Any:
         builder = (
             ClientBuilder()
             .follow_redirects(False)
@@ -57,12 +67,16 @@ class PyreqwestSender:
             .pool_idle_timeout(timedelta(seconds=self.keepalive_timeout))
             .max_connections(self.limit or None)
         )
-        self._client = builder.build()
+        for certificate in certificates(pem or ""):
+            builder = builder.add_root_certificate_pem(certificate.encode("ascii"))
+        return builder.build()
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        trusting, self._trusting = self._trusting, {}
+        for one in (client, *trusting.values()):
+            if one is not None:
+                await one.close()
 
     def _timeout(self, seconds: float) -> timedelta:
         td = self._timeouts.get(seconds)
@@ -74,6 +88,8 @@ class PyreqwestSender:
         client = self._client
         if client is None:
             raise RuntimeError("PyreqwestSender.post() before open()")
+        if self._trusting:
+            client = self._trusting.get(origin(url), client)
         try:
             request = (
                 client.post(url).headers(headers).body_bytes(body).timeout(self._timeout(timeout)).build()

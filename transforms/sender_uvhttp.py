@@ -51,7 +51,7 @@ import asyncio
 import re
 import socket
 from collections import deque
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -250,13 +250,16 @@ class _Connection(asyncio.Protocol):
 class UvhttpSender:
     """HTTP/1.1 keep-alive client on the running loop's transports (see the module doc):
     at most ``limit`` connections (0 = no bound), idle ones closed after
-    ``keepalive_timeout`` seconds, per-request total timeout, redirects not followed."""
+    ``keepalive_timeout`` seconds, per-request total timeout, redirects not followed.
+    https goes to a ``PyreqwestSender`` made on first use, with ``ca_certs``."""
 
     name = "uvhttp"
 
-    def __init__(self, *, limit: int = 256, keepalive_timeout: float = 30.0) -> None:
+    def __init__(self, *, limit: int = 256, keepalive_timeout: float = 30.0,
+                 ca_certs: Mapping[str, str] | None = None) -> None:
         self.limit = limit
         self.keepalive_timeout = keepalive_timeout
+        self.ca_certs = dict(ca_certs or {})
         self._loop: Any = None
         self._pools: dict[tuple[str, int], _Pool] = {}
         self._targets: dict[str, tuple[_Pool, str] | None] = {}
@@ -412,7 +415,8 @@ class UvhttpSender:
         if fallback is None:
             from transforms.sender_pyreqwest import PyreqwestSender
 
-            fallback = PyreqwestSender(limit=self.limit, keepalive_timeout=self.keepalive_timeout)
+            fallback = PyreqwestSender(limit=self.limit, keepalive_timeout=self.keepalive_timeout,
+                                       ca_certs=self.ca_certs)
             await fallback.open()
             if self._fallback is None:
                 self._fallback = fallback

@@ -113,14 +113,14 @@ def test_external_topic_annotation_names_the_brokers_topic():
 
 
 def test_destination_fields_knflow_does_not_use_are_listed():
-    # Knative's Destination has CACerts and audience; knflow accepts them and says it does not use them
-    plan = compile_text(BROKER, trigger("a", subscriber={"uri": "https://sink.local/", "CACerts": "PEM", "audience": "x"},
+    # Knative's Destination has audience; knflow accepts it and says it does not use it
+    # (CACerts is used: tests/transforms/test_tls_trust.py)
+    plan = compile_text(BROKER, trigger("a", subscriber={"uri": "https://sink.local/", "audience": "x"},
                                         delivery={"deadLetterSink": {"ref": {"kind": "Service", "name": "dls"},
-                                                                     "CACerts": "PEM"}}))
+                                                                     "audience": "y"}}))
     notes = dict(n.split(": not used: ") for n in plan.unused)
-    assert sorted(notes) == ["m.yaml: Trigger/a: spec.delivery.deadLetterSink.CACerts",
-                             "m.yaml: Trigger/a: spec.subscriber.CACerts", "m.yaml: Trigger/a: spec.subscriber.audience"]
-    assert "system CA store" in notes["m.yaml: Trigger/a: spec.subscriber.CACerts"]
+    assert sorted(notes) == ["m.yaml: Trigger/a: spec.delivery.deadLetterSink.audience",
+                             "m.yaml: Trigger/a: spec.subscriber.audience"]
     assert "OIDC" in notes["m.yaml: Trigger/a: spec.subscriber.audience"]
     assert compile_text(BROKER, trigger("b")).unused == ()
     configured = BROKER.replace("spec:\n", "spec:\n  config: {apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, "
