@@ -18,6 +18,7 @@ from eventing.plan import (
     DELIVERY_ORDER_ANNOTATION, EXTERNAL_TOPIC_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
     SourcePlan, TriggerPlan, broker_topic,
 )
+from eventing.secrets import collect_secrets, is_secret
 from eventing.sources import SOURCE_KINDS, compile_source
 from filters.errors import FilterSpecError
 from filters.materialize import materialize, materialize_trigger
@@ -76,7 +77,10 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     kafka_sinks: dict[str, tuple[str, str]] = {}
     seen: dict[tuple[str, str], Resource] = {}
     ignored: list[str] = []
+    secrets = collect_secrets(resources, problems)
     for res in resources:
+        if is_secret(res):
+            continue  # read above, for the fields that name one
         if not _routes_events(res):
             # A file of Knative YAML often holds the subscriber's Service or Deployment beside its
             # Trigger; kubectl applies them all, and they take no part in routing.
@@ -127,7 +131,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         if trigger is not None:
             compiled[f"{trigger.namespace}/{trigger.broker}"].append(trigger)
 
-    sources = tuple(source for source in (compile_source(res, brokers, problems) for res in source_resources)
+    sources = tuple(source for source in (compile_source(res, brokers, problems, secrets) for res in source_resources)
                     if source is not None)
 
     if problems:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
+
+from filters.errors import KnflowError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,10 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
         admin.close()
 
 
+class KafkaAccessError(KnflowError, ConnectionError):
+    """Kafka refused to let a client in: a failed SASL login or TLS handshake."""
+
+
 def _until_coordinated(call: Callable[[], Any], deadline: float) -> Any:
     """``call()``, again while Kafka answers with a retriable error until ``deadline``: on a
     fresh broker the group coordinator (``__consumer_offsets``) is created by the first
@@ -95,7 +101,7 @@ def _until_coordinated(call: Callable[[], Any], deadline: float) -> Any:
 
 
 def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: str,
-                        timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+                        timeout_s: float = 30.0, config: Mapping[str, str] | None = None) -> dict[tuple[str, int], int]:
     """Commit the current end offset of every partition of ``topics`` on which ``group`` has
     no committed offset yet; returns what it committed ((topic, partition) -> offset).
 
@@ -105,13 +111,27 @@ def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: st
     initial offset is earliest): "latest" is then the end of each partition when the source
     starts, and a record written after that is never skipped, however long the consumer
     takes to reach the partition (a consumer left to ``auto.offset.reset=latest`` would
-    skip what arrived before its first fetch). A topic that does not exist is left out."""
-    from confluent_kafka import Consumer, TopicPartition
+    skip what arrived before its first fetch). A topic that does not exist is left out.
+    ``config``: more librdkafka settings (a KafkaSource's SASL/TLS); a refused login or
+    handshake is a ``KafkaAccessError`` that says so, not a metadata timeout."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    refused: list[Any] = []
+
+    def on_error(error: Any) -> None:
+        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            refused.append(error)
 
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
-                         "logger": logging.getLogger("knflow.librdkafka")})
+                         "logger": logging.getLogger("knflow.librdkafka"), "error_cb": on_error, **(config or {})})
     try:
-        metadata = consumer.list_topics(timeout=timeout_s)
+        try:
+            metadata = consumer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            consumer.poll(0)  # serves the error callbacks queued meanwhile
+            if refused:
+                raise KafkaAccessError(f"Kafka at {bootstrap_servers} refused group {group}: {refused[-1].str()}") from exc
+            raise
         partitions = [TopicPartition(topic, p) for topic in sorted(set(topics)) if topic in metadata.topics
                       for p in sorted(metadata.topics[topic].partitions)]
         if not partitions:

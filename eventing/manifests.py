@@ -26,6 +26,8 @@ class Resource:
     namespace: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
     spec: Mapping[str, Any] = field(default_factory=dict)
+    #: the resource's other top-level fields (a Secret's ``data``, ``stringData``, ``type``)
+    body: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -103,7 +105,8 @@ def _add(doc: Any, file: str, label: str, resources: list[Resource], problems: l
         problems.append(Problem(file, shown_kind, shown_name, "spec", f"must be a mapping, got {type(spec).__name__}"))
         ok = False
     if ok:
-        resources.append(Resource(file, api_version, kind, name, namespace, dict(metadata), dict(spec)))
+        body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata", "spec")}
+        resources.append(Resource(file, api_version, kind, name, namespace, dict(metadata), dict(spec), body))
 
 
 def load_files(paths: Iterable[str | Path]) -> tuple[list[Resource], list[Problem]]:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from filters.base import Filter
 from transforms.tls_trust import certificates
+from eventing.kafka_auth import KafkaAuth
 
 UNORDERED = "unordered"
 ORDERED = "ordered"
@@ -246,16 +247,30 @@ class KafkaSourcePlan(SourcePlan):
     ordering: str = ORDERED
     #: the ``kafkasources.sources.knative.dev/key-type`` label: string | int | float | byte-array
     key_type: str = "string"
+    #: ``spec.net``: SASL and/or TLS (``eventing.kafka_auth``), None for plaintext
+    auth: KafkaAuth | None = None
 
     def reads(self) -> str:
+        net = f", {self.auth.describe()}" if self.auth is not None else ""
         return (f"Kafka topics {', '.join(self.topics)} at {','.join(self.bootstrap_servers)} "
-                f"(group {self.consumer_group}, initialOffset {self.initial_offset}, key-type {self.key_type})")
+                f"(group {self.consumer_group}, initialOffset {self.initial_offset}, key-type {self.key_type}{net})")
+
+    def kafka_properties(self, relocated: str = "") -> dict[str, str]:
+        """The Java consumer's security properties (empty for plaintext); ``relocated``:
+        see ``KafkaAuth.java_properties``."""
+        return self.auth.java_properties(relocated) if self.auth is not None else {}
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The same for librdkafka (confluent-kafka)."""
+        return self.auth.librdkafka_config() if self.auth is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.update({"bootstrapServers": list(self.bootstrap_servers), "topics": list(self.topics),
                     "consumerGroup": self.consumer_group, "initialOffset": self.initial_offset,
                     "consumers": self.consumers, "ordering": self.ordering, "keyType": self.key_type})
+        if self.auth is not None:
+            out["net"] = self.auth.describe()
         return out
 
 

@@ -42,7 +42,9 @@ from typing import Any, Callable, Iterable, Mapping
 from eventing.delivery_spec import parse_delivery
 from eventing.destinations import DestinationError, parse_destination
 from eventing.errors import Problem
+from eventing.kafka_auth import parse_net
 from eventing.manifests import Resource
+from eventing.secrets import Secrets
 from eventing.plan import (
     KAFKA_SOURCE, ORDERED, PING_SOURCE, ROCKETMQ_SOURCE, UNORDERED, DeliveryPolicy, Destination,
     KafkaSourcePlan, PingSourcePlan, Ref, RocketMQSourcePlan, SourcePlan, broker_topic,
@@ -73,8 +75,10 @@ ROCKETMQ_FIELDS = ("topic", "namesrvAddr", "groupName", "accessToken", "serviceA
 Report = Callable[[str, str], None]
 
 
-def compile_source(res: Resource, brokers: Mapping[str, Resource], problems: list[Problem]) -> SourcePlan | None:
-    """The typed plan of one source resource, or None after reporting its problems."""
+def compile_source(res: Resource, brokers: Mapping[str, Resource], problems: list[Problem],
+                   secrets: Secrets | None = None) -> SourcePlan | None:
+    """The typed plan of one source resource, or None after reporting its problems;
+    ``secrets``: the Secrets of the manifests (``eventing.secrets``), for ``secretKeyRef``s."""
     start = len(problems)
 
     def report(field: str, message: str) -> None:
@@ -89,7 +93,10 @@ def compile_source(res: Resource, brokers: Mapping[str, Resource], problems: lis
         if key not in known:
             report(f"spec.{key}", f"unknown field (known: {', '.join(known)})")
     common = _common(res, brokers, report)
-    specific = {KAFKA_SOURCE: _kafka, PING_SOURCE: _ping, ROCKETMQ_SOURCE: _rocketmq}[res.kind](res, report)
+    if res.kind == KAFKA_SOURCE:
+        specific = _kafka(res, report, secrets or {})
+    else:
+        specific = {PING_SOURCE: _ping, ROCKETMQ_SOURCE: _rocketmq}[res.kind](res, report)
     if len(problems) > start or common is None or specific is None:
         return None
     cls = {KAFKA_SOURCE: KafkaSourcePlan, PING_SOURCE: PingSourcePlan, ROCKETMQ_SOURCE: RocketMQSourcePlan}[res.kind]
@@ -247,7 +254,7 @@ def _choice(value: Any, field: str, allowed: Iterable[str], default: str, report
 # ---------------------------------------------------------------------------------------
 
 
-def _kafka(res: Resource, report: Report) -> dict[str, Any] | None:
+def _kafka(res: Resource, report: Report, secrets: Secrets) -> dict[str, Any] | None:
     spec = res.spec
     out: dict[str, Any] = {}
     servers = _string_list(spec.get("bootstrapServers"), "spec.bootstrapServers", report, split=r"\s*,\s*")
@@ -264,28 +271,12 @@ def _kafka(res: Resource, report: Report) -> dict[str, Any] | None:
     if key_type not in KEY_TYPES:
         report(f"metadata.labels[{KEY_TYPE_LABEL}]", f"must be one of {', '.join(KEY_TYPES)}, got {key_type!r}")
         key_type = None
-    net = spec.get("net")
-    if net is not None and _net_enabled(net, report):
-        report("spec.net", "SASL and TLS are not supported by knflow yet (remove spec.net or disable it)")
-        return None
+    auth = parse_net(spec["net"], res.namespace, secrets, report) if spec.get("net") is not None else None
     if None in (servers, topics, offset, ordering, group, consumers, key_type):
         return None
     out.update(bootstrap_servers=servers, topics=topics, initial_offset=offset, ordering=ordering,
-               consumer_group=group, consumers=consumers, key_type=key_type)
+               consumer_group=group, consumers=consumers, key_type=key_type, auth=auth)
     return out
-
-
-def _net_enabled(net: Any, report: Report) -> bool:
-    if not isinstance(net, Mapping):
-        report("spec.net", f"must be a mapping (sasl, tls), got {type(net).__name__}")
-        return False
-    enabled = False
-    for key, value in net.items():
-        if key not in ("sasl", "tls"):
-            report(f"spec.net.{key}", "unknown field (known: sasl, tls)")
-        elif isinstance(value, Mapping) and value.get("enable"):
-            enabled = True
-    return enabled
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, kafka_limit
 from eventing.plan import KAFKA_SOURCE, PING_SOURCE, Plan
@@ -138,11 +138,17 @@ def _jvm() -> Any:
     return get_gateway().jvm
 
 
+#: Where flink-sql-connector-kafka (deploy/pom.xml) relocated the Kafka client's classes: a
+#: SASL login module in ``sasl.jaas.config`` must be named with it ("No LoginModule found").
+SHADED_KAFKA_PREFIX = "org.apache.flink.kafka.shaded."
+
+
 def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: str, uid: str, *,
                   bootstrap_servers: str | None = None, group_id: str | None = None, start_from: str | None = None,
-                  reset: str = "earliest") -> Any:
+                  reset: str = "earliest", properties: Mapping[str, str] | None = None) -> Any:
     """A DataStream of packed records (bytes) of ``topics``, offsets committed to the group
-    (by default the job's servers, group and ``--start-from``)."""
+    (by default the job's servers, group and ``--start-from``); ``properties``: more of
+    the Kafka consumer's (a KafkaSource's SASL/TLS settings)."""
     from pyflink.common import Types, WatermarkStrategy
     from pyflink.datastream.connectors.kafka import KafkaSource
 
@@ -151,6 +157,8 @@ def packed_source(env: Any, topics: list[str], options: FlinkJobOptions, name: s
                .set_starting_offsets(_starting_offsets(start_from or options.start_from, reset))
                .set_property("partition.discovery.interval.ms", "10000")
                .set_property("commit.offsets.on.checkpoint", "true"))
+    for key, value in (properties or {}).items():
+        builder = builder.set_property(key, value)
     builder._j_builder.setDeserializer(_jvm().io.knflow.flink.PackedRecordDeserializer())
     return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), name,
                            type_info=Types.PRIMITIVE_ARRAY(Types.BYTE())).uid(uid)
@@ -258,7 +266,8 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     inputs += [packed_source(env, list(source.topics), options, f"KafkaSource {source.key}",
                              f"knflow-kafkasource-{source.key}",
                              bootstrap_servers=",".join(source.bootstrap_servers), group_id=source.consumer_group,
-                             start_from="group", reset=source.initial_offset)
+                             start_from="group", reset=source.initial_offset,
+                             properties=source.kafka_properties(SHADED_KAFKA_PREFIX))
                for source in kafka_sources(plan)]
     pings = ping_sources(plan)
     if pings:  # each tick enters as a packed record, exactly where a broker-topic record enters
@@ -325,7 +334,8 @@ def prepare_topics(plan: Plan, options: FlinkJobOptions, partitions: int = 4) ->
                   max_record_bytes=options.max_record_bytes)
     for source in kafka_sources(plan):
         if source.initial_offset == "latest":
-            init_latest_offsets(",".join(source.bootstrap_servers), source.topics, source.consumer_group)
+            init_latest_offsets(",".join(source.bootstrap_servers), source.topics, source.consumer_group,
+                                config=source.librdkafka_config())
 
 
 #: The embedded mini-cluster's JVM compiles with C1 only (``JVM_ARGS``, which PyFlink's

@@ -21,9 +21,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port_pair() -> int:
-    """A free loopback port whose successor is free too (client + controller listeners),
-    below the kernel's ephemeral port range: while a test has its Kafka stopped, a port of
+def free_port_pair(count: int = 2) -> int:
+    """A free loopback port whose ``count - 1`` successors are free too (Kafka's client,
+    controller and SASL listeners), below the kernel's ephemeral port range: while a test has its Kafka stopped, a port of
     that range can become the local end of some client's outgoing connection, and Kafka's
     restart then fails with "Address already in use" (a clean-clone CI run met it on the
     controller port of the restart-under-load test)."""
@@ -35,13 +35,17 @@ def free_port_pair() -> int:
     for _ in range(200):
         port = rng.randrange(10000, max(10002, low - 2))
         try:
-            with socket.socket() as s, socket.socket() as s2:
-                s.bind(("127.0.0.1", port))
-                s2.bind(("127.0.0.1", port + 1))
+            sockets = [socket.socket() for _ in range(count)]
+            try:
+                for offset, s in enumerate(sockets):
+                    s.bind(("127.0.0.1", port + offset))
+            finally:
+                for s in sockets:
+                    s.close()
         except OSError:
             continue
         return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 @dataclass
@@ -49,9 +53,19 @@ class KafkaService:
     bootstrap: str
     port: int
     state_dir: Path
+    #: a SASL_PLAINTEXT listener (deploy/kafka.sh --sasl-port): user knflow, password SASL_PASSWORD
+    sasl_port: int | None = None
+
+    SASL_PASSWORD = "knflow-secret"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        assert self.sasl_port is not None, "this Kafka has no SASL listener"
+        return f"127.0.0.1:{self.sasl_port}"
 
     def run(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-        env = dict(os.environ, KNFLOW_KAFKA_DIR=str(self.state_dir), KNFLOW_KAFKA_PORT=str(self.port))
+        env = dict(os.environ, KNFLOW_KAFKA_DIR=str(self.state_dir), KNFLOW_KAFKA_PORT=str(self.port),
+                   KNFLOW_KAFKA_SASL_PORT=str(self.sasl_port or ""), KNFLOW_KAFKA_SASL_PASSWORD=self.SASL_PASSWORD)
         return subprocess.run([str(REPO / "deploy" / "kafka.sh"), *args], env=env, check=check,
                               capture_output=True, text=True, timeout=timeout)
 
@@ -71,11 +85,11 @@ class KafkaService:
 def kafka() -> KafkaService:
     if shutil.which("java") is None:
         pytest.skip("Kafka tests need Java 17+ on PATH")
-    port = free_port_pair()
+    port = free_port_pair(3)
     keep = os.environ.get("KNFLOW_TEST_KAFKA_DIR")  # keep the broker's state and log for debugging
     state = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="knflow-kafka-"))
     state.mkdir(parents=True, exist_ok=True)
-    service = KafkaService(f"127.0.0.1:{port}", port, state)
+    service = KafkaService(f"127.0.0.1:{port}", port, state, sasl_port=port + 2)
     service.start()
     try:
         yield service

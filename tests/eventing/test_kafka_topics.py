@@ -96,3 +96,17 @@ def test_group_requests_wait_for_the_coordinator_of_a_fresh_broker():
     late = KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "Not coordinator", retriable=True))
     with pytest.raises(KafkaException):  # past the deadline: the error, not a hang
         _until_coordinated(lambda: (_ for _ in ()).throw(late), time.monotonic() - 1)
+
+
+def test_a_refused_sasl_login_is_a_clear_error_not_a_metadata_timeout(kafka):
+    from eventing.kafka_topics import KafkaAccessError, init_latest_offsets
+
+    topic = kafka.unique_topic("sasl")
+    ensure_topics(kafka.bootstrap, [topic], partitions=1)
+    login = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "knflow"}
+    good = init_latest_offsets(kafka.sasl_bootstrap, [topic], "g-sasl-ok", timeout_s=30,
+                               config={**login, "sasl.password": kafka.SASL_PASSWORD})
+    assert good == {(topic, 0): 0}  # through the SASL listener
+    with pytest.raises(KafkaAccessError, match=r"refused group g-sasl-bad: .*SASL authentication error"):
+        init_latest_offsets(kafka.sasl_bootstrap, [topic], "g-sasl-bad", timeout_s=5,
+                            config={**login, "sasl.password": "wrong"})

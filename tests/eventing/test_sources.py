@@ -113,7 +113,8 @@ def test_source_api_versions_and_overrides():
         "m.yaml: PingSource/s: spec.ceOverrides.extensions.n: must be a string, got int",
     ]
     msgs = problems_of(BROKER, source("KafkaSource", kafka(net={"sasl": {"enable": True}})))
-    assert msgs == ["m.yaml: KafkaSource/s: spec.net: SASL and TLS are not supported by knflow yet (remove spec.net or disable it)"]
+    assert msgs == ["m.yaml: KafkaSource/s: spec.net.sasl.user: is required when sasl is enabled",
+                    "m.yaml: KafkaSource/s: spec.net.sasl.password: is required when sasl is enabled"]
 
 
 def test_ping_source_fields_and_data():

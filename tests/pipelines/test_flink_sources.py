@@ -285,3 +285,49 @@ spec:
     # nothing acknowledged before a stop was delivered again
     ids = [(r.headers["ce-source"], r.headers["ce-id"]) for c in (plain, ordered, unordered) for r in c.requests]
     assert len(ids) == len(set(ids)) == 5 + 3 + 1 + 2 + 3 + 1 + 6 + 6
+
+
+def test_kafka_source_with_sasl_scram_from_a_secret_reads_a_secured_kafka(kafka, tmp_path):
+    """``spec.net.sasl`` with its user, password and mechanism in a v1 Secret of the manifests:
+    the job's consumer and the ``initialOffset: latest`` set-up both log in through Kafka's
+    SASL_PLAINTEXT listener (a plaintext client there fails), and the source delivers what
+    arrives after the start, not what was there before."""
+    namespace = f"sasl{uuid.uuid4().hex[:6]}"
+    topic = f"secured-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka.bootstrap, [topic], partitions=1)
+    _send(kafka.bootstrap, topic, [(None, b'{"n": 0}')])  # before the job: latest skips it
+    consumer = ConsumerServer(accept()).start()
+    manifest = tmp_path / "m" / "secured.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(f"""
+apiVersion: v1
+kind: Secret
+metadata: {{name: kafka-auth, namespace: {namespace}}}
+stringData: {{user: knflow, password: {kafka.SASL_PASSWORD}, saslType: SCRAM-SHA-512}}
+---
+apiVersion: sources.knative.dev/v1
+kind: KafkaSource
+metadata: {{name: secured, namespace: {namespace}}}
+spec:
+  bootstrapServers: ['{kafka.sasl_bootstrap}']
+  topics: ['{topic}']
+  initialOffset: latest
+  net:
+    sasl:
+      enable: true
+      type: {{secretKeyRef: {{name: kafka-auth, key: saslType}}}}
+      user: {{secretKeyRef: {{name: kafka-auth, key: user}}}}
+      password: {{secretKeyRef: {{name: kafka-auth, key: password}}}}
+  sink: {{uri: '{consumer.url}'}}
+""")
+    job = KnflowJob(manifest.parent, ["--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
+                                      "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
+                    tmp_path / "job.log")
+    try:
+        job.wait_running()
+        _send(kafka.bootstrap, topic, [(None, json.dumps({"n": n}).encode()) for n in (1, 2, 3)])
+        wait_until(lambda: len(consumer.requests) >= 3, 120, "the secured source's records at the consumer")
+    finally:
+        job.stop()
+        consumer.stop()
+    assert _bodies(consumer, "secured") == [{"n": 1}, {"n": 2}, {"n": 3}]
