@@ -55,6 +55,9 @@ class KafkaService:
     state_dir: Path
     #: a SASL_PLAINTEXT listener (deploy/kafka.sh --sasl-port): user knflow, password SASL_PASSWORD
     sasl_port: int | None = None
+    #: an SSL listener (--ssl-port) whose certificate (for 127.0.0.1) ``ssl_ca_pem`` signed
+    ssl_port: int | None = None
+    ssl_ca_pem: str = ""
 
     SASL_PASSWORD = "knflow-secret"
 
@@ -63,9 +66,16 @@ class KafkaService:
         assert self.sasl_port is not None, "this Kafka has no SASL listener"
         return f"127.0.0.1:{self.sasl_port}"
 
+    @property
+    def ssl_bootstrap(self) -> str:
+        assert self.ssl_port is not None, "this Kafka has no SSL listener"
+        return f"127.0.0.1:{self.ssl_port}"
+
     def run(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
         env = dict(os.environ, KNFLOW_KAFKA_DIR=str(self.state_dir), KNFLOW_KAFKA_PORT=str(self.port),
-                   KNFLOW_KAFKA_SASL_PORT=str(self.sasl_port or ""), KNFLOW_KAFKA_SASL_PASSWORD=self.SASL_PASSWORD)
+                   KNFLOW_KAFKA_SASL_PORT=str(self.sasl_port or ""), KNFLOW_KAFKA_SASL_PASSWORD=self.SASL_PASSWORD,
+                   KNFLOW_KAFKA_SSL_PORT=str(self.ssl_port or ""),
+                   KNFLOW_KAFKA_SSL_KEYSTORE=str(self.state_dir / "tls" / "keystore.pem"))
         return subprocess.run([str(REPO / "deploy" / "kafka.sh"), *args], env=env, check=check,
                               capture_output=True, text=True, timeout=timeout)
 
@@ -81,15 +91,32 @@ class KafkaService:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def _kafka_keystore(directory: Path) -> str:
+    """A throwaway CA's certificate for 127.0.0.1 in ``directory/keystore.pem`` (Kafka's PEM
+    keystore: an unencrypted PKCS#8 key, then the chain); returns the CA's PEM."""
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "keystore.pem").write_bytes(pkcs8 + b"".join(c.bytes() for c in leaf.cert_chain_pems))
+    return ca.cert_pem.bytes().decode("ascii")
+
+
 @pytest.fixture(scope="session")
 def kafka() -> KafkaService:
     if shutil.which("java") is None:
         pytest.skip("Kafka tests need Java 17+ on PATH")
-    port = free_port_pair(3)
+    port = free_port_pair(4)
     keep = os.environ.get("KNFLOW_TEST_KAFKA_DIR")  # keep the broker's state and log for debugging
     state = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="knflow-kafka-"))
     state.mkdir(parents=True, exist_ok=True)
-    service = KafkaService(f"127.0.0.1:{port}", port, state, sasl_port=port + 2)
+    service = KafkaService(f"127.0.0.1:{port}", port, state, sasl_port=port + 2, ssl_port=port + 3,
+                           ssl_ca_pem=_kafka_keystore(state / "tls"))
     service.start()
     try:
         yield service

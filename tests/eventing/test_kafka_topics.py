@@ -98,7 +98,7 @@ def test_group_requests_wait_for_the_coordinator_of_a_fresh_broker():
         _until_coordinated(lambda: (_ for _ in ()).throw(late), time.monotonic() - 1)
 
 
-def test_a_refused_sasl_login_is_a_clear_error_not_a_metadata_timeout(kafka):
+def test_a_refused_sasl_login_or_tls_handshake_is_a_clear_error_not_a_metadata_timeout(kafka):
     from eventing.kafka_topics import KafkaAccessError, init_latest_offsets
 
     topic = kafka.unique_topic("sasl")
@@ -110,3 +110,8 @@ def test_a_refused_sasl_login_is_a_clear_error_not_a_metadata_timeout(kafka):
     with pytest.raises(KafkaAccessError, match=r"refused group g-sasl-bad: .*SASL authentication error"):
         init_latest_offsets(kafka.sasl_bootstrap, [topic], "g-sasl-bad", timeout_s=5,
                             config={**login, "sasl.password": "wrong"})
+    tls = {"security.protocol": "SSL"}
+    assert init_latest_offsets(kafka.ssl_bootstrap, [topic], "g-tls-ok", timeout_s=30,
+                               config={**tls, "ssl.ca.pem": kafka.ssl_ca_pem}) == {(topic, 0): 0}
+    with pytest.raises(KafkaAccessError, match=r"refused group g-tls-bad: .*certificate verify failed"):
+        init_latest_offsets(kafka.ssl_bootstrap, [topic], "g-tls-bad", timeout_s=5, config=tls)  # not its CA

@@ -287,23 +287,32 @@ spec:
     assert len(ids) == len(set(ids)) == 5 + 3 + 1 + 2 + 3 + 1 + 6 + 6
 
 
-def test_kafka_source_with_sasl_scram_from_a_secret_reads_a_secured_kafka(kafka, tmp_path):
-    """``spec.net.sasl`` with its user, password and mechanism in a v1 Secret of the manifests:
-    the job's consumer and the ``initialOffset: latest`` set-up both log in through Kafka's
-    SASL_PLAINTEXT listener (a plaintext client there fails), and the source delivers what
-    arrives after the start, not what was there before."""
+def test_kafka_sources_with_sasl_and_tls_from_a_secret_read_a_secured_kafka(kafka, tmp_path):
+    """``spec.net`` with its values in a v1 Secret of the manifests. One source logs in with
+    SCRAM through Kafka's SASL_PLAINTEXT listener, the other trusts the CA of Kafka's TLS
+    listener (``tls.caCert``): a plaintext client, or one without that CA, fails there. For
+    both, the job's consumer and the ``initialOffset: latest`` set-up connect that way, and
+    the source delivers what arrives after the start, not what was there before."""
     namespace = f"sasl{uuid.uuid4().hex[:6]}"
     topic = f"secured-{uuid.uuid4().hex[:8]}"
-    ensure_topics(kafka.bootstrap, [topic], partitions=1)
-    _send(kafka.bootstrap, topic, [(None, b'{"n": 0}')])  # before the job: latest skips it
+    tls_topic = f"tls-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka.bootstrap, [topic, tls_topic], partitions=1)
+    for name in (topic, tls_topic):
+        _send(kafka.bootstrap, name, [(None, b'{"n": 0}')])  # before the job: latest skips it
     consumer = ConsumerServer(accept()).start()
+    ca_yaml = "\n".join("      " + line for line in kafka.ssl_ca_pem.splitlines())
     manifest = tmp_path / "m" / "secured.yaml"
     manifest.parent.mkdir()
     manifest.write_text(f"""
 apiVersion: v1
 kind: Secret
 metadata: {{name: kafka-auth, namespace: {namespace}}}
-stringData: {{user: knflow, password: {kafka.SASL_PASSWORD}, saslType: SCRAM-SHA-512}}
+stringData:
+  user: knflow
+  password: {kafka.SASL_PASSWORD}
+  saslType: SCRAM-SHA-512
+  ca.crt: |
+{ca_yaml}
 ---
 apiVersion: sources.knative.dev/v1
 kind: KafkaSource
@@ -319,15 +328,29 @@ spec:
       user: {{secretKeyRef: {{name: kafka-auth, key: user}}}}
       password: {{secretKeyRef: {{name: kafka-auth, key: password}}}}
   sink: {{uri: '{consumer.url}'}}
+---
+apiVersion: sources.knative.dev/v1
+kind: KafkaSource
+metadata: {{name: tls, namespace: {namespace}}}
+spec:
+  bootstrapServers: ['{kafka.ssl_bootstrap}']
+  topics: ['{tls_topic}']
+  net:
+    tls:
+      enable: true
+      caCert: {{secretKeyRef: {{name: kafka-auth, key: ca.crt}}}}
+  sink: {{uri: '{consumer.url}'}}
 """)
     job = KnflowJob(manifest.parent, ["--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
                                       "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
                     tmp_path / "job.log")
     try:
         job.wait_running()
-        _send(kafka.bootstrap, topic, [(None, json.dumps({"n": n}).encode()) for n in (1, 2, 3)])
-        wait_until(lambda: len(consumer.requests) >= 3, 120, "the secured source's records at the consumer")
+        for name in (topic, tls_topic):
+            _send(kafka.bootstrap, name, [(None, json.dumps({"n": n}).encode()) for n in (1, 2, 3)])
+        wait_until(lambda: len(consumer.requests) >= 6, 120, "the secured sources' records at the consumer")
     finally:
         job.stop()
         consumer.stop()
     assert _bodies(consumer, "secured") == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert _bodies(consumer, "tls") == [{"n": 1}, {"n": 2}, {"n": 3}]
