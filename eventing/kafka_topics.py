@@ -100,6 +100,45 @@ def _until_coordinated(call: Callable[[], Any], deadline: float) -> Any:
             time.sleep(0.2)
 
 
+def check_access(bootstrap_servers: str, group: str, timeout_s: float = 30.0,
+                 config: Mapping[str, str] | None = None) -> None:
+    """Connect and read metadata as ``group`` would (a KafkaSource with SASL/TLS, before the
+    job starts): a refused login or handshake is a ``KafkaAccessError`` now, instead of a
+    job whose source fails and restarts."""
+    consumer, _ = _logged_in(bootstrap_servers, group, timeout_s, config)
+    consumer.close()
+
+
+def _logged_in(bootstrap_servers: str, group: str, timeout_s: float,
+               config: Mapping[str, str] | None) -> tuple[Any, Any]:
+    """(a librdkafka consumer of ``group``, the cluster's metadata), or KafkaAccessError
+    with Kafka's reason as soon as it refused the login or the TLS handshake (librdkafka
+    reports those to the error callback, which only ``poll`` serves, and keeps retrying
+    until the metadata request fails as a mere transport failure)."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+
+    refused: list[Any] = []
+
+    def on_error(error: Any) -> None:
+        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            refused.append(error)
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
+                         "logger": logging.getLogger("knflow.librdkafka"), "error_cb": on_error, **(config or {})})
+    deadline = time.monotonic() + timeout_s
+    while True:  # in steps of a second: a refusal ends the wait at once
+        try:
+            return consumer, consumer.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            consumer.poll(0)
+            if refused:
+                consumer.close()
+                raise KafkaAccessError(f"Kafka at {bootstrap_servers} refused group {group}: {refused[-1].str()}") from exc
+            if time.monotonic() >= deadline:
+                consumer.close()
+                raise
+
+
 def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: str,
                         timeout_s: float = 30.0, config: Mapping[str, str] | None = None) -> dict[tuple[str, int], int]:
     """Commit the current end offset of every partition of ``topics`` on which ``group`` has
@@ -114,24 +153,10 @@ def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: st
     skip what arrived before its first fetch). A topic that does not exist is left out.
     ``config``: more librdkafka settings (a KafkaSource's SASL/TLS); a refused login or
     handshake is a ``KafkaAccessError`` that says so, not a metadata timeout."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    refused: list[Any] = []
-
-    def on_error(error: Any) -> None:
-        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
-            refused.append(error)
-
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
-                         "logger": logging.getLogger("knflow.librdkafka"), "error_cb": on_error, **(config or {})})
+    consumer, metadata = _logged_in(bootstrap_servers, group, timeout_s, config)
     try:
-        try:
-            metadata = consumer.list_topics(timeout=timeout_s)
-        except KafkaException as exc:
-            consumer.poll(0)  # serves the error callbacks queued meanwhile
-            if refused:
-                raise KafkaAccessError(f"Kafka at {bootstrap_servers} refused group {group}: {refused[-1].str()}") from exc
-            raise
         partitions = [TopicPartition(topic, p) for topic in sorted(set(topics)) if topic in metadata.topics
                       for p in sorted(metadata.topics[topic].partitions)]
         if not partitions:

@@ -327,15 +327,19 @@ def output_topics(plan: Plan, options: FlinkJobOptions) -> list[str]:
 def prepare_topics(plan: Plan, options: FlinkJobOptions, partitions: int = 4) -> None:
     """Create every topic before the job starts (the Kafka source discovers new
     partitions only periodically), the RocketMQSources' internal topics among them; and
-    fix where a KafkaSource with ``initialOffset: latest`` starts, as Knative does."""
-    from eventing.kafka_topics import ensure_topics, init_latest_offsets
+    fix where a KafkaSource with ``initialOffset: latest`` starts, as Knative does. A
+    KafkaSource with ``spec.net`` logs in here first: wrong credentials or an untrusted
+    certificate stop the start with Kafka's reason, not a job whose source keeps failing."""
+    from eventing.kafka_topics import check_access, ensure_topics, init_latest_offsets
 
     ensure_topics(options.bootstrap_servers, output_topics(plan, options) + list(plan.rocketmq_topics()), partitions,
                   max_record_bytes=options.max_record_bytes)
     for source in kafka_sources(plan):
+        servers = ",".join(source.bootstrap_servers)
         if source.initial_offset == "latest":
-            init_latest_offsets(",".join(source.bootstrap_servers), source.topics, source.consumer_group,
-                                config=source.librdkafka_config())
+            init_latest_offsets(servers, source.topics, source.consumer_group, config=source.librdkafka_config())
+        elif source.auth is not None:
+            check_access(servers, source.consumer_group, config=source.librdkafka_config())
 
 
 #: The embedded mini-cluster's JVM compiles with C1 only (``JVM_ARGS``, which PyFlink's

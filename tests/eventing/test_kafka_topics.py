@@ -99,7 +99,7 @@ def test_group_requests_wait_for_the_coordinator_of_a_fresh_broker():
 
 
 def test_a_refused_sasl_login_or_tls_handshake_is_a_clear_error_not_a_metadata_timeout(kafka):
-    from eventing.kafka_topics import KafkaAccessError, init_latest_offsets
+    from eventing.kafka_topics import KafkaAccessError, check_access, init_latest_offsets
 
     topic = kafka.unique_topic("sasl")
     ensure_topics(kafka.bootstrap, [topic], partitions=1)
@@ -110,6 +110,9 @@ def test_a_refused_sasl_login_or_tls_handshake_is_a_clear_error_not_a_metadata_t
     with pytest.raises(KafkaAccessError, match=r"refused group g-sasl-bad: .*SASL authentication error"):
         init_latest_offsets(kafka.sasl_bootstrap, [topic], "g-sasl-bad", timeout_s=5,
                             config={**login, "sasl.password": "wrong"})
+    check_access(kafka.sasl_bootstrap, "g-sasl-ok", config={**login, "sasl.password": kafka.SASL_PASSWORD})
+    with pytest.raises(KafkaAccessError, match=r"refused group g-sasl-check: .*SASL authentication error"):
+        check_access(kafka.sasl_bootstrap, "g-sasl-check", timeout_s=5, config={**login, "sasl.password": "wrong"})
     tls = {"security.protocol": "SSL"}
     assert init_latest_offsets(kafka.ssl_bootstrap, [topic], "g-tls-ok", timeout_s=30,
                                config={**tls, "ssl.ca.pem": kafka.ssl_ca_pem}) == {(topic, 0): 0}

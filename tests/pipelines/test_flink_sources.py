@@ -354,3 +354,40 @@ spec:
         consumer.stop()
     assert _bodies(consumer, "secured") == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert _bodies(consumer, "tls") == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_a_kafka_source_whose_login_kafka_refuses_stops_knflow_run_with_the_reason(kafka, tmp_path):
+    """initialOffset earliest (no offsets to set up): knflow logs in before it starts the job."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    manifest = tmp_path / "refused.yaml"
+    manifest.write_text(f"""
+apiVersion: v1
+kind: Secret
+metadata: {{name: kafka-auth, namespace: refused}}
+data: {{user: a25mbG93, password: d3Jvbmc=}}
+---
+apiVersion: sources.knative.dev/v1
+kind: KafkaSource
+metadata: {{name: secured, namespace: refused}}
+spec:
+  bootstrapServers: ['{kafka.sasl_bootstrap}']
+  topics: [anything]
+  initialOffset: earliest
+  net:
+    sasl:
+      enable: true
+      user: {{secretKeyRef: {{name: kafka-auth, key: user}}}}
+      password: {{secretKeyRef: {{name: kafka-auth, key: password}}}}
+  sink: {{uri: 'http://127.0.0.1:9/'}}
+""")
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(manifest), "--bootstrap-servers",
+                             kafka.bootstrap, "--job-name", "refused"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"knflow run: Kafka at {kafka.sasl_bootstrap} refused group knative-kafka-source-refused-secured: "
+            in result.stderr), result.stderr
+    assert "SASL authentication error" in result.stderr and "running" not in result.stdout
