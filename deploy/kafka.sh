@@ -30,7 +30,7 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$DEPLOY_DIR/.." && pwd)"
 JARS_DIR="$DEPLOY_DIR/.cache/kafka"
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cmd="${1:-}"; [[ $# -gt 0 ]] && shift
 PORT="${KNFLOW_KAFKA_PORT:-9092}"
