@@ -33,7 +33,8 @@ class PyreqwestSender:
     """One pyreqwest ``Client`` per worker: keep-alive pool, at most ``limit`` requests in
     flight (0 = no bound), per-request total timeout, redirects not followed. An origin of
     ``ca_certs`` (``{origin: PEM}``, see ``tls_trust``) gets a client of its own that also
-    trusts those CAs: reqwest's trust is per client."""
+    trusts those CAs: reqwest's trust is per client (so is its pool: ``limit`` bounds each
+    client's connections, not their sum)."""
 
     name = "pyreqwest"
 
