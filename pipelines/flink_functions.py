@@ -20,6 +20,7 @@ from eventing.plan import Plan
 from pipelines.cpu_pinning import pin_python
 from pipelines.delivery_settings import DeliverySettings
 from pipelines.event_loop import new_event_loop
+from pipelines.worker_exit import let_worker_exit
 from transforms.gc_tuning import tune_for_streaming
 from transforms.broker_worker import BrokerWorker, LoopThread
 from transforms.delivery import DeliveryTask
@@ -115,6 +116,7 @@ class BrokerPartitionFunction(KeyedProcessFunction):
         # cannot tell it (it calls RuntimeContext.getIndexOfThisSubtask, gone in Flink 2).
         subtask = runtime_context.get_index_of_this_subtask() if self.python_mode == "process" else 0
         pin_python(self.python_cpu, self.python_mode, subtask)
+        let_worker_exit()  # process mode: the worker must not outlive its TaskManager
         pickled = Types.PICKLED_BYTE_ARRAY()
         self.state = FlinkPartitionState(
             runtime_context.get_map_state(MapStateDescriptor("queues", Types.STRING(), pickled)),

@@ -26,6 +26,7 @@ from pyflink.datastream import DataStream, KeyedProcessFunction, KeyedStream, Ru
 from pyflink.datastream.state import ValueStateDescriptor
 
 from eventing.plan import PingSourcePlan
+from pipelines.worker_exit import let_worker_exit
 from transforms.ping import PingClock
 from transforms.sources import DEFAULT_GRACE
 
@@ -41,6 +42,7 @@ class PingFunction(KeyedProcessFunction):
         self.recovery_window_s = recovery_window_s
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        let_worker_exit()  # process mode: the worker must not outlive its TaskManager
         self.cursor = runtime_context.get_state(ValueStateDescriptor("cursor", Types.LONG()))
         window = timedelta(seconds=self.recovery_window_s)
         self.clocks = {s.key: PingClock(s, recovery_window=window) for s in self.sources}

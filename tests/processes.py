@@ -20,6 +20,16 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot), None if it is gone or a zombie: with
+    the pid, it names one process, not a later one that reuses the pid."""
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User and system CPU time the live ``pids`` used so far."""
     ticks = 0
