@@ -13,7 +13,7 @@
 #   KNFLOW_KAFKA_SASL_PORT        a SASL_PLAINTEXT listener too    (default none): mechanisms
 #                                 PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, user "knflow",
 #                                 password $KNFLOW_KAFKA_SASL_PASSWORD (default "knflow-secret",
-#                                 no quotes or backslashes; SCRAM credentials are stored when
+#                                 none of " \ , ]; SCRAM credentials are stored when
 #                                 the storage is formatted, on the first start)
 #   KNFLOW_KAFKA_SSL_PORT         an SSL (TLS) listener too        (default none), with
 #   KNFLOW_KAFKA_SSL_KEYSTORE     a PEM file: the broker's unencrypted PKCS#8 private key and

@@ -39,6 +39,10 @@ def parse_destination(value: Any, field: str, namespace: str) -> Destination:
             parts = urlsplit(uri)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise DestinationError(f"{field}.uri", f"must be an absolute http(s) URI, got {uri!r}")
+            try:
+                parts.port
+            except ValueError as exc:
+                raise DestinationError(f"{field}.uri", f"has an invalid port ({exc}): {uri!r}") from None
         elif urlsplit(uri).scheme:
             raise DestinationError(f"{field}.uri", f"with a ref, uri must be a relative path, got {uri!r}")
     return Destination(uri=uri, ref=ref, ca_certs=ca_certs)

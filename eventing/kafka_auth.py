@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from eventing.secrets import Secrets, secret_value
+from transforms.tls_trust import check_pem
 
 __all__ = ["KafkaAuth", "SASL_MECHANISMS", "parse_net"]
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_PKCS8_KEY = "-----BEGIN PRIVATE KEY-----"
 _LOGIN_MODULES = {"PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
                   "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
                   "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule"}
@@ -86,10 +88,10 @@ class KafkaAuth:
         return out
 
     def describe(self) -> str:
-        """What ``knflow plan`` shows: no secret values."""
+        """What ``knflow plan`` shows: nothing read from a Secret."""
         parts = [self.protocol]
         if self.sasl_mechanism:
-            parts.append(f"{self.sasl_mechanism} as {self.username!r}")
+            parts.append(self.sasl_mechanism)
         if self.ca_pem:
             parts.append("own CA")
         if self.cert_pem:
@@ -98,7 +100,9 @@ class KafkaAuth:
 
 
 def _jaas_quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    """A JAAS quoted string's content: Java's StreamTokenizer ends one at a line break and
+    reads backslash escapes (a password from ``echo pw | base64`` ends in a newline)."""
+    return (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r"))
 
 
 def parse_net(net: Any, namespace: str, secrets: Secrets, report: Callable[[str, str], None]) -> KafkaAuth | None:
@@ -138,6 +142,18 @@ def parse_net(net: Any, namespace: str, secrets: Secrets, report: Callable[[str,
         ca, cert, key = value("tls", "caCert", tls), value("tls", "cert", tls), value("tls", "key", tls)
         if (tls.get("cert") is None) != (tls.get("key") is None):
             report("spec.net.tls", "cert and key go together (a client certificate and its key)")
+            ok = False
+        for name, pem in (("caCert", ca), ("cert", cert)):
+            problem = check_pem(pem) if pem is not None else None
+            if problem:
+                report(f"spec.net.tls.{name}", f"the Secret's value {problem}")
+                ok = False
+        if key is not None and _PKCS8_KEY not in key:
+            # Kafka's Java client reads PEM keys in PKCS#8 only; librdkafka would accept the
+            # others, so the check before the start would pass and the job's source fail
+            report("spec.net.tls.key", "must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----), as "
+                                       "Kafka's Java client reads it; convert one with "
+                                       "`openssl pkcs8 -topk8 -nocrypt -in key.pem`")
             ok = False
         options.update(tls=True, ca_pem=ca, cert_pem=cert, key_pem=key)
     return KafkaAuth(**options) if ok else None

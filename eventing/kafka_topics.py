@@ -79,7 +79,8 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
 
 
 class KafkaAccessError(KnflowError, ConnectionError):
-    """Kafka refused to let a client in: a failed SASL login or TLS handshake."""
+    """A client could not get in: Kafka refused its SASL login or TLS handshake, did not
+    answer in time, or librdkafka refused the client's settings."""
 
 
 def _until_coordinated(call: Callable[[], Any], deadline: float) -> Any:
@@ -122,9 +123,15 @@ def _logged_in(bootstrap_servers: str, group: str, timeout_s: float,
     def on_error(error: Any) -> None:
         if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
             refused.append(error)
+        else:
+            log.warning("Kafka at %s (group %s): %s", bootstrap_servers, group, error.str())
 
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
-                         "logger": logging.getLogger("knflow.librdkafka"), "error_cb": on_error, **(config or {})})
+    try:
+        consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False,
+                             "logger": logging.getLogger("knflow.librdkafka"), "error_cb": on_error, **(config or {})})
+    except KafkaException as exc:  # a setting librdkafka refuses (a certificate it cannot read, ...)
+        raise KafkaAccessError(f"cannot connect to Kafka at {bootstrap_servers} as group {group}: "
+                               f"{exc.args[0].str() if exc.args else exc}") from None
     deadline = time.monotonic() + timeout_s
     while True:  # in steps of a second: a refusal ends the wait at once
         try:
@@ -136,7 +143,8 @@ def _logged_in(bootstrap_servers: str, group: str, timeout_s: float,
                 raise KafkaAccessError(f"Kafka at {bootstrap_servers} refused group {group}: {refused[-1].str()}") from exc
             if time.monotonic() >= deadline:
                 consumer.close()
-                raise
+                raise KafkaAccessError(f"Kafka at {bootstrap_servers} did not answer group {group} within "
+                                       f"{timeout_s:g} s: {exc.args[0].str() if exc.args else exc}") from exc
 
 
 def init_latest_offsets(bootstrap_servers: str, topics: Iterable[str], group: str,

@@ -26,12 +26,26 @@ def is_secret(res: Resource) -> bool:
     return res.kind == "Secret" and res.api_version == "v1"
 
 
+class _Unreadable(str):
+    """A Secret's value knflow cannot use as text (binary, not base64), with the reason:
+    reported only where a ``secretKeyRef`` names it, so a Secret of the same files that
+    nothing refers to (a keystore, another app's credentials) is never a problem."""
+
+
 def collect_secrets(resources: list[Resource], problems: list[Problem]) -> dict[tuple[str, str], dict[str, str]]:
-    """Every ``v1`` Secret of ``resources`` by (namespace, name); bad entries are problems."""
+    """Every ``v1`` Secret of ``resources`` by (namespace, name); a Secret defined twice is a
+    problem. Values are decoded as Kubernetes decodes them (base64 ignoring line breaks,
+    as Go's decoder does: a YAML block scalar or wrapped ``base64`` output is fine)."""
     secrets: dict[tuple[str, str], dict[str, str]] = {}
+    first: dict[tuple[str, str], Resource] = {}
     for res in resources:
         if not is_secret(res):
             continue
+        key = (res.namespace, res.name)
+        if key in first:
+            problems.append(res.problem("metadata.name", f"duplicate Secret {res.key!r} (first defined in {first[key].file})"))
+            continue
+        first[key] = res
         values: dict[str, str] = {}
         for field_name, decode in (("data", _from_base64), ("stringData", _as_text)):
             entries = res.body.get(field_name)
@@ -40,28 +54,27 @@ def collect_secrets(resources: list[Resource], problems: list[Problem]) -> dict[
             if not isinstance(entries, Mapping):
                 problems.append(res.problem(field_name, f"must be a mapping of keys to values, got {type(entries).__name__}"))
                 continue
-            for key, value in entries.items():
-                text = decode(value)
-                if text is None:
-                    what = "base64 of UTF-8 text" if field_name == "data" else "a string"
-                    problems.append(res.problem(f"{field_name}.{key}", f"must be {what}"))
-                else:
-                    values[str(key)] = text
-        secrets[(res.namespace, res.name)] = values
+            for name, value in entries.items():
+                values[str(name)] = decode(value)
+        secrets[key] = values
     return secrets
 
 
-def _from_base64(value: Any) -> str | None:
+def _from_base64(value: Any) -> str:
     if not isinstance(value, str):
-        return None
+        return _Unreadable(f"is not base64 text (got {type(value).__name__})")
     try:
-        return base64.b64decode(value, validate=True).decode("utf-8")
+        raw = base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
     except (binascii.Error, ValueError):
-        return None
+        return _Unreadable("is not valid base64")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Unreadable("is binary, not UTF-8 text")
 
 
-def _as_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else _Unreadable(f"is not a string (got {type(value).__name__})")
 
 
 def secret_value(value: Any, field: str, namespace: str, secrets: Secrets,
@@ -86,4 +99,8 @@ def secret_value(value: Any, field: str, namespace: str, secrets: Secrets,
         report(f"{field}.secretKeyRef.key", f"Secret {namespace}/{name} has no key {key!r} "
                                             f"(it has: {', '.join(sorted(secret)) or 'none'})")
         return None
-    return secret[key]
+    value = secret[key]
+    if isinstance(value, _Unreadable):
+        report(f"{field}.secretKeyRef.key", f"Secret {namespace}/{name} key {key!r} {value}: knflow needs text here")
+        return None
+    return value

@@ -33,7 +33,7 @@ def free_port_pair(count: int = 2) -> int:
         low = 32768
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(10000, max(10002, low - 2))
+        port = rng.randrange(10000, max(10000 + count, low - count))
         try:
             sockets = [socket.socket() for _ in range(count)]
             try:

@@ -39,33 +39,88 @@ def test_sasl_scram_from_a_secret_becomes_both_clients_settings():
     assert src.librdkafka_config() == {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
                                        "sasl.username": "knflow", "sasl.password": 'p"w\\d'}
     shown = str(src.to_dict()) + src.reads() + repr(src)
-    assert "SCRAM-SHA-512 as 'knflow'" in src.to_dict()["net"] and 'p"w' not in shown  # never the password
+    assert src.to_dict()["net"] == "SASL_PLAINTEXT, SCRAM-SHA-512"
+    assert 'p"w' not in shown and "knflow" not in src.to_dict()["net"]  # nothing read from the Secret
     assert pickle.loads(pickle.dumps(plan)).sources[0].auth == src.auth  # shipped to the job as is
 
 
+def _tls_material() -> tuple[str, str, str]:
+    """(a CA's PEM, a client certificate it signed, that certificate's PKCS#8 key)."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("client.example")
+    return ca.cert_pem.bytes().decode(), leaf.cert_chain_pems[0].bytes().decode(), _pkcs8(leaf.private_key_pem.bytes())
+
+
+def _pkcs8(pem: bytes) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem, None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
 def test_sasl_type_defaults_to_plain_and_tls_adds_its_ca():
+    ca, _, _ = _tls_material()
     net = {"sasl": {"enable": True, "user": ref("user"), "password": ref("password")},
            "tls": {"enable": True, "caCert": ref("ca.crt")}}
-    plan = compile_text(BROKER, secret(string_data={"user": "u", "password": "p", "ca.crt": "PEM-TEXT"}),
+    plan = compile_text(BROKER, secret(string_data={"user": "u", "password": "p\n", "ca.crt": ca}),
                         source("KafkaSource", kafka(net=net)))
     auth = plan.sources[0].auth
     assert auth.protocol == "SASL_SSL" and auth.sasl_mechanism == "PLAIN"
     java = auth.java_properties()
-    assert java["sasl.jaas.config"].startswith("org.apache.kafka.common.security.plain.PlainLoginModule required")
-    assert (java["ssl.truststore.type"], java["ssl.truststore.certificates"]) == ("PEM", "PEM-TEXT")
-    assert auth.librdkafka_config()["ssl.ca.pem"] == "PEM-TEXT"
+    assert java["sasl.jaas.config"] == ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+                                        'username="u" password="p\\n";')  # a line break ends a JAAS string
+    assert (java["ssl.truststore.type"], java["ssl.truststore.certificates"]) == ("PEM", ca)
+    assert auth.librdkafka_config()["ssl.ca.pem"] == ca and auth.librdkafka_config()["sasl.password"] == "p\n"
 
 
 def test_tls_alone_with_a_client_certificate_and_disabled_sections():
+    _, cert, key = _tls_material()
     net = {"sasl": {"enable": False, "user": ref("nope")},
            "tls": {"enable": True, "cert": ref("tls.crt"), "key": ref("tls.key")}}
-    plan = compile_text(BROKER, secret(string_data={"tls.crt": "CERT", "tls.key": "KEY"}),
-                        source("KafkaSource", kafka(net=net)))
+    plan = compile_text(BROKER, secret(data={"tls.crt": cert, "tls.key": key}), source("KafkaSource", kafka(net=net)))
     auth = plan.sources[0].auth
     assert auth.protocol == "SSL" and auth.sasl_mechanism is None  # a disabled section reads nothing
-    assert auth.java_properties()["ssl.keystore.certificate.chain"] == "CERT"
-    assert auth.librdkafka_config()["ssl.key.pem"] == "KEY"
+    assert auth.java_properties()["ssl.keystore.certificate.chain"] == cert
+    assert auth.librdkafka_config()["ssl.key.pem"] == key
     assert compile_text(BROKER, source("KafkaSource", kafka(net={"sasl": {"enable": False}}))).sources[0].auth is None
+
+
+def test_tls_values_that_the_java_client_would_refuse_are_errors_naming_the_field():
+    import trustme
+
+    leaf = trustme.CA().issue_cert("client.example")
+    traditional = leaf.private_key_pem.bytes().decode()  # SEC1 / PKCS#1: librdkafka reads it, Java does not
+    net = {"tls": {"enable": True, "caCert": ref("ca.crt"), "cert": ref("tls.crt"), "key": ref("tls.key")}}
+    msgs = problems_of(BROKER, secret(string_data={"ca.crt": "PEM-TEXT", "tls.crt": leaf.cert_chain_pems[0].bytes().decode(),
+                                                   "tls.key": traditional}), source("KafkaSource", kafka(net=net)))
+    assert msgs == [
+        "m.yaml: KafkaSource/s: spec.net.tls.caCert: the Secret's value holds no PEM certificate "
+        "(-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)",
+        "m.yaml: KafkaSource/s: spec.net.tls.key: must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----), "
+        "as Kafka's Java client reads it; convert one with `openssl pkcs8 -topk8 -nocrypt -in key.pem`"]
+
+
+def test_secret_data_decodes_as_kubernetes_does():
+    """stringData wins over data; base64 may be wrapped (a YAML block scalar, ``base64``'s
+    76 columns); a Secret nothing refers to may hold binary data (a keystore)."""
+    wrapped = base64.b64encode(b"s" * 70).decode()
+    wrapped = wrapped[:40] + "\n" + wrapped[40:] + "\n"
+    keystore = yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "jks", "namespace": "streaming"},
+                               "data": {"keystore.p12": base64.b64encode(bytes(range(256))).decode()}})
+    doc = yaml.safe_load(secret(data={"user": "from-data", "saslType": "PLAIN"}, string_data={"user": "from-stringData"}))
+    doc["data"]["password"] = wrapped
+    plan = compile_text(BROKER, keystore, yaml.safe_dump(doc), source("KafkaSource", kafka(net=SASL)))
+    auth = plan.sources[0].auth
+    assert (auth.username, auth.password) == ("from-stringData", "s" * 70)
+    binary = {"sasl": {"enable": True, "user": ref("keystore.p12", "jks"), "password": ref("keystore.p12", "jks")}}
+    assert problems_of(BROKER, keystore, source("KafkaSource", kafka(net=binary)))[0] == (
+        "m.yaml: KafkaSource/s: spec.net.sasl.user.secretKeyRef.key: Secret streaming/jks key 'keystore.p12' "
+        "is binary, not UTF-8 text: knflow needs text here")
+    assert problems_of(BROKER, keystore, keystore) == [
+        "m.yaml: Secret/jks: metadata.name: duplicate Secret 'streaming/jks' (first defined in m.yaml)"]
 
 
 def test_secret_problems_name_the_field_and_the_secret():
@@ -82,8 +137,10 @@ def test_secret_problems_name_the_field_and_the_secret():
                     "m.yaml: KafkaSource/s: spec.net.sasl.password.secretKeyRef.key: Secret streaming/kafka-auth has "
                     "no key 'password' (it has: saslType, user)"]
     bad_secret = yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-auth", "namespace": "streaming"},
-                                 "data": {"user": "***not base64***"}})
-    assert "m.yaml: Secret/kafka-auth: data.user: must be base64 of UTF-8 text" in problems_of(BROKER, bad_secret)
+                                 "data": {"user": "***not base64***", "password": "cA==", "saslType": "UExBSU4="}})
+    assert problems_of(BROKER, bad_secret, source("KafkaSource", kafka(net=SASL))) == [
+        "m.yaml: KafkaSource/s: spec.net.sasl.user.secretKeyRef.key: Secret streaming/kafka-auth key 'user' "
+        "is not valid base64: knflow needs text here"]
     msgs = problems_of(BROKER, secret(string_data={"c": "C"}), source("KafkaSource", kafka(net={
         "tls": {"enable": "yes"}, "sasl": {"enable": True, "user": "plain", "password": ref("c"), "mechanism": "x"},
         "extra": {}})))
@@ -93,7 +150,9 @@ def test_secret_problems_name_the_field_and_the_secret():
                     "m.yaml: KafkaSource/s: spec.net.sasl.user: must be {secretKeyRef: {name, key}}"]
     msgs = problems_of(BROKER, secret(string_data={"c": "C"}),
                        source("KafkaSource", kafka(net={"tls": {"enable": True, "cert": ref("c")}})))
-    assert msgs == ["m.yaml: KafkaSource/s: spec.net.tls: cert and key go together (a client certificate and its key)"]
+    assert msgs == ["m.yaml: KafkaSource/s: spec.net.tls: cert and key go together (a client certificate and its key)",
+                    "m.yaml: KafkaSource/s: spec.net.tls.cert: the Secret's value holds no PEM certificate "
+                    "(-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)"]
 
 
 def test_secrets_are_read_not_listed_as_ignored():

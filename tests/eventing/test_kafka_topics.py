@@ -118,3 +118,14 @@ def test_a_refused_sasl_login_or_tls_handshake_is_a_clear_error_not_a_metadata_t
                                config={**tls, "ssl.ca.pem": kafka.ssl_ca_pem}) == {(topic, 0): 0}
     with pytest.raises(KafkaAccessError, match=r"refused group g-tls-bad: .*certificate verify failed"):
         init_latest_offsets(kafka.ssl_bootstrap, [topic], "g-tls-bad", timeout_s=5, config=tls)  # not its CA
+
+
+def test_no_answer_or_settings_librdkafka_refuses_are_clear_errors_too():
+    from eventing.kafka_topics import KafkaAccessError, check_access
+    from tests.consumers import closed_port_url
+
+    closed = closed_port_url().split("//", 1)[1].rstrip("/")
+    with pytest.raises(KafkaAccessError, match=rf"Kafka at {closed} did not answer group g-none within 2 s"):
+        check_access(closed, "g-none", timeout_s=2)
+    with pytest.raises(KafkaAccessError, match=r"cannot connect to Kafka at .* as group g-pem: .*ssl.ca.pem"):
+        check_access(closed, "g-pem", timeout_s=2, config={"security.protocol": "SSL", "ssl.ca.pem": "not a PEM"})

@@ -97,19 +97,25 @@ def test_without_cacerts_the_private_ca_is_not_trusted(http_client):
 
 
 def test_trust_is_per_destination_origin_not_for_every_sink(http_client):
-    """The subscriber's CACerts do not make its CA trusted for the dead-letter sink, a
-    different origin signed by another private CA; that sink's own CACerts do."""
-    sub_pem, sub_server = _authority()
-    dls_pem, dls_server = _authority()
+    """Subscriber and dead-letter sink are signed by the same private CA, on two origins
+    (ports). The subscriber's CACerts do not make that CA trusted for the sink; the sink's
+    own CACerts do."""
+    ca = trustme.CA()
+    servers = []
+    for _ in range(2):
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server)
+        servers.append(server)
+    pem = ca.cert_pem.bytes().decode("ascii")
 
     async def main() -> None:
-        async with ConsumerServer(accept(400), ssl=sub_server) as subscriber, \
-                ConsumerServer(accept(202), ssl=dls_server) as sink:
-            untrusted = await _settle(_plan(subscriber.url, sub_pem, (sink.url, sub_pem)), http_client)
-            assert len(subscriber.requests) == 1 and sink.requests == []
+        async with ConsumerServer(accept(400), ssl=servers[0]) as subscriber, \
+                ConsumerServer(accept(202), ssl=servers[1]) as sink:
+            untrusted = await _settle(_plan(subscriber.url, pem, (sink.url, None)), http_client)
+            assert len(subscriber.requests) == 1 and sink.requests == []  # the subscriber's CA works for it only
             stuck = untrusted[-1]  # the dead letter is kept (never dropped), its sink refused
             assert type(stuck).__name__ == "Retrying" and stuck.stuck and "certificate" in stuck.error.lower()
-            trusted = await _settle(_plan(subscriber.url, sub_pem, (sink.url, dls_pem)), http_client)
+            trusted = await _settle(_plan(subscriber.url, pem, (sink.url, pem)), http_client)
             assert [type(o).__name__ for o in trusted] == ["DeadLettered", "DeadLetterStored"]
             assert len(sink.requests) == 1 and sink.requests[0].event.get_id() == "e-1"
 
@@ -156,3 +162,17 @@ def test_a_bad_cacerts_is_an_error_naming_the_trigger_and_field(value, message):
         plan_from_yaml(text, "m.yaml")
     assert "m.yaml" in str(failure.value) and "Trigger/" in str(failure.value)
     assert "spec.subscriber.CACerts" in str(failure.value) and message in str(failure.value)
+
+
+def test_a_destination_uri_with_an_invalid_port_is_an_error_naming_it():
+    text = broker_yaml() + textwrap.dedent("""\
+        ---
+        apiVersion: eventing.knative.dev/v1
+        kind: Trigger
+        metadata: {name: t, namespace: ns}
+        spec:
+          broker: b
+          subscriber: {uri: "https://sink.example:99999/"}
+        """)
+    with pytest.raises(ManifestError, match=r"Trigger/t: spec.subscriber.uri: has an invalid port"):
+        plan_from_yaml(text, "m.yaml")
