@@ -46,15 +46,19 @@ def _plan(url: str, ca_pem: str | None, dead_letter: tuple[str, str | None] | No
         if dead_letter[1] is not None:
             delivery += f"      CACerts: {_pem_yaml(dead_letter[1], 8)}"
         delivery = "  delivery:\n" + delivery
-    return plan_from_yaml(broker_yaml() + textwrap.dedent("""\
+    return plan_from_yaml(_trigger_yaml("subscriber:\n" + subscriber + delivery))
+
+
+def _trigger_yaml(rest: str) -> str:
+    """Broker ns/b and Trigger ns/t whose spec goes on with ``rest`` (indented by two)."""
+    return broker_yaml() + textwrap.dedent("""\
         ---
         apiVersion: eventing.knative.dev/v1
         kind: Trigger
         metadata: {name: t, namespace: ns}
         spec:
           broker: b
-          subscriber:
-        """) + subscriber + delivery)
+        """) + "  " + rest
 
 
 async def _settle(plan: Any, http_client: str) -> list[Any]:
@@ -149,15 +153,7 @@ def test_the_plan_carries_cacerts_to_the_engine_and_knflow_plan_shows_them():
 ])
 def test_a_bad_cacerts_is_an_error_naming_the_trigger_and_field(value, message):
     assert message in check_pem(value)
-    text = broker_yaml() + textwrap.dedent(f"""\
-        ---
-        apiVersion: eventing.knative.dev/v1
-        kind: Trigger
-        metadata: {{name: t, namespace: ns}}
-        spec:
-          broker: b
-          subscriber: {{uri: "https://sink.example/", CACerts: {json.dumps(value)}}}
-        """)
+    text = _trigger_yaml(f'subscriber: {{uri: "https://sink.example/", CACerts: {json.dumps(value)}}}\n')
     with pytest.raises(ManifestError) as failure:
         plan_from_yaml(text, "m.yaml")
     assert "m.yaml" in str(failure.value) and "Trigger/" in str(failure.value)
@@ -165,14 +161,5 @@ def test_a_bad_cacerts_is_an_error_naming_the_trigger_and_field(value, message):
 
 
 def test_a_destination_uri_with_an_invalid_port_is_an_error_naming_it():
-    text = broker_yaml() + textwrap.dedent("""\
-        ---
-        apiVersion: eventing.knative.dev/v1
-        kind: Trigger
-        metadata: {name: t, namespace: ns}
-        spec:
-          broker: b
-          subscriber: {uri: "https://sink.example:99999/"}
-        """)
     with pytest.raises(ManifestError, match=r"Trigger/t: spec.subscriber.uri: has an invalid port"):
-        plan_from_yaml(text, "m.yaml")
+        plan_from_yaml(_trigger_yaml('subscriber: {uri: "https://sink.example:99999/"}\n'), "m.yaml")
