@@ -160,8 +160,16 @@ BROKER_CONFIG_UNUSED = ("not used: knflow does not read the ConfigMap; the job a
                         "address from --bootstrap-servers and a topic's partitions from --partitions")
 
 
+#: A KafkaSource's ``spec.consumers`` (Knative: consumers of the source's group, across its
+#: dispatcher replicas).
+KAFKA_SOURCE_CONSUMERS_UNUSED = ("not used: the job's --parallelism decides how many consumers read the source's "
+                                 "topics (each topic's partitions are spread over them)")
+
+
 def _unused_fields(res: Resource) -> list[str]:
-    """``file: Kind/name: field: why`` for each unused destination field in ``res``'s spec."""
+    """``file: Kind/name: field: why`` for each field of ``res``'s spec that knflow accepts and
+    does not use: a destination's ``audience``, a Broker's ``config``, a KafkaSource's
+    ``consumers`` other than 1."""
     notes: list[str] = []
 
     def walk(value: Any, path: str) -> None:
@@ -177,6 +185,8 @@ def _unused_fields(res: Resource) -> list[str]:
 
     if res.kind == "Broker" and res.spec.get("config") is not None:
         notes.append(str(res.problem("spec.config", BROKER_CONFIG_UNUSED)))
+    if res.kind == "KafkaSource" and res.spec.get("consumers", 1) != 1:
+        notes.append(str(res.problem("spec.consumers", KAFKA_SOURCE_CONSUMERS_UNUSED)))
     walk(res.spec, "spec")
     return notes
 

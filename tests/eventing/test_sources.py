@@ -360,3 +360,11 @@ def test_an_ordered_direct_kafka_source_orders_per_partition_whatever_the_keys()
     [item] = [o for o in intake.ingest_record(InRecord("other", 0, 5, 0, b"k", b"{}", {}), now=1.0)
               if isinstance(o, WorkItem)]
     assert not item.ordered and item.key == "u|streaming/KafkaSource:loose|partition:0/offset:5"
+
+
+def test_kafka_source_consumers_is_listed_as_not_used():
+    plan = compile_text(BROKER, source("KafkaSource", kafka(consumers=3)))
+    assert plan.sources[0].consumers == 3
+    assert plan.unused == ("m.yaml: KafkaSource/s: spec.consumers: not used: the job's --parallelism decides how "
+                           "many consumers read the source's topics (each topic's partitions are spread over them)",)
+    assert compile_text(BROKER, source("KafkaSource", kafka(consumers=1))).unused == ()
