@@ -169,7 +169,7 @@ KAFKA_SOURCE_CONSUMERS_UNUSED = ("not used: the job's --parallelism decides how 
 def _unused_fields(res: Resource) -> list[str]:
     """``file: Kind/name: field: why`` for each field of ``res``'s spec that knflow accepts and
     does not use: a destination's ``audience``, a Broker's ``config``, a KafkaSource's
-    ``consumers`` other than 1."""
+    ``consumers`` other than 1, a RocketMQSource's ``serviceAccountName``."""
     notes: list[str] = []
 
     def walk(value: Any, path: str) -> None:
@@ -187,6 +187,9 @@ def _unused_fields(res: Resource) -> list[str]:
         notes.append(str(res.problem("spec.config", BROKER_CONFIG_UNUSED)))
     if res.kind == "KafkaSource" and res.spec.get("consumers", 1) != 1:
         notes.append(str(res.problem("spec.consumers", KAFKA_SOURCE_CONSUMERS_UNUSED)))
+    if res.kind == "RocketMQSource" and res.spec.get("serviceAccountName") is not None:
+        notes.append(str(res.problem("spec.serviceAccountName", "not used: knflow runs outside Kubernetes; the "
+                                                                "bridge runs as the user who starts it")))
     walk(res.spec, "spec")
     return notes
 

@@ -368,3 +368,9 @@ def test_kafka_source_consumers_is_listed_as_not_used():
     assert plan.unused == ("m.yaml: KafkaSource/s: spec.consumers: not used: the job's --parallelism decides how "
                            "many consumers read the source's topics (each topic's partitions are spread over them)",)
     assert compile_text(BROKER, source("KafkaSource", kafka(consumers=1))).unused == ()
+
+
+def test_rocketmq_service_account_is_listed_as_not_used():
+    plan = compile_text(BROKER, source("RocketMQSource", rocketmq(serviceAccountName="rocketmq-sa")))
+    assert plan.unused == ("m.yaml: RocketMQSource/s: spec.serviceAccountName: not used: knflow runs outside "
+                           "Kubernetes; the bridge runs as the user who starts it",)
