@@ -58,6 +58,8 @@ class KafkaService:
     #: an SSL listener (--ssl-port) whose certificate (for 127.0.0.1) ``ssl_ca_pem`` signed
     ssl_port: int | None = None
     ssl_ca_pem: str = ""
+    #: a SASL_SSL listener (--sasl-ssl-port): the SASL user over that certificate
+    sasl_ssl_port: int | None = None
 
     SASL_PASSWORD = "knflow-secret"
 
@@ -71,10 +73,16 @@ class KafkaService:
         assert self.ssl_port is not None, "this Kafka has no SSL listener"
         return f"127.0.0.1:{self.ssl_port}"
 
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        assert self.sasl_ssl_port is not None, "this Kafka has no SASL_SSL listener"
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
     def run(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
         env = dict(os.environ, KNFLOW_KAFKA_DIR=str(self.state_dir), KNFLOW_KAFKA_PORT=str(self.port),
                    KNFLOW_KAFKA_SASL_PORT=str(self.sasl_port or ""), KNFLOW_KAFKA_SASL_PASSWORD=self.SASL_PASSWORD,
                    KNFLOW_KAFKA_SSL_PORT=str(self.ssl_port or ""),
+                   KNFLOW_KAFKA_SASL_SSL_PORT=str(self.sasl_ssl_port or ""),
                    KNFLOW_KAFKA_SSL_KEYSTORE=str(self.state_dir / "tls" / "keystore.pem"))
         return subprocess.run([str(REPO / "deploy" / "kafka.sh"), *args], env=env, check=check,
                               capture_output=True, text=True, timeout=timeout)
@@ -111,12 +119,12 @@ def _kafka_keystore(directory: Path) -> str:
 def kafka() -> KafkaService:
     if shutil.which("java") is None:
         pytest.skip("Kafka tests need Java 17+ on PATH")
-    port = free_port_pair(4)
+    port = free_port_pair(5)
     keep = os.environ.get("KNFLOW_TEST_KAFKA_DIR")  # keep the broker's state and log for debugging
     state = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="knflow-kafka-"))
     state.mkdir(parents=True, exist_ok=True)
     service = KafkaService(f"127.0.0.1:{port}", port, state, sasl_port=port + 2, ssl_port=port + 3,
-                           ssl_ca_pem=_kafka_keystore(state / "tls"))
+                           ssl_ca_pem=_kafka_keystore(state / "tls"), sasl_ssl_port=port + 4)
     service.start()
     try:
         yield service

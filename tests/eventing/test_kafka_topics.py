@@ -118,6 +118,10 @@ def test_a_refused_sasl_login_or_tls_handshake_is_a_clear_error_not_a_metadata_t
                                config={**tls, "ssl.ca.pem": kafka.ssl_ca_pem}) == {(topic, 0): 0}
     with pytest.raises(KafkaAccessError, match=r"refused group g-tls-bad: .*certificate verify failed"):
         init_latest_offsets(kafka.ssl_bootstrap, [topic], "g-tls-bad", timeout_s=5, config=tls)  # not its CA
+    both = {**login, "security.protocol": "SASL_SSL", "ssl.ca.pem": kafka.ssl_ca_pem}
+    check_access(kafka.sasl_ssl_bootstrap, "g-both-ok", config={**both, "sasl.password": kafka.SASL_PASSWORD})
+    with pytest.raises(KafkaAccessError, match=r"refused group g-both-bad: .*SASL authentication error"):
+        check_access(kafka.sasl_ssl_bootstrap, "g-both-bad", timeout_s=5, config={**both, "sasl.password": "wrong"})
 
 
 def test_no_answer_or_settings_librdkafka_refuses_are_clear_errors_too():

@@ -289,15 +289,17 @@ spec:
 
 def test_kafka_sources_with_sasl_and_tls_from_a_secret_read_a_secured_kafka(kafka, tmp_path):
     """``spec.net`` with its values in a v1 Secret of the manifests. One source logs in with
-    SCRAM through Kafka's SASL_PLAINTEXT listener, the other trusts the CA of Kafka's TLS
-    listener (``tls.caCert``): a plaintext client, or one without that CA, fails there. For
-    both, the job's consumer and the ``initialOffset: latest`` set-up connect that way, and
-    the source delivers what arrives after the start, not what was there before."""
+    SCRAM through Kafka's SASL_PLAINTEXT listener, one trusts the CA of Kafka's TLS listener
+    (``tls.caCert``), one does both through the SASL_SSL listener: a plaintext client, one
+    without that CA or without the login, fails there. For each, the job's consumer and the
+    ``initialOffset: latest`` set-up connect that way, and the source delivers what arrives
+    after the start, not what was there before."""
     namespace = f"sasl{uuid.uuid4().hex[:6]}"
     topic = f"secured-{uuid.uuid4().hex[:8]}"
     tls_topic = f"tls-{uuid.uuid4().hex[:8]}"
-    ensure_topics(kafka.bootstrap, [topic, tls_topic], partitions=1)
-    for name in (topic, tls_topic):
+    both_topic = f"both-{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka.bootstrap, [topic, tls_topic, both_topic], partitions=1)
+    for name in (topic, tls_topic, both_topic):
         _send(kafka.bootstrap, name, [(None, b'{"n": 0}')])  # before the job: latest skips it
     consumer = ConsumerServer(accept()).start()
     ca_yaml = "\n".join("      " + line for line in kafka.ssl_ca_pem.splitlines())
@@ -340,20 +342,38 @@ spec:
       enable: true
       caCert: {{secretKeyRef: {{name: kafka-auth, key: ca.crt}}}}
   sink: {{uri: '{consumer.url}'}}
+---
+apiVersion: sources.knative.dev/v1
+kind: KafkaSource
+metadata: {{name: both, namespace: {namespace}}}
+spec:
+  bootstrapServers: ['{kafka.sasl_ssl_bootstrap}']
+  topics: ['{both_topic}']
+  net:
+    sasl:
+      enable: true
+      type: {{secretKeyRef: {{name: kafka-auth, key: saslType}}}}
+      user: {{secretKeyRef: {{name: kafka-auth, key: user}}}}
+      password: {{secretKeyRef: {{name: kafka-auth, key: password}}}}
+    tls:
+      enable: true
+      caCert: {{secretKeyRef: {{name: kafka-auth, key: ca.crt}}}}
+  sink: {{uri: '{consumer.url}'}}
 """)
     job = KnflowJob(manifest.parent, ["--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
                                       "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
                     tmp_path / "job.log")
     try:
         job.wait_running()
-        for name in (topic, tls_topic):
+        for name in (topic, tls_topic, both_topic):
             _send(kafka.bootstrap, name, [(None, json.dumps({"n": n}).encode()) for n in (1, 2, 3)])
-        wait_until(lambda: len(consumer.requests) >= 6, 120, "the secured sources' records at the consumer")
+        wait_until(lambda: len(consumer.requests) >= 9, 120, "the secured sources' records at the consumer")
     finally:
         job.stop()
         consumer.stop()
     assert _bodies(consumer, "secured") == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert _bodies(consumer, "tls") == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert _bodies(consumer, "both") == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
 def test_a_kafka_source_whose_login_kafka_refuses_stops_knflow_run_with_the_reason(kafka, tmp_path):
