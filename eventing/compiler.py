@@ -75,6 +75,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     triggers: list[Resource] = []
     source_resources: list[Resource] = []
     kafka_sinks: dict[str, tuple[str, str]] = {}
+    kafka_sink_resources: list[Resource] = []
     seen: dict[tuple[str, str], Resource] = {}
     ignored: list[str] = []
     secrets = collect_secrets(resources, problems)
@@ -102,6 +103,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
             sink = _kafka_sink(res, problems)
             if sink is not None:
                 kafka_sinks[res.key] = sink
+                kafka_sink_resources.append(res)
         elif res.kind in SOURCE_KINDS:
             source_resources.append(res)
         else:
@@ -143,7 +145,8 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         )
         for key, res in brokers.items()
     )
-    unused = [note for res in [*brokers.values(), *triggers, *source_resources] for note in _unused_fields(res)]
+    unused = [note for res in [*brokers.values(), *triggers, *source_resources, *kafka_sink_resources]
+              for note in _unused_fields(res)]
     return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused))
 
 
@@ -166,10 +169,21 @@ KAFKA_SOURCE_CONSUMERS_UNUSED = ("not used: the job's --parallelism decides how 
                                  "topics (each topic's partitions are spread over them)")
 
 
+#: A KafkaSink's fields that knflow accepts and does not use: it writes the sink's topic on
+#: the job's own Kafka, as it writes its dead letters.
+KAFKA_SINK_UNUSED = {
+    "bootstrapServers": "not used: knflow writes the KafkaSink's topic on the job's Kafka (--bootstrap-servers)",
+    "numPartitions": "not used: knflow creates the topic, when missing, with --partitions partitions",
+    "replicationFactor": "not used: knflow creates the topic, when missing, with replication factor 1",
+    "auth": "not used: knflow writes the topic with the job's own Kafka connection",
+}
+
+
 def _unused_fields(res: Resource) -> list[str]:
     """``file: Kind/name: field: why`` for each field of ``res``'s spec that knflow accepts and
     does not use: a destination's ``audience``, a Broker's ``config``, a KafkaSource's
-    ``consumers`` other than 1, a RocketMQSource's ``serviceAccountName``."""
+    ``consumers`` other than 1, a RocketMQSource's ``serviceAccountName``, a KafkaSink's
+    ``bootstrapServers``, ``numPartitions``, ``replicationFactor`` and ``auth``."""
     notes: list[str] = []
 
     def walk(value: Any, path: str) -> None:
@@ -187,6 +201,9 @@ def _unused_fields(res: Resource) -> list[str]:
         notes.append(str(res.problem("spec.config", BROKER_CONFIG_UNUSED)))
     if res.kind == "KafkaSource" and res.spec.get("consumers", 1) != 1:
         notes.append(str(res.problem("spec.consumers", KAFKA_SOURCE_CONSUMERS_UNUSED)))
+    if res.kind == "KafkaSink":
+        notes.extend(str(res.problem(f"spec.{name}", why)) for name, why in KAFKA_SINK_UNUSED.items()
+                     if res.spec.get(name) is not None)
     if res.kind == "RocketMQSource" and res.spec.get("serviceAccountName") is not None:
         notes.append(str(res.problem("spec.serviceAccountName", "not used: knflow runs outside Kubernetes; the "
                                                                 "bridge runs as the user who starts it")))
@@ -225,7 +242,7 @@ def _kafka_sink(res: Resource, problems: list[Problem]) -> tuple[str, str] | Non
     ok = True
     for key in res.spec:
         if key not in ("topic", "bootstrapServers", "contentMode", "numPartitions", "replicationFactor", "auth"):
-            problems.append(res.problem(f"spec.{key}", "unknown field (known: topic, bootstrapServers, contentMode, numPartitions, replicationFactor)"))
+            problems.append(res.problem(f"spec.{key}", "unknown field (known: topic, bootstrapServers, contentMode, numPartitions, replicationFactor, auth)"))
             ok = False
     topic = res.spec.get("topic")
     if not isinstance(topic, str) or not topic:

@@ -301,6 +301,9 @@ def test_kafka_sink_as_dead_letter_sink():
     assert plan.kafka_sink_topics() == ("live-dead-letters",)
     with pytest.raises(ValueError, match="is a Kafka topic"):
         sink.url()
+    # Knative's KafkaSink names its own Kafka; knflow writes the topic on the job's: said, not hidden
+    assert plan.unused == ("m.yaml: KafkaSink/dlq: spec.bootstrapServers: not used: knflow writes the KafkaSink's "
+                           "topic on the job's Kafka (--bootstrap-servers)",)
 
 
 def test_kafka_sink_errors():
