@@ -18,7 +18,8 @@ from eventing.plan import (
     DELIVERY_ORDER_ANNOTATION, EXTERNAL_TOPIC_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
     SourcePlan, TriggerPlan, broker_topic,
 )
-from eventing.secrets import collect_secrets, is_secret
+from eventing.kafka_auth import BROKER_SECRET_KEYS, KafkaAuth, broker_auth
+from eventing.secrets import collect_secrets, is_secret, readable_values
 from eventing.sources import SOURCE_KINDS, compile_source
 from filters.errors import FilterSpecError
 from filters.materialize import materialize, materialize_trigger
@@ -135,6 +136,9 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
 
     sources = tuple(source for source in (compile_source(res, brokers, problems, secrets) for res in source_resources)
                     if source is not None)
+    kafka_auth, config_read = _brokers_kafka_auth(brokers, resources, secrets, problems)
+    read_names = {f"{r.file}: {r.api_version} {r.kind}/{r.key}" for r in config_read.values()}
+    ignored = [entry for entry in ignored if entry not in read_names]  # read for the login: not ignored
 
     if problems:
         raise ManifestError(problems)
@@ -146,8 +150,54 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         for key, res in brokers.items()
     )
     unused = [note for res in [*brokers.values(), *triggers, *source_resources, *kafka_sink_resources]
-              for note in _unused_fields(res)]
-    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused))
+              for note in _unused_fields(res, frozenset(config_read))]
+    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused), kafka_auth=kafka_auth)
+
+
+def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resource], secrets: Any,
+                        problems: list[Problem]) -> tuple[KafkaAuth | None, dict[str, Resource]]:
+    """How knflow's own Kafka clients log in, from the brokers' ``spec.config``: a v1
+    ConfigMap of the manifests whose ``auth.secret.ref.name`` names a Secret (in the
+    ConfigMap's namespace) in the format of Knative's Kafka broker. Returns (that login or
+    None, the brokers whose ConfigMap was read by key). One job has one Kafka connection:
+    brokers whose ConfigMaps name different logins are a problem."""
+    config_maps = {(r.namespace, r.name): r for r in resources if r.kind == "ConfigMap" and r.api_version == "v1"}
+    found: dict[str, tuple[KafkaAuth | None, str]] = {}
+    read: dict[str, Resource] = {}
+    for key, res in brokers.items():
+        config = res.spec.get("config")
+        if not isinstance(config, Mapping) or config.get("kind", "ConfigMap") != "ConfigMap":
+            continue
+        name, namespace = config.get("name"), config.get("namespace", res.namespace)
+        config_map = config_maps.get((namespace, name))
+        if config_map is None:
+            continue
+        read[key] = config_map
+        data = config_map.body.get("data") or {}
+        secret_name = data.get("auth.secret.ref.name") if isinstance(data, Mapping) else None
+        if not secret_name:
+            found[key] = (None, "no Secret")
+            continue
+        report = _reporter(res, problems)
+        secret = secrets.get((namespace, secret_name))
+        where = f"spec.config: ConfigMap {namespace}/{name}: auth.secret.ref.name: Secret {namespace}/{secret_name}"
+        if secret is None:
+            report(where, "is not in the manifests: knflow runs outside Kubernetes and reads a Secret from the "
+                          "files given, so give its YAML as one of them")
+            continue
+        values = readable_values(secret, BROKER_SECRET_KEYS, where, report)
+        auth = broker_auth(values, where, report) if values is not None else None
+        if auth is not None:
+            found[key] = (auth, f"Secret {namespace}/{secret_name}")
+    logins = {login for login, _ in found.values()}
+    if len(logins) > 1:
+        first, *others = found.items()
+        for key, (_, what) in others:
+            if found[key][0] != first[1][0]:
+                problems.append(brokers[key].problem("spec.config", f"logs in with {what}, Broker {first[0]} with "
+                                                                    f"{first[1][1]}: one job has one Kafka connection"))
+        return None, read
+    return (logins.pop() if logins else None), read
 
 
 #: Fields of a Knative destination that knflow accepts (Knative's YAML has them) and does not
@@ -158,9 +208,12 @@ UNUSED_DESTINATION_FIELDS = {
 
 
 #: A Broker's ``spec.config`` (Knative's Kafka broker: a ConfigMap with the bootstrap servers,
-#: partitions and replication of its topic).
-BROKER_CONFIG_UNUSED = ("not used: knflow does not read the ConfigMap; the job and the ingress take Kafka's "
-                        "address from --bootstrap-servers and a topic's partitions from --partitions")
+#: partitions and replication of its topic, and ``auth.secret.ref.name``).
+BROKER_CONFIG_UNUSED = ("not used: the ConfigMap is not in the manifests; the job and the ingress take Kafka's "
+                        "address from --bootstrap-servers and a topic's partitions from --partitions, and log in "
+                        "with the Secret its auth.secret.ref.name names when it is given with them")
+BROKER_CONFIG_PARTLY = ("read for auth.secret.ref.name only: the job and the ingress take Kafka's address from "
+                        "--bootstrap-servers and a topic's partitions from --partitions")
 
 
 #: A KafkaSource's ``spec.consumers`` (Knative: consumers of the source's group, across its
@@ -179,7 +232,7 @@ KAFKA_SINK_UNUSED = {
 }
 
 
-def _unused_fields(res: Resource) -> list[str]:
+def _unused_fields(res: Resource, config_read: frozenset[str] = frozenset()) -> list[str]:
     """``file: Kind/name: field: why`` for each field of ``res``'s spec that knflow accepts and
     does not use: a destination's ``audience``, a Broker's ``config``, a KafkaSource's
     ``consumers`` other than 1, a RocketMQSource's ``serviceAccountName``, a KafkaSink's
@@ -198,7 +251,8 @@ def _unused_fields(res: Resource) -> list[str]:
                 walk(item, f"{path}[{index}]")
 
     if res.kind == "Broker" and res.spec.get("config") is not None:
-        notes.append(str(res.problem("spec.config", BROKER_CONFIG_UNUSED)))
+        why = BROKER_CONFIG_PARTLY if res.key in config_read else BROKER_CONFIG_UNUSED
+        notes.append(str(res.problem("spec.config", why)))
     if res.kind == "KafkaSource" and res.spec.get("consumers", 1) != 1:
         notes.append(str(res.problem("spec.consumers", KAFKA_SOURCE_CONSUMERS_UNUSED)))
     if res.kind == "KafkaSink":

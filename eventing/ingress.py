@@ -277,8 +277,9 @@ def _writer(plan: Plan, bootstrap_servers: str, partitions: int, topics_ready: b
     from eventing.kafka_topics import ensure_topics
 
     topics = [b.topic for b in plan.brokers]
-    on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0))
-    return writer_factory(bootstrap_servers, on_connect=on_connect)
+    on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0,
+                                                                  client_config=plan.kafka_python_config()))
+    return writer_factory(bootstrap_servers, on_connect=on_connect, **plan.librdkafka_config())
 
 
 def _serve_one(plan: Plan, bootstrap_servers: str, host: str, port: int, max_body: int, partitions: int,
@@ -343,10 +344,20 @@ def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: 
         raise ValueError(f"server must be granian or aiohttp, got {server!r}")
     from eventing.kafka_topics import ensure_topics
 
+    if plan.kafka_auth is not None:  # a refused login stops the start; Kafka down does not (503s until it is up)
+        from eventing.kafka_topics import KafkaAccessError, KafkaLoginRefused, check_access
+
+        try:
+            check_access(bootstrap_servers, "knflow-ingress", timeout_s=5.0, config=plan.librdkafka_config())
+        except KafkaLoginRefused:
+            raise
+        except KafkaAccessError as exc:
+            log.warning("%s; serving anyway", exc)
     topics_ready = not create_topics
     if create_topics:
         try:
-            ensure_topics(bootstrap_servers, [b.topic for b in plan.brokers], partitions, timeout_s=5.0)
+            ensure_topics(bootstrap_servers, [b.topic for b in plan.brokers], partitions, timeout_s=5.0,
+                          client_config=plan.kafka_python_config())
             topics_ready = True
         except Exception as exc:  # Kafka down at start: serve anyway, /readyz says not ready
             log.warning("could not create broker topics now (%s); creating them once Kafka is reachable", exc)

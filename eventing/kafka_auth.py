@@ -22,7 +22,10 @@ and librdkafka, which fixes where ``initialOffset: latest`` starts
 """
 from __future__ import annotations
 
+import ssl
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from eventing.secrets import Secrets, secret_value
@@ -87,6 +90,31 @@ class KafkaAuth:
             out["ssl.key.pem"] = self.key_pem
         return out
 
+    def kafka_python_config(self) -> dict[str, Any]:
+        """The same for kafka-python (topic creation, the outcome reader)."""
+        out: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.sasl_mechanism:
+            out.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.username,
+                       sasl_plain_password=self.password)
+        if self.tls:
+            out["ssl_context"] = self.ssl_context()
+        return out
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context: the system's CAs plus ``ca_pem``; the client certificate, if any
+        (``ssl`` loads one from files only: written to a private temporary directory, read,
+        removed)."""
+        context = ssl.create_default_context()
+        if self.ca_pem:
+            context.load_verify_locations(cadata=self.ca_pem)
+        if self.cert_pem and self.key_pem:
+            with tempfile.TemporaryDirectory(prefix="knflow-tls-") as directory:
+                cert, key = Path(directory, "cert.pem"), Path(directory, "key.pem")
+                cert.write_text(self.cert_pem)
+                key.write_text(self.key_pem)
+                context.load_cert_chain(cert, key)
+        return context
+
     def describe(self) -> str:
         """What ``knflow plan`` shows: nothing read from a Secret."""
         parts = [self.protocol]
@@ -143,19 +171,61 @@ def parse_net(net: Any, namespace: str, secrets: Secrets, report: Callable[[str,
         if (tls.get("cert") is None) != (tls.get("key") is None):
             report("spec.net.tls", "cert and key go together (a client certificate and its key)")
             ok = False
-        for name, pem in (("caCert", ca), ("cert", cert)):
-            problem = check_pem(pem) if pem is not None else None
-            if problem:
-                report(f"spec.net.tls.{name}", f"the Secret's value {problem}")
-                ok = False
-        if key is not None and _PKCS8_KEY not in key:
-            # Kafka's Java client reads PEM keys in PKCS#8 only; librdkafka would accept the
-            # others, so the check before the start would pass and the job's source fail
-            report("spec.net.tls.key", "must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----), as "
-                                       "Kafka's Java client reads it; convert one with "
-                                       "`openssl pkcs8 -topk8 -nocrypt -in key.pem`")
-            ok = False
+        ok = _tls_ok({"spec.net.tls.caCert": ca, "spec.net.tls.cert": cert}, ("spec.net.tls.key", key), report) and ok
         options.update(tls=True, ca_pem=ca, cert_pem=cert, key_pem=key)
+    return KafkaAuth(**options) if ok else None
+
+
+def _tls_ok(certificates: Mapping[str, str | None], key: tuple[str, str | None],
+            report: Callable[[str, str], None]) -> bool:
+    """Whether the PEM certificates (by field) load and the key is one Kafka's Java client
+    reads (PKCS#8 only; librdkafka would accept the others, so a check before the start
+    would pass and the job's consumer fail); reports each problem at its field."""
+    ok = True
+    for where, pem in certificates.items():
+        problem = check_pem(pem) if pem is not None else None
+        if problem:
+            report(where, f"the Secret's value {problem}")
+            ok = False
+    if key[1] is not None and _PKCS8_KEY not in key[1]:
+        report(key[0], "must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE KEY-----), as Kafka's Java client "
+                       "reads it; convert one with `openssl pkcs8 -topk8 -nocrypt -in key.pem`")
+        ok = False
+    return ok
+
+
+#: Knative's Kafka broker Secret (``auth.secret.ref.name`` of the broker's ConfigMap).
+BROKER_SECRET_KEYS = ("protocol", "sasl.mechanism", "user", "password", "ca.crt", "user.crt", "user.key")
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def broker_auth(values: Mapping[str, str], where: str, report: Callable[[str, str], None]) -> KafkaAuth | None:
+    """A KafkaAuth from a Secret in the format of Knative's Kafka broker (``protocol``,
+    ``sasl.mechanism``, ``user``, ``password``, ``ca.crt``, ``user.crt``, ``user.key``);
+    ``where`` names the Secret in problems. None after reporting a problem."""
+    protocol = (values.get("protocol") or "PLAINTEXT").strip().upper()
+    if protocol not in _PROTOCOLS:
+        report(f"{where}: protocol", f"must be one of {', '.join(_PROTOCOLS)}, got {protocol!r}")
+        return None
+    options: dict[str, Any] = {"tls": protocol.endswith("SSL")}
+    ok = True
+    if protocol.startswith("SASL"):
+        mechanism = (values.get("sasl.mechanism") or "PLAIN").strip().upper()
+        if mechanism not in SASL_MECHANISMS:
+            report(f"{where}: sasl.mechanism", f"{mechanism!r} is not supported (knflow: {', '.join(SASL_MECHANISMS)})")
+            ok = False
+        for name in ("user", "password"):
+            if values.get(name) is None:
+                report(f"{where}: {name}", f"is required with protocol {protocol}")
+                ok = False
+        options.update(sasl_mechanism=mechanism, username=values.get("user") or "", password=values.get("password") or "")
+    if options["tls"]:
+        ca, cert, key = values.get("ca.crt"), values.get("user.crt"), values.get("user.key")
+        if (cert is None) != (key is None):
+            report(f"{where}: user.crt", "user.crt and user.key go together (a client certificate and its key)")
+            ok = False
+        ok = _tls_ok({f"{where}: ca.crt": ca, f"{where}: user.crt": cert}, (f"{where}: user.key", key), report) and ok
+        options.update(ca_pem=ca, cert_pem=cert, key_pem=key)
     return KafkaAuth(**options) if ok else None
 
 

@@ -52,16 +52,18 @@ def kafka_limit(max_record_bytes: int) -> int:
 
 def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 4,
                   replication_factor: int = 1, timeout_s: float = 30.0,
-                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> list[str]:
+                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                  client_config: Mapping[str, Any] | None = None) -> list[str]:
     """Create every missing topic, taking records of ``max_record_bytes``; returns the ones
     created. Existing topics are left alone (their ``max.message.bytes`` must be at least
-    ``kafka_limit(max_record_bytes)`` for the job to write its largest records there)."""
+    ``kafka_limit(max_record_bytes)`` for the job to write its largest records there).
+    ``client_config``: more kafka-python settings (``Plan.kafka_python_config``: the login)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     wanted = sorted(set(topics))
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="knflow-admin",
-                             request_timeout_ms=int(timeout_s * 1000))
+                             request_timeout_ms=int(timeout_s * 1000), **(client_config or {}))
     try:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
@@ -79,8 +81,13 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
 
 
 class KafkaAccessError(KnflowError, ConnectionError):
-    """A client could not get in: Kafka refused its SASL login or TLS handshake, did not
-    answer in time, or librdkafka refused the client's settings."""
+    """A client could not get in: Kafka refused its SASL login or TLS handshake
+    (:class:`KafkaLoginRefused`), did not answer in time, or librdkafka refused the
+    client's settings."""
+
+
+class KafkaLoginRefused(KafkaAccessError):
+    """Kafka answered and refused the SASL login or the TLS handshake: waiting will not help."""
 
 
 def _until_coordinated(call: Callable[[], Any], deadline: float) -> Any:
@@ -140,7 +147,7 @@ def _logged_in(bootstrap_servers: str, group: str, timeout_s: float,
             consumer.poll(0)
             if refused:
                 consumer.close()
-                raise KafkaAccessError(f"Kafka at {bootstrap_servers} refused group {group}: {refused[-1].str()}") from exc
+                raise KafkaLoginRefused(f"Kafka at {bootstrap_servers} refused group {group}: {refused[-1].str()}") from exc
             if time.monotonic() >= deadline:
                 consumer.close()
                 raise KafkaAccessError(f"Kafka at {bootstrap_servers} did not answer group {group} within "

@@ -365,6 +365,10 @@ class Plan:
     #: resources of the manifests that route no events (a Knative Service, a Deployment, ...),
     #: as ``file: apiVersion Kind/namespace/name``; skipped, listed by ``knflow validate`` and ``plan``.
     ignored: tuple[str, ...] = ()
+    #: How knflow's own Kafka clients (the ingress, the job's broker topics, topic creation)
+    #: log in: the Secret named by the brokers' ConfigMap (``auth.secret.ref.name``), None
+    #: for plaintext.
+    kafka_auth: KafkaAuth | None = None
     #: fields Knative reads that knflow accepts and does not use (a destination's
     #: ``audience``, a Broker's ``spec.config``), as ``file: Kind/name: field: why``; listed by ``validate`` and ``plan``.
     unused: tuple[str, ...] = ()
@@ -422,8 +426,23 @@ class Plan:
         return tuple(s for s in self.sources if s.broker == broker_key)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"brokers": [b.to_dict() for b in self.brokers],
-                "sources": [s.to_dict() for s in self.sources]}
+        out: dict[str, Any] = {"brokers": [b.to_dict() for b in self.brokers],
+                               "sources": [s.to_dict() for s in self.sources]}
+        if self.kafka_auth is not None:
+            out["kafka"] = self.kafka_auth.describe()
+        return out
+
+    def kafka_properties(self, relocated: str = "") -> dict[str, str]:
+        """The Java clients' security properties for the broker topics (empty: plaintext)."""
+        return self.kafka_auth.java_properties(relocated) if self.kafka_auth is not None else {}
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The same for librdkafka (the ingress, the RocketMQ bridge)."""
+        return self.kafka_auth.librdkafka_config() if self.kafka_auth is not None else {}
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """The same for kafka-python (topic creation, the outcome reader)."""
+        return self.kafka_auth.kafka_python_config() if self.kafka_auth is not None else {}
 
 
 #: Knative's Kafka broker: the broker uses this existing topic instead of its own.

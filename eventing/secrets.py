@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from eventing.errors import Problem
 from eventing.manifests import Resource
 
-__all__ = ["Secrets", "collect_secrets", "is_secret", "secret_value"]
+__all__ = ["Secrets", "collect_secrets", "is_secret", "readable_values", "secret_value"]
 
 #: ``(namespace, name) -> {key: value}``
 Secrets = Mapping[tuple[str, str], Mapping[str, str]]
@@ -75,6 +75,21 @@ def _from_base64(value: Any) -> str:
 
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else _Unreadable(f"is not a string (got {type(value).__name__})")
+
+
+def readable_values(secret: Mapping[str, str], keys: tuple[str, ...], where: str,
+                    report: Callable[[str, str], None]) -> dict[str, str] | None:
+    """The values of ``keys`` a Secret has (all of them text), or None after reporting one it
+    has that knflow cannot read (``where`` names the Secret)."""
+    out = {}
+    for key in keys:
+        value = secret.get(key)
+        if isinstance(value, _Unreadable):
+            report(f"{where}: {key}", f"{value}: knflow needs text here")
+            return None
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def secret_value(value: Any, field: str, namespace: str, secrets: Secrets,

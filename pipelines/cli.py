@@ -342,8 +342,10 @@ def cmd_rocketmq_bridge(args: argparse.Namespace) -> int:
             raise BridgeError(f"--source: no RocketMQSource named {', '.join(sorted(missing))} in the manifests")
     if not sources:
         raise BridgeError("the manifests define no RocketMQSource")
-    ensure_topics(args.bootstrap_servers, {s.kafka_topic for s in sources}, partitions=args.partitions)
+    ensure_topics(args.bootstrap_servers, {s.kafka_topic for s in sources}, partitions=args.partitions,
+                  client_config=plan.kafka_python_config())
     bridges = run_bridges(sources, endpoints=args.endpoints, bootstrap_servers=args.bootstrap_servers,
+                          producer_config=plan.librdkafka_config(),
                           duration=args.duration, batch=args.batch, invisible_duration=args.invisible_duration,
                           on_started=lambda started: print(f"bridging {len(started)} RocketMQSource(s)", flush=True))
     for bridge in bridges:

@@ -182,8 +182,9 @@ def keyed_batches(stream: Any, options: FlinkJobOptions) -> Any:
     return KeyedStream(j_keyed, batch_type, stream)
 
 
-def packed_sink(stream: Any, options: FlinkJobOptions) -> None:
-    """Batches of packed out records -> Kafka (``Unbatch`` + ``PackedRecordSerializer``), at least once."""
+def packed_sink(stream: Any, options: FlinkJobOptions, properties: Mapping[str, str] | None = None) -> None:
+    """Batches of packed out records -> Kafka (``Unbatch`` + ``PackedRecordSerializer``), at
+    least once; ``properties``: more of the producer's (the job's Kafka login)."""
     from pyflink.common import Types
     from pyflink.datastream import DataStream
     from pyflink.datastream.connectors.base import DeliveryGuarantee
@@ -196,6 +197,8 @@ def packed_sink(stream: Any, options: FlinkJobOptions) -> None:
     builder = (KafkaSink.builder().set_bootstrap_servers(options.bootstrap_servers)
                .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
                .set_property("max.request.size", str(kafka_limit(options.max_record_bytes))))
+    for key, value in (properties or {}).items():
+        builder = builder.set_property(key, value)
     builder._j_builder.setRecordSerializer(jvm.io.knflow.flink.PackedRecordSerializer())
     records.sink_to(builder.build()).name("kafka sink").uid(UIDS["sink"])
 
@@ -262,7 +265,9 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     configure(env, options)
     # RocketMQSources with a direct sink: the bridge writes their internal topics, read like a broker's
     job_topics = [b.topic for b in plan.brokers] + list(plan.rocketmq_topics())
-    inputs = [packed_source(env, job_topics, options, "broker topics", UIDS["brokers"])] if job_topics else []
+    login = plan.kafka_properties(SHADED_KAFKA_PREFIX)  # the brokers' ConfigMap's Secret, if any
+    inputs = [packed_source(env, job_topics, options, "broker topics", UIDS["brokers"], properties=login)] \
+        if job_topics else []
     inputs += [packed_source(env, list(source.topics), options, f"KafkaSource {source.key}",
                              f"knflow-kafkasource-{source.key}",
                              bootstrap_servers=",".join(source.bootstrap_servers), group_id=source.consumer_group,
@@ -284,7 +289,7 @@ def build_job(plan: Plan, options: FlinkJobOptions, env: Any = None):
     out = (keyed_batches(records, options)
            .process(function, output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
            .name("decode, route, deliver").uid(UIDS["deliver"]))
-    packed_sink(out, options)
+    packed_sink(out, options, login)
     return env
 
 
@@ -332,8 +337,11 @@ def prepare_topics(plan: Plan, options: FlinkJobOptions, partitions: int = 4) ->
     certificate stop the start with Kafka's reason, not a job whose source keeps failing."""
     from eventing.kafka_topics import check_access, ensure_topics, init_latest_offsets
 
+    if plan.kafka_auth is not None:  # the brokers' login: a refusal stops here, with Kafka's reason
+        check_access(options.bootstrap_servers, options.group_id, config=plan.librdkafka_config())
+
     ensure_topics(options.bootstrap_servers, output_topics(plan, options) + list(plan.rocketmq_topics()), partitions,
-                  max_record_bytes=options.max_record_bytes)
+                  max_record_bytes=options.max_record_bytes, client_config=plan.kafka_python_config())
     for source in kafka_sources(plan):
         servers = ",".join(source.bootstrap_servers)
         if source.initial_offset == "latest":

@@ -22,10 +22,10 @@ from pipelines.flink_job import REPO, FlinkJobOptions, build_job, prepare_local_
 SUMMARY_KINDS = {"delivered": "delivered", "retried": "retried", "dead_lettered": "dead_lettered", "replied": "replies"}
 
 
-def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+def _end_offsets(bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **(config or {}))
     try:
         partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or ())]
         return {tp.partition: off for tp, off in consumer.end_offsets(partitions).items()} if partitions else {}
@@ -33,13 +33,15 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def read_outcomes(bootstrap: str, topic: str, start: Mapping[int, int]) -> list[dict[str, Any]]:
+def read_outcomes(bootstrap: str, topic: str, start: Mapping[int, int],
+                  config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Outcome documents written since ``start`` offsets (partition -> offset); a record
-    holds one or more, as JSON lines."""
+    holds one or more, as JSON lines. ``config``: more kafka-python settings (the login)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    end = _end_offsets(bootstrap, topic)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+    end = _end_offsets(bootstrap, topic, config)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000,
+                             **(config or {}))
     out: list[dict[str, Any]] = []
     try:
         partitions = [TopicPartition(topic, p) for p in end]
@@ -93,7 +95,8 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
     prepare_local_jvm()
     prepare_topics(plan, options, partitions)
     topics = options.topics
-    start = _end_offsets(options.bootstrap_servers, topics.outcomes) if topics.outcomes else {}
+    login = plan.kafka_python_config()
+    start = _end_offsets(options.bootstrap_servers, topics.outcomes, login) if topics.outcomes else {}
     client = build_job(plan, options).execute_async(f"knflow-{options.job_name}")
     print(f"knflow: job {client.get_job_id()} running on the embedded Flink mini-cluster "
           f"(brokers: {', '.join(b.topic for b in plan.brokers) or 'none'}"
@@ -129,7 +132,7 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
                 pass
     if not topics.outcomes:
         return None
-    return summarize(plan, read_outcomes(options.bootstrap_servers, topics.outcomes, start))
+    return summarize(plan, read_outcomes(options.bootstrap_servers, topics.outcomes, start, login))
 
 
 def _savepoint_target(directory: str) -> str:

@@ -158,3 +158,60 @@ def test_secret_problems_name_the_field_and_the_secret():
 def test_secrets_are_read_not_listed_as_ignored():
     plan = compile_text(BROKER, secret(string_data={"x": "y"}))
     assert plan.ignored == ()
+
+
+def _broker_config(name: str = "live", config: str = "kafka-broker-config") -> str:
+    return yaml.safe_dump({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                           "metadata": {"name": name, "namespace": "streaming"},
+                           "spec": {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": config,
+                                               "namespace": "knative-eventing"}}})
+
+
+def _config_map(name: str = "kafka-broker-config", secret_name: str | None = "kafka-auth") -> str:
+    data = {"bootstrap.servers": "kafka:9092"}
+    if secret_name:
+        data["auth.secret.ref.name"] = secret_name
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": name, "namespace": "knative-eventing"}, "data": data})
+
+
+def test_the_brokers_configmap_secret_is_knflows_own_kafka_login():
+    ca, cert, key = _tls_material()
+    values = {"protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "user": "u", "password": "p",
+              "ca.crt": ca, "user.crt": cert, "user.key": key}
+    plan = compile_text(_broker_config(), _config_map(), secret(string_data=values, namespace="knative-eventing"))
+    auth = plan.kafka_auth
+    assert auth == KafkaAuth("SCRAM-SHA-512", "u", "p", tls=True, ca_pem=ca, cert_pem=cert, key_pem=key)
+    assert plan.librdkafka_config()["security.protocol"] == "SASL_SSL"
+    assert plan.kafka_python_config()["sasl_plain_password"] == "p" and plan.kafka_python_config()["ssl_context"]
+    assert plan.to_dict()["kafka"] == "SASL_SSL, SCRAM-SHA-512, own CA, client certificate"
+    assert plan.ignored == ()  # the ConfigMap was read
+    assert plan.unused == ("m.yaml: Broker/live: spec.config: read for auth.secret.ref.name only: the job and the "
+                           "ingress take Kafka's address from --bootstrap-servers and a topic's partitions from "
+                           "--partitions",)
+    plain = compile_text(_broker_config(), _config_map(secret_name=None))
+    assert plain.kafka_auth is None and plain.librdkafka_config() == {} and plain.kafka_python_config() == {}
+    absent = compile_text(_broker_config())  # the ConfigMap is not among the manifests: as before
+    assert absent.kafka_auth is None and "not in the manifests" in absent.unused[0]
+
+
+def test_broker_login_problems_name_the_configmap_and_secret():
+    assert problems_of(_broker_config(), _config_map()) == [
+        "m.yaml: Broker/live: spec.config: ConfigMap knative-eventing/kafka-broker-config: auth.secret.ref.name: "
+        "Secret knative-eventing/kafka-auth: is not in the manifests: knflow runs outside Kubernetes and reads a "
+        "Secret from the files given, so give its YAML as one of them"]
+    bad = secret(string_data={"protocol": "SASL_SSL", "sasl.mechanism": "GSSAPI", "ca.crt": "x"},
+                 namespace="knative-eventing")
+    assert problems_of(_broker_config(), _config_map(), bad) == [
+        f"m.yaml: Broker/live: spec.config: ConfigMap knative-eventing/kafka-broker-config: auth.secret.ref.name: "
+        f"Secret knative-eventing/kafka-auth: {what}" for what in (
+            "sasl.mechanism: 'GSSAPI' is not supported (knflow: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+            "user: is required with protocol SASL_SSL", "password: is required with protocol SASL_SSL",
+            "ca.crt: the Secret's value holds no PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)")]
+    one = secret(string_data={"protocol": "SASL_PLAINTEXT", "user": "a", "password": "p"}, namespace="knative-eventing")
+    other = yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other", "namespace": "knative-eventing"},
+                            "stringData": {"protocol": "SASL_PLAINTEXT", "user": "b", "password": "q"}})
+    msgs = problems_of(_broker_config(), _config_map(), one, other, _broker_config("second", "second-config"),
+                       _config_map("second-config", "other"))
+    assert msgs == ["m.yaml: Broker/second: spec.config: logs in with Secret knative-eventing/other, Broker "
+                    "streaming/live with Secret knative-eventing/kafka-auth: one job has one Kafka connection"]

@@ -1,0 +1,106 @@
+"""The broker's own Kafka behind SASL: the Broker's ``spec.config`` names Knative's Kafka
+broker ConfigMap, whose ``auth.secret.ref.name`` names a Secret in Knative's Kafka broker
+format (``protocol``, ``sasl.mechanism``, ``user``, ``password``), all given among the
+manifests. ``knflow ingress`` (granian) writes the event through Kafka's SASL_PLAINTEXT
+listener, the job on Flink's mini-cluster creates its topics, reads the broker topic,
+writes its outcome records and reads them back for its summary through the same listener
+(a plaintext client there fails), and the trigger's consumer gets the event."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from tests.consumers import ConsumerServer, accept
+from tests.eventing.test_ingress_http import CliProcess
+from tests.pipelines.flink_harness import KnflowJob, summary_rows, wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.slow]
+
+
+def test_ingress_and_job_log_in_to_the_brokers_kafka_with_the_configmaps_secret(kafka, tmp_path):
+    namespace = f"sec{uuid.uuid4().hex[:6]}"
+    consumer = ConsumerServer(accept()).start()
+    manifest = tmp_path / "m" / "broker.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(f"""
+apiVersion: v1
+kind: Secret
+metadata: {{name: kafka-auth, namespace: knative-eventing}}
+stringData: {{protocol: SASL_PLAINTEXT, sasl.mechanism: SCRAM-SHA-256, user: knflow, password: {kafka.SASL_PASSWORD}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: kafka-broker-config, namespace: knative-eventing}}
+data: {{bootstrap.servers: "{kafka.sasl_bootstrap}", auth.secret.ref.name: kafka-auth}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: live
+  namespace: {namespace}
+  annotations: {{eventing.knative.dev/broker.class: Kafka}}
+spec:
+  config: {{apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, namespace: knative-eventing}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: gifts, namespace: {namespace}}}
+spec:
+  broker: live
+  filter: {{attributes: {{type: com.live.gift.sent}}}}
+  subscriber: {{uri: '{consumer.url}'}}
+""")
+    job = KnflowJob(manifest.parent, ["--bootstrap-servers", kafka.sasl_bootstrap, "--job-name", namespace,
+                                      "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
+                    tmp_path / "job.log")
+    try:
+        job.wait_running()
+        with CliProcess(manifest, kafka.sasl_bootstrap) as ingress:
+            headers = {"ce-specversion": "1.0", "ce-id": "g-1", "ce-source": "/live/1", "ce-type": "com.live.gift.sent",
+                       "content-type": "application/json"}
+            response = requests.post(f"http://127.0.0.1:{ingress.port}/{namespace}/live", headers=headers,
+                                     data=b'{"coins": 5}', timeout=30)
+            assert response.status_code == 202, response.text
+        wait_until(lambda: len(consumer.requests) >= 1, 120, "the event at the trigger's consumer")
+        output = job.stop()
+    finally:
+        job.stop()
+        consumer.stop()
+    [request] = consumer.requests
+    assert request.headers["ce-id"] == "g-1" and request.body == b'{"coins": 5}'
+    assert summary_rows(output)[f"{namespace}/gifts"]["delivered"] == 1  # outcomes read back through SASL
+
+
+@pytest.mark.parametrize("command", ["run", "ingress"])
+def test_a_broker_login_kafka_refuses_stops_the_command_with_the_reason(kafka, tmp_path, command):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    manifest = tmp_path / "refused.yaml"
+    manifest.write_text("""
+apiVersion: v1
+kind: Secret
+metadata: {name: kafka-auth, namespace: knative-eventing}
+stringData: {protocol: SASL_PLAINTEXT, sasl.mechanism: SCRAM-SHA-512, user: knflow, password: wrong}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kafka-broker-config, namespace: knative-eventing}
+data: {auth.secret.ref.name: kafka-auth}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: live, namespace: refused}
+spec:
+  config: {apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, namespace: knative-eventing}
+""")
+    extra = ["--job-name", "refused"] if command == "run" else ["--port", "0"]
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", command, str(manifest), "--bootstrap-servers",
+                             kafka.sasl_bootstrap, *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"knflow {command}: Kafka at {kafka.sasl_bootstrap} refused group " in result.stderr, result.stderr
+    assert "SASL authentication error" in result.stderr
