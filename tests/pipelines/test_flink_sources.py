@@ -21,6 +21,7 @@ import re
 import uuid
 
 import pytest
+import yaml
 from kafka import KafkaProducer
 
 from eventing.kafka_topics import ensure_topics
@@ -287,6 +288,22 @@ spec:
     assert len(ids) == len(set(ids)) == 5 + 3 + 1 + 2 + 3 + 1 + 6 + 6
 
 
+def _secured_source(name: str, namespace: str, bootstrap: str, topic: str, sink: str, *, sasl: bool, tls: bool) -> str:
+    """A KafkaSource (initialOffset latest) whose spec.net takes its values from the Secret kafka-auth."""
+    def ref(key: str) -> dict:
+        return {"secretKeyRef": {"name": "kafka-auth", "key": key}}
+
+    net: dict = {}
+    if sasl:
+        net["sasl"] = {"enable": True, "type": ref("saslType"), "user": ref("user"), "password": ref("password")}
+    if tls:
+        net["tls"] = {"enable": True, "caCert": ref("ca.crt")}
+    return yaml.safe_dump({"apiVersion": "sources.knative.dev/v1", "kind": "KafkaSource",
+                           "metadata": {"name": name, "namespace": namespace},
+                           "spec": {"bootstrapServers": [bootstrap], "topics": [topic], "initialOffset": "latest",
+                                    "net": net, "sink": {"uri": sink}}})
+
+
 def test_kafka_sources_with_sasl_and_tls_from_a_secret_read_a_secured_kafka(kafka, tmp_path):
     """``spec.net`` with its values in a v1 Secret of the manifests. One source logs in with
     SCRAM through Kafka's SASL_PLAINTEXT listener, one trusts the CA of Kafka's TLS listener
@@ -316,49 +333,11 @@ stringData:
   ca.crt: |
 {ca_yaml}
 ---
-apiVersion: sources.knative.dev/v1
-kind: KafkaSource
-metadata: {{name: secured, namespace: {namespace}}}
-spec:
-  bootstrapServers: ['{kafka.sasl_bootstrap}']
-  topics: ['{topic}']
-  initialOffset: latest
-  net:
-    sasl:
-      enable: true
-      type: {{secretKeyRef: {{name: kafka-auth, key: saslType}}}}
-      user: {{secretKeyRef: {{name: kafka-auth, key: user}}}}
-      password: {{secretKeyRef: {{name: kafka-auth, key: password}}}}
-  sink: {{uri: '{consumer.url}'}}
+{_secured_source("secured", namespace, kafka.sasl_bootstrap, topic, consumer.url, sasl=True, tls=False)}
 ---
-apiVersion: sources.knative.dev/v1
-kind: KafkaSource
-metadata: {{name: tls, namespace: {namespace}}}
-spec:
-  bootstrapServers: ['{kafka.ssl_bootstrap}']
-  topics: ['{tls_topic}']
-  net:
-    tls:
-      enable: true
-      caCert: {{secretKeyRef: {{name: kafka-auth, key: ca.crt}}}}
-  sink: {{uri: '{consumer.url}'}}
+{_secured_source("tls", namespace, kafka.ssl_bootstrap, tls_topic, consumer.url, sasl=False, tls=True)}
 ---
-apiVersion: sources.knative.dev/v1
-kind: KafkaSource
-metadata: {{name: both, namespace: {namespace}}}
-spec:
-  bootstrapServers: ['{kafka.sasl_ssl_bootstrap}']
-  topics: ['{both_topic}']
-  net:
-    sasl:
-      enable: true
-      type: {{secretKeyRef: {{name: kafka-auth, key: saslType}}}}
-      user: {{secretKeyRef: {{name: kafka-auth, key: user}}}}
-      password: {{secretKeyRef: {{name: kafka-auth, key: password}}}}
-    tls:
-      enable: true
-      caCert: {{secretKeyRef: {{name: kafka-auth, key: ca.crt}}}}
-  sink: {{uri: '{consumer.url}'}}
+{_secured_source("both", namespace, kafka.sasl_ssl_bootstrap, both_topic, consumer.url, sasl=True, tls=True)}
 """)
     job = KnflowJob(manifest.parent, ["--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
                                       "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
