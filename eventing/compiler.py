@@ -136,7 +136,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
 
     sources = tuple(source for source in (compile_source(res, brokers, problems, secrets) for res in source_resources)
                     if source is not None)
-    kafka_auth, config_read = _brokers_kafka_auth(brokers, resources, secrets, problems)
+    kafka_auth, kafka_bootstrap, config_read = _brokers_kafka_auth(brokers, resources, secrets, problems)
     read_names = {f"{r.file}: {r.api_version} {r.kind}/{r.key}" for r in config_read.values()}
     ignored = [entry for entry in ignored if entry not in read_names]  # read for the login: not ignored
 
@@ -151,18 +151,21 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     )
     unused = [note for res in [*brokers.values(), *triggers, *source_resources, *kafka_sink_resources]
               for note in _unused_fields(res, frozenset(config_read))]
-    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused), kafka_auth=kafka_auth)
+    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused), kafka_auth=kafka_auth,
+                kafka_bootstrap=kafka_bootstrap)
 
 
 def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resource], secrets: Any,
-                        problems: list[Problem]) -> tuple[KafkaAuth | None, dict[str, Resource]]:
+                        problems: list[Problem]) -> tuple[KafkaAuth | None, str | None, dict[str, Resource]]:
     """How knflow's own Kafka clients log in, from the brokers' ``spec.config``: a v1
     ConfigMap of the manifests whose ``auth.secret.ref.name`` names a Secret (in the
-    ConfigMap's namespace) in the format of Knative's Kafka broker. Returns (that login or
+    ConfigMap's namespace) in the format of Knative's Kafka broker, and whose
+    ``bootstrap.servers`` is Kafka's address. Returns (that login or None, that address or
     None, the brokers whose ConfigMap was read by key). One job has one Kafka connection:
     brokers whose ConfigMaps name different logins are a problem."""
     config_maps = {(r.namespace, r.name): r for r in resources if r.kind == "ConfigMap" and r.api_version == "v1"}
     found: dict[str, tuple[KafkaAuth | None, str]] = {}
+    bootstraps: dict[str, str] = {}
     read: dict[str, Resource] = {}
     for key, res in brokers.items():
         config = res.spec.get("config")
@@ -174,6 +177,9 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
             continue
         read[key] = config_map
         data = config_map.body.get("data") or {}
+        servers = data.get("bootstrap.servers") if isinstance(data, Mapping) else None
+        if isinstance(servers, str) and servers.strip():
+            bootstraps[key] = ",".join(s.strip() for s in servers.split(",") if s.strip())
         secret_name = data.get("auth.secret.ref.name") if isinstance(data, Mapping) else None
         if not secret_name:
             found[key] = (None, "no Secret")
@@ -189,6 +195,13 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
         auth = broker_auth(values, where, report) if values is not None else None
         if auth is not None:
             found[key] = (auth, f"Secret {namespace}/{secret_name}")
+    if len(set(bootstraps.values())) > 1:
+        (first, servers), *others = bootstraps.items()
+        for key, other in others:
+            if other != servers:
+                problems.append(brokers[key].problem("spec.config", f"bootstrap.servers {other!r}, Broker {first}'s "
+                                                                    f"{servers!r}: one job has one Kafka connection"))
+    bootstrap = next(iter(bootstraps.values()), None)
     logins = {login for login, _ in found.values()}
     if len(logins) > 1:
         first, *others = found.items()
@@ -196,8 +209,8 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
             if found[key][0] != first[1][0]:
                 problems.append(brokers[key].problem("spec.config", f"logs in with {what}, Broker {first[0]} with "
                                                                     f"{first[1][1]}: one job has one Kafka connection"))
-        return None, read
-    return (logins.pop() if logins else None), read
+        return None, bootstrap, read
+    return (logins.pop() if logins else None), bootstrap, read
 
 
 #: Fields of a Knative destination that knflow accepts (Knative's YAML has them) and does not
@@ -212,8 +225,8 @@ UNUSED_DESTINATION_FIELDS = {
 BROKER_CONFIG_UNUSED = ("not used: the ConfigMap is not in the manifests; the job and the ingress take Kafka's "
                         "address from --bootstrap-servers and a topic's partitions from --partitions, and log in "
                         "with the Secret its auth.secret.ref.name names when it is given with them")
-BROKER_CONFIG_PARTLY = ("read for auth.secret.ref.name only: the job and the ingress take Kafka's address from "
-                        "--bootstrap-servers and a topic's partitions from --partitions")
+BROKER_CONFIG_PARTLY = ("read for bootstrap.servers (unless --bootstrap-servers is given) and auth.secret.ref.name; "
+                        "its other keys are not used: a topic's partitions come from --partitions")
 
 
 #: A KafkaSource's ``spec.consumers`` (Knative: consumers of the source's group, across its

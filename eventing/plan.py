@@ -369,6 +369,9 @@ class Plan:
     #: log in: the Secret named by the brokers' ConfigMap (``auth.secret.ref.name``), None
     #: for plaintext.
     kafka_auth: KafkaAuth | None = None
+    #: Kafka's address from the brokers' ConfigMap (``bootstrap.servers``), if it is given:
+    #: what the commands use when ``--bootstrap-servers`` is not given
+    kafka_bootstrap: str | None = None
     #: fields Knative reads that knflow accepts and does not use (a destination's
     #: ``audience``, a Broker's ``spec.config``), as ``file: Kind/name: field: why``; listed by ``validate`` and ``plan``.
     unused: tuple[str, ...] = ()

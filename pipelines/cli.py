@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from eventing.compiler import load_plan, runs_in_job
 from eventing.plan import Plan
 from filters.errors import KnflowError
+from pipelines.options import BOOTSTRAP_HELP, bootstrap_servers
 
 
 def _manifests(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _manifests(p)
     p.add_argument("--port", type=int, default=8080, help="listen port on 127.0.0.1 (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    p.add_argument("--bootstrap-servers", default=None, help=BOOTSTRAP_HELP)
     p.add_argument("--max-body", type=int, default=1024 * 1024, help="largest accepted request body in bytes (default: 1 MiB)")
     p.add_argument("--partitions", type=int, default=4, help="partitions of broker topics it creates (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1,
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this RocketMQSource (name or namespace/name); repeatable")
     p.add_argument("--endpoints", default="127.0.0.1:28081",
                    help="the RocketMQ 5 proxy's gRPC endpoint (default: %(default)s, deploy/rocketmq.sh's)")
-    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    p.add_argument("--bootstrap-servers", default=None, help=BOOTSTRAP_HELP)
     p.add_argument("--batch", type=int, default=32, help="messages received per call (default: %(default)s)")
     p.add_argument("--invisible-duration", type=int, default=30,
                    help="seconds a received message stays invisible before RocketMQ redelivers it (default: %(default)s)")
@@ -282,7 +283,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     # process mode unless asked: a cluster's TaskManagers need pemja and knflow's packages for thread mode
     options = flink_options(args, plan, python_mode="process")
     job_id = submit(args.manifests, args.jobmanager, plan, options, args.partitions)
-    note = bridge_note(plan, args.manifests, args.bootstrap_servers)
+    note = bridge_note(plan, args.manifests, options.bootstrap_servers)
     if note:
         print(note, file=sys.stderr)  # stdout is the job id alone
     print(job_id)
@@ -323,7 +324,8 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     from eventing.ingress import serve
 
     # the ingress serves the brokers; sources in the same manifests run in the job
-    serve(load_plan(args.manifests, allow_sources=True), args.bootstrap_servers, host=args.host, port=args.port,
+    plan = load_plan(args.manifests, allow_sources=True)
+    serve(plan, bootstrap_servers(args.bootstrap_servers, plan), host=args.host, port=args.port,
           max_body=args.max_body, partitions=args.partitions, workers=args.workers)
     return 0
 
@@ -342,9 +344,10 @@ def cmd_rocketmq_bridge(args: argparse.Namespace) -> int:
             raise BridgeError(f"--source: no RocketMQSource named {', '.join(sorted(missing))} in the manifests")
     if not sources:
         raise BridgeError("the manifests define no RocketMQSource")
-    ensure_topics(args.bootstrap_servers, {s.kafka_topic for s in sources}, partitions=args.partitions,
+    servers = bootstrap_servers(args.bootstrap_servers, plan)
+    ensure_topics(servers, {s.kafka_topic for s in sources}, partitions=args.partitions,
                   client_config=plan.kafka_python_config())
-    bridges = run_bridges(sources, endpoints=args.endpoints, bootstrap_servers=args.bootstrap_servers,
+    bridges = run_bridges(sources, endpoints=args.endpoints, bootstrap_servers=servers,
                           producer_config=plan.librdkafka_config(),
                           duration=args.duration, batch=args.batch, invisible_duration=args.invisible_duration,
                           on_started=lambda started: print(f"bridging {len(started)} RocketMQSource(s)", flush=True))

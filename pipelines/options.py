@@ -77,7 +77,7 @@ def add_job_arguments(parser: Any, runner_flag: str = "--runner", include_flink:
 
 def _add_flink_arguments(parser: Any) -> None:
     flink = parser.add_argument_group("Flink and Kafka (runner flink, knflow submit)")
-    flink.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    flink.add_argument("--bootstrap-servers", default=None, help=BOOTSTRAP_HELP)
     flink.add_argument("--job-name", default="knflow",
                        help="names the consumer group and the job's topics knflow-<name>-dead-letters/-outcomes (default: %(default)s)")
     flink.add_argument("--parallelism", type=int, default=1, help="Flink parallelism (default: %(default)s)")
@@ -137,6 +137,18 @@ def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+#: Where knflow's Kafka is when ``--bootstrap-servers`` is not given and the brokers' ConfigMap
+#: (``bootstrap.servers``) is not among the manifests.
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+BOOTSTRAP_HELP = (f"Kafka bootstrap servers (default: bootstrap.servers of the brokers' ConfigMap when it is among "
+                  f"the manifests, else {DEFAULT_BOOTSTRAP})")
+
+
+def bootstrap_servers(flag: str | None, plan: Any = None) -> str:
+    """``--bootstrap-servers`` when given, else the brokers' ConfigMap's, else the default."""
+    return flag or getattr(plan, "kafka_bootstrap", None) or DEFAULT_BOOTSTRAP
+
+
 def flink_options(args: Any, plan: Any = None, python_mode: str = "thread") -> Any:
     """The Flink job's options from parsed CLI arguments (``python_mode``: the command's
     default for ``--python-mode``)."""
@@ -144,7 +156,8 @@ def flink_options(args: Any, plan: Any = None, python_mode: str = "thread") -> A
     from pipelines.flink_job import FlinkJobOptions
 
     options = FlinkJobOptions(
-        bootstrap_servers=args.bootstrap_servers, job_name=args.job_name, parallelism=args.parallelism,
+        bootstrap_servers=bootstrap_servers(args.bootstrap_servers, plan), job_name=args.job_name,
+        parallelism=args.parallelism,
         checkpoint_interval=args.checkpoint_interval, batch_records=args.batch_records,
         batch_delay_ms=args.batch_delay_ms, batch_wait_ms=args.batch_wait_ms, bundle_time_ms=args.bundle_time_ms,
         delivery=DeliverySettings.from_options(args), start_from=args.start_from,

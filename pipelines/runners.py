@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -59,7 +60,7 @@ def run_job(args: argparse.Namespace) -> int:
     else:
         broker = select_broker(plan, args.broker)
     if broker is not None and args.broker and args.knflow_runner == "flink":
-        plan = Plan(brokers=(broker,), sources=plan.sources)
+        plan = dataclasses.replace(plan, brokers=(broker,))
     try:
         settings = DeliverySettings.from_options(args)
     except argparse.ArgumentTypeError as exc:
@@ -72,10 +73,11 @@ def run_job(args: argparse.Namespace) -> int:
             raise KnflowError("--events-file is for --runner beam-direct; the Flink job reads the broker topics "
                               "(post events to `knflow ingress`)")
         check_local_python_cpu(args.python_cpu)
-        note = bridge_note(plan, args.manifests, args.bootstrap_servers)
+        options = flink_options(args, plan)
+        note = bridge_note(plan, args.manifests, options.bootstrap_servers)
         if note:
             print(note, flush=True)
-        summary = run_local(plan, flink_options(args, plan), duration=args.duration, partitions=args.partitions)
+        summary = run_local(plan, options, duration=args.duration, partitions=args.partitions)
         if summary is None:
             return 0
         for line in source_lines(plan):

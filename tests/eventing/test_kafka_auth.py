@@ -186,13 +186,32 @@ def test_the_brokers_configmap_secret_is_knflows_own_kafka_login():
     assert plan.kafka_python_config()["sasl_plain_password"] == "p" and plan.kafka_python_config()["ssl_context"]
     assert plan.to_dict()["kafka"] == "SASL_SSL, SCRAM-SHA-512, own CA, client certificate"
     assert plan.ignored == ()  # the ConfigMap was read
-    assert plan.unused == ("m.yaml: Broker/live: spec.config: read for auth.secret.ref.name only: the job and the "
-                           "ingress take Kafka's address from --bootstrap-servers and a topic's partitions from "
-                           "--partitions",)
+    assert plan.unused == ("m.yaml: Broker/live: spec.config: read for bootstrap.servers (unless --bootstrap-servers "
+                           "is given) and auth.secret.ref.name; its other keys are not used: a topic's partitions "
+                           "come from --partitions",)
+    assert plan.kafka_bootstrap == "kafka:9092"
     plain = compile_text(_broker_config(), _config_map(secret_name=None))
     assert plain.kafka_auth is None and plain.librdkafka_config() == {} and plain.kafka_python_config() == {}
     absent = compile_text(_broker_config())  # the ConfigMap is not among the manifests: as before
-    assert absent.kafka_auth is None and "not in the manifests" in absent.unused[0]
+    assert absent.kafka_auth is None and absent.kafka_bootstrap is None and "not in the manifests" in absent.unused[0]
+
+
+def test_the_brokers_configmap_gives_kafkas_address_unless_the_flag_does():
+    from pipelines.cli import build_parser
+    from pipelines.options import DEFAULT_BOOTSTRAP, bootstrap_servers, flink_options
+
+    plan = compile_text(_broker_config(), _config_map(secret_name=None))
+    assert plan.kafka_bootstrap == "kafka:9092"
+    assert bootstrap_servers(None, plan) == "kafka:9092" and bootstrap_servers("k2:9092", plan) == "k2:9092"
+    assert bootstrap_servers(None, compile_text(_broker_config())) == DEFAULT_BOOTSTRAP == bootstrap_servers(None)
+    assert flink_options(build_parser().parse_args(["run", "m.yaml"]), plan).bootstrap_servers == "kafka:9092"
+    flagged = build_parser().parse_args(["run", "m.yaml", "--bootstrap-servers", "k2:9092"])
+    assert flink_options(flagged, plan).bootstrap_servers == "k2:9092"
+    other = yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "second-config",
+                            "namespace": "knative-eventing"}, "data": {"bootstrap.servers": "elsewhere:9092"}})
+    assert problems_of(_broker_config(), _config_map(secret_name=None), _broker_config("second", "second-config"),
+                       other) == ["m.yaml: Broker/second: spec.config: bootstrap.servers 'elsewhere:9092', Broker "
+                                  "streaming/live's 'kafka:9092': one job has one Kafka connection"]
 
 
 def test_broker_login_problems_name_the_configmap_and_secret():

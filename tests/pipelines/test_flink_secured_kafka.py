@@ -4,7 +4,8 @@ format (``protocol``, ``sasl.mechanism``, ``user``, ``password``), all given amo
 manifests. ``knflow ingress`` (granian) writes the event through Kafka's SASL_PLAINTEXT
 listener, the job on Flink's mini-cluster creates its topics, reads the broker topic,
 writes its outcome records and reads them back for its summary through the same listener
-(a plaintext client there fails), and the trigger's consumer gets the event."""
+(a plaintext client there fails), and the trigger's consumer gets the event. The job is
+given no ``--bootstrap-servers``: it takes the ConfigMap's ``bootstrap.servers``."""
 from __future__ import annotations
 
 import uuid
@@ -52,9 +53,9 @@ spec:
   filter: {{attributes: {{type: com.live.gift.sent}}}}
   subscriber: {{uri: '{consumer.url}'}}
 """)
-    job = KnflowJob(manifest.parent, ["--bootstrap-servers", kafka.sasl_bootstrap, "--job-name", namespace,
-                                      "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
-                    tmp_path / "job.log")
+    # no --bootstrap-servers: the job takes Kafka's address from the ConfigMap
+    job = KnflowJob(manifest.parent, ["--job-name", namespace, "--checkpoint-interval", "2",
+                                      "--checkpoint-dir", str(tmp_path / "ckpt")], tmp_path / "job.log")
     try:
         job.wait_running()
         with CliProcess(manifest, kafka.sasl_bootstrap) as ingress:
