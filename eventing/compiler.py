@@ -86,7 +86,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         if not _routes_events(res):
             # A file of Knative YAML often holds the subscriber's Service or Deployment beside its
             # Trigger; kubectl applies them all, and they take no part in routing.
-            ignored.append(f"{res.file}: {res.api_version} {res.kind}/{res.key}")
+            ignored.append(_ignored_entry(res))
             continue
         ident = (res.kind, res.key)
         if ident in seen:
@@ -137,8 +137,8 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     sources = tuple(source for source in (compile_source(res, brokers, problems, secrets) for res in source_resources)
                     if source is not None)
     kafka_auth, kafka_bootstrap, config_read = _brokers_kafka_auth(brokers, resources, secrets, problems)
-    read_names = {f"{r.file}: {r.api_version} {r.kind}/{r.key}" for r in config_read.values()}
-    ignored = [entry for entry in ignored if entry not in read_names]  # read for the login: not ignored
+    read_entries = {_ignored_entry(r) for r in config_read.values()}
+    ignored = [entry for entry in ignored if entry not in read_entries]  # the ConfigMaps read: not ignored
 
     if problems:
         raise ManifestError(problems)
@@ -155,6 +155,26 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
                 kafka_bootstrap=kafka_bootstrap)
 
 
+def _ignored_entry(res: Resource) -> str:
+    """How ``Plan.ignored`` lists a resource: ``file: apiVersion Kind/namespace/name``."""
+    return f"{res.file}: {res.api_version} {res.kind}/{res.key}"
+
+
+def _one_per_job(per_broker: Mapping[str, tuple[Any, str, str]], brokers: Mapping[str, Resource],
+                 problems: list[Problem]) -> Any:
+    """The value the brokers' ConfigMaps give (None when none does): one job has one Kafka
+    connection, so a broker whose value differs from the first's is a problem.
+    ``per_broker``: broker key -> (value, how that broker's is shown, how the first's is)."""
+    if not per_broker:
+        return None
+    (first, (value, _, as_first)), *others = per_broker.items()
+    for key, (other, as_other, _) in others:
+        if other != value:
+            problems.append(brokers[key].problem("spec.config", f"{as_other}, Broker {first}{as_first}: one job "
+                                                                "has one Kafka connection"))
+    return value
+
+
 def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resource], secrets: Any,
                         problems: list[Problem]) -> tuple[KafkaAuth | None, str | None, dict[str, Resource]]:
     """How knflow's own Kafka clients log in, from the brokers' ``spec.config``: a v1
@@ -162,10 +182,10 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
     ConfigMap's namespace) in the format of Knative's Kafka broker, and whose
     ``bootstrap.servers`` is Kafka's address. Returns (that login or None, that address or
     None, the brokers whose ConfigMap was read by key). One job has one Kafka connection:
-    brokers whose ConfigMaps name different logins are a problem."""
+    brokers whose ConfigMaps name different logins or addresses are a problem."""
     config_maps = {(r.namespace, r.name): r for r in resources if r.kind == "ConfigMap" and r.api_version == "v1"}
-    found: dict[str, tuple[KafkaAuth | None, str]] = {}
-    bootstraps: dict[str, str] = {}
+    logins: dict[str, tuple[KafkaAuth | None, str, str]] = {}
+    addresses: dict[str, tuple[str, str, str]] = {}
     read: dict[str, Resource] = {}
     for key, res in brokers.items():
         config = res.spec.get("config")
@@ -179,10 +199,11 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
         data = config_map.body.get("data") or {}
         servers = data.get("bootstrap.servers") if isinstance(data, Mapping) else None
         if isinstance(servers, str) and servers.strip():
-            bootstraps[key] = ",".join(s.strip() for s in servers.split(",") if s.strip())
+            address = ",".join(s.strip() for s in servers.split(",") if s.strip())
+            addresses[key] = (address, f"bootstrap.servers {address!r}", f"'s {address!r}")
         secret_name = data.get("auth.secret.ref.name") if isinstance(data, Mapping) else None
         if not secret_name:
-            found[key] = (None, "no Secret")
+            logins[key] = (None, "logs in with no Secret", " with no Secret")
             continue
         report = _reporter(res, problems)
         secret = secrets.get((namespace, secret_name))
@@ -194,23 +215,9 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
         values = readable_values(secret, BROKER_SECRET_KEYS, where, report)
         auth = broker_auth(values, where, report) if values is not None else None
         if auth is not None:
-            found[key] = (auth, f"Secret {namespace}/{secret_name}")
-    if len(set(bootstraps.values())) > 1:
-        (first, servers), *others = bootstraps.items()
-        for key, other in others:
-            if other != servers:
-                problems.append(brokers[key].problem("spec.config", f"bootstrap.servers {other!r}, Broker {first}'s "
-                                                                    f"{servers!r}: one job has one Kafka connection"))
-    bootstrap = next(iter(bootstraps.values()), None)
-    logins = {login for login, _ in found.values()}
-    if len(logins) > 1:
-        first, *others = found.items()
-        for key, (_, what) in others:
-            if found[key][0] != first[1][0]:
-                problems.append(brokers[key].problem("spec.config", f"logs in with {what}, Broker {first[0]} with "
-                                                                    f"{first[1][1]}: one job has one Kafka connection"))
-        return None, bootstrap, read
-    return (logins.pop() if logins else None), bootstrap, read
+            what = f"Secret {namespace}/{secret_name}"
+            logins[key] = (auth, f"logs in with {what}", f" with {what}")
+    return _one_per_job(logins, brokers, problems), _one_per_job(addresses, brokers, problems), read
 
 
 #: Fields of a Knative destination that knflow accepts (Knative's YAML has them) and does not

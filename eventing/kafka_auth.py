@@ -154,11 +154,8 @@ def parse_net(net: Any, namespace: str, secrets: Secrets, report: Callable[[str,
     options: dict[str, Any] = {}
     ok = True
     if sasl is not None:
-        mechanism = value("sasl", "type", sasl)
-        mechanism = (mechanism or "PLAIN").strip().upper()
-        if mechanism not in SASL_MECHANISMS:
-            report("spec.net.sasl.type", f"SASL type {mechanism!r} is not supported (knflow: {', '.join(SASL_MECHANISMS)})")
-            ok = False
+        mechanism = _mechanism(value("sasl", "type", sasl), "spec.net.sasl.type", "SASL type ", report)
+        ok = mechanism is not None
         user, password = value("sasl", "user", sasl), value("sasl", "password", sasl)
         for name, got in (("user", user), ("password", password)):
             if got is None and sasl.get(name) is None:
@@ -174,6 +171,16 @@ def parse_net(net: Any, namespace: str, secrets: Secrets, report: Callable[[str,
         ok = _tls_ok({"spec.net.tls.caCert": ca, "spec.net.tls.cert": cert}, ("spec.net.tls.key", key), report) and ok
         options.update(tls=True, ca_pem=ca, cert_pem=cert, key_pem=key)
     return KafkaAuth(**options) if ok else None
+
+
+def _mechanism(raw: str | None, field: str, label: str, report: Callable[[str, str], None]) -> str | None:
+    """The SASL mechanism a Secret's value names (none: PLAIN, Knative's default), or None
+    after reporting one knflow does not support."""
+    mechanism = (raw or "PLAIN").strip().upper()
+    if mechanism not in SASL_MECHANISMS:
+        report(field, f"{label}{mechanism!r} is not supported (knflow: {', '.join(SASL_MECHANISMS)})")
+        return None
+    return mechanism
 
 
 def _tls_ok(certificates: Mapping[str, str | None], key: tuple[str, str | None],
@@ -210,15 +217,14 @@ def broker_auth(values: Mapping[str, str], where: str, report: Callable[[str, st
     options: dict[str, Any] = {"tls": protocol.endswith("SSL")}
     ok = True
     if protocol.startswith("SASL"):
-        mechanism = (values.get("sasl.mechanism") or "PLAIN").strip().upper()
-        if mechanism not in SASL_MECHANISMS:
-            report(f"{where}: sasl.mechanism", f"{mechanism!r} is not supported (knflow: {', '.join(SASL_MECHANISMS)})")
-            ok = False
+        mechanism = _mechanism(values.get("sasl.mechanism"), f"{where}: sasl.mechanism", "", report)
+        ok = mechanism is not None
         for name in ("user", "password"):
             if values.get(name) is None:
                 report(f"{where}: {name}", f"is required with protocol {protocol}")
                 ok = False
-        options.update(sasl_mechanism=mechanism, username=values.get("user") or "", password=values.get("password") or "")
+        options.update(sasl_mechanism=mechanism, username=values.get("user") or "",
+                       password=values.get("password") or "")
     if options["tls"]:
         ca, cert, key = values.get("ca.crt"), values.get("user.crt"), values.get("user.key")
         if (cert is None) != (key is None):

@@ -601,16 +601,18 @@ class _Route:
     timeout: float
 
 
+def _http_dead_letter_sink(plan: TriggerPlan) -> Destination | None:
+    """The trigger's dead-letter sink when it is an HTTP address (not a KafkaSink's topic)."""
+    dls = plan.delivery.dead_letter_sink
+    return None if dls is None or dls.kafka_topic is not None else dls
+
+
 def destination_ca_certs(triggers: Mapping[str, TriggerPlan], ref_urls: Mapping[str, str] | None = None) -> Mapping[str, str]:
     """``{origin: PEM}`` for a sender's ``ca_certs``: the ``CACerts`` of the https
     subscribers and dead-letter sinks of ``triggers`` (see ``tls_trust``)."""
-    pairs = []
-    for plan in triggers.values():
-        dls = plan.delivery.dead_letter_sink
-        for destination in (plan.subscriber, dls):
-            if destination is not None and destination.ca_certs and destination.kafka_topic is None:
-                pairs.append((destination.url(ref_urls), destination.ca_certs))
-    return trust_by_origin(pairs)
+    return trust_by_origin((destination.url(ref_urls), destination.ca_certs) for plan in triggers.values()
+                           for destination in (plan.subscriber, _http_dead_letter_sink(plan))
+                           if destination is not None and destination.ca_certs)
 
 
 class DeliveryEngine:
@@ -640,10 +642,10 @@ class DeliveryEngine:
             mode = _FORMAT_MODES.get(policy.format)
             if mode is None:
                 raise DeliveryConfigError(f"trigger {key}: unknown delivery format {policy.format!r}")
-            dls = policy.dead_letter_sink
+            dls = _http_dead_letter_sink(plan)
             self._routes[key] = _Route(
                 url=plan.subscriber.url(ref_urls),
-                dead_letter_url=None if dls is None or dls.kafka_topic is not None else dls.url(ref_urls),
+                dead_letter_url=None if dls is None else dls.url(ref_urls),
                 policy=policy,
                 mode=mode,
                 timeout=float(policy.timeout if policy.timeout is not None else default_timeout),
