@@ -23,11 +23,12 @@ Data:
 - Binary mode: a JSON content type (``*/json``, ``*/*+json``) is parsed to a Python value,
   ``text/*`` becomes ``str`` (``charset`` parameter honoured, default UTF-8), anything
   else (or no content type) stays ``bytes``. An empty payload is ``None``.
-- Kept payloads (``keep_payload=True``: the ingress, the job's intake): a binary-mode
-  payload is the data as ``bytes``, exactly as received (checked first by
-  ``decode_http``, unchecked by ``decode_kafka``); ``payload_value`` gives what parsing
-  would have given, for filters, when they first read the data. A structured or batched
-  event's JSON ``data`` is kept the same way, as the text of its ``data`` member
+- Kept payloads (``keep_payload=True``: the ingress, replies, the job's intake): a
+  binary-mode payload is the data as ``bytes``, exactly as received and not checked, as
+  Knative's brokers pass it (a payload that does not parse as its content type is the
+  filters' problem, not the sender's); ``payload_value`` gives what parsing would have
+  given, for filters, when they first read the data. A structured or batched event's JSON
+  ``data`` is kept the same way by ``decode_http``, as the text of its ``data`` member
   (``_keep_data_texts``): stored in Kafka's binary mode, that text is the record's value.
 - Writing: for a JSON content type the data is a JSON *value* (a ``str`` is written as a
   JSON string, quoted), as in the JSON format spec; with no ``datacontenttype`` non-binary
@@ -450,33 +451,20 @@ def _as_bytes(payload: Any, what: str) -> bytes:
     raise CodecError(f"{what} must be bytes, got {type(payload).__name__}")
 
 
-# How a binary-mode decoder treats the payload: parse it into data (the default), keep it
-# as the data after checking it as parsing would (decode_http(keep_payload=True)), or keep
-# it unchecked (decode_kafka(keep_payload=True)).
-_PARSE, _KEEP_CHECKED, _KEEP = 0, 1, 2
+# How a decoder treats the payload: parse a binary-mode payload into data (the default),
+# or keep it as received, unchecked (decode_kafka(keep_payload=True)), and, for
+# decode_http(keep_payload=True), keep a structured event's JSON data as its text too.
+_PARSE, _KEEP_TEXTS, _KEEP = 0, 1, 2
 
 
 def _decode_data(body: bytes, content_type: str | None, where: str, keep: int = _PARSE) -> Any:
-    """Binary-mode payload -> data, per the content type (see the module docstring).
-    ``keep``: ``_KEEP_CHECKED``: checked the same way, but the payload itself (``bytes``) is
-    the data; ``_KEEP``: the payload is the data, unchecked."""
+    """Binary-mode payload -> data, per the content type (see the module docstring); any
+    ``keep`` mode: the payload itself (``bytes``), unchecked."""
     if not body:
         return None
-    if content_type is None or keep == _KEEP:
+    if content_type is None or keep:
         return body
     kind, charset = _media(content_type)
-    if keep:
-        if kind in _JSON_KINDS:
-            if charset == "utf-8":
-                try:  # orjson refuses what we refuse (bad UTF-8, NaN), and integers over 64 bits
-                    _orjson_loads(body)
-                    return body
-                except ValueError:
-                    pass  # _loads below says why, or accepts a big integer
-            _loads(_decode_text(body, charset, where), f"payload with content type {content_type!r}", where)
-        elif kind == _TEXT:
-            _decode_text(body, charset, where)
-        return body
     if kind in _JSON_KINDS:
         return _loads(_decode_text(body, charset, where), f"payload with content type {content_type!r}", where)
     if kind == _TEXT:
@@ -712,7 +700,7 @@ def decode_structured(body: bytes | str) -> CloudEvent:
 
 
 def _decode_structured(body: bytes | str, keep: int) -> CloudEvent:
-    if keep != _KEEP_CHECKED or type(body) is not bytes:
+    if keep != _KEEP_TEXTS or type(body) is not bytes:
         return decode_structured(body)
     document = _parse_document(body, "structured event")
     event = event_from_dict(document)
@@ -960,7 +948,7 @@ def _decode_batch(body: bytes | str, keep: int = _PARSE) -> list[CloudEvent]:
             events.append(event_from_dict(item))
         except CodecError as exc:
             raise exc.within(f"batch event [{index}]") from None
-    if keep == _KEEP_CHECKED and type(body) is bytes:
+    if keep == _KEEP_TEXTS and type(body) is bytes:
         _keep_data_texts(body, document, events)
     return events
 
@@ -1136,13 +1124,11 @@ def _fast_binary_event(
         content_type = attributes.get("datacontenttype")
     data: Any = None
     if body:
-        if content_type is None or keep == _KEEP:
+        if content_type is None or keep:
             data = body
         else:
             kind, charset = _media(content_type)
-            if keep:
-                data = _decode_data(body, content_type, "data", keep)
-            elif kind == _JSON and charset == "utf-8":  # _decode_data's most common case, inline
+            if kind == _JSON and charset == "utf-8":  # _decode_data's most common case, inline
                 text = body.decode("utf-8")
                 data, end = _json_scan(text, 0)
                 if end != len(text):
@@ -1207,17 +1193,19 @@ def _decode_http_fast(headers: Mapping[str, str], body: bytes, keep: int = _PARS
 def decode_http(headers: Mapping[str, str], body: bytes, *, keep_payload: bool = False) -> list[CloudEvent]:
     """An HTTP message (binary, structured or batched) -> its events.
 
-    ``keep_payload``: a binary-mode event's data is its payload as received (``bytes``,
-    checked as usual: valid JSON for a JSON content type, valid text for ``text/*``), so
-    writing the event again (binary mode) sends the very same bytes. The ingress uses it:
-    a parsed and re-serialized JSON payload may differ (``1.10`` is written ``1.1``)."""
+    ``keep_payload``: a binary-mode event's data is its payload as received (``bytes``, not
+    checked: Knative's brokers accept ``hello`` under ``application/json`` too, and SDKs
+    send such payloads), so writing the event again (binary mode) sends the very same
+    bytes; a structured event's JSON data is kept as its text. The ingress and the
+    replies use it: a parsed and re-serialized JSON payload may differ (``1.10`` is
+    written ``1.1``)."""
     try:
-        events = _decode_http_fast(headers, body, _KEEP_CHECKED if keep_payload else _PARSE)
+        events = _decode_http_fast(headers, body, _KEEP_TEXTS if keep_payload else _PARSE)
     except Exception:  # the general path below raises the right error
         events = None
     if events is not None:
         return events
-    return _decode_http(headers, body, _KEEP_CHECKED if keep_payload else _PARSE)
+    return _decode_http(headers, body, _KEEP_TEXTS if keep_payload else _PARSE)
 
 
 def _decode_http(headers: Mapping[str, str], body: bytes, keep: int = _PARSE) -> list[CloudEvent]:
@@ -1439,9 +1427,8 @@ def decode_kafka(
 
     ``keep_payload``: a binary-mode event's data is the record's value as is (``bytes``,
     not checked, not parsed), so delivering the event (binary mode) sends the very same
-    bytes, and a record costs no JSON parse. The job's intake uses it: what enters the
-    broker topic through the ingress was checked there (``decode_http(keep_payload=True)``),
-    and the broker passes a payload on as Knative's does, whatever it holds. Filters see
+    bytes, and a record costs no JSON parse. The job's intake uses it: the broker passes a
+    payload on as Knative's does, whatever it holds (the ingress does not check it either). Filters see
     the parsed payload all the same, parsed when one reads it (``payload_value``)."""
     keep = _KEEP if keep_payload else _PARSE
     try:

@@ -4,9 +4,11 @@ real Kafka: the same answer, and the same records, as when they were recorded.
 ``data/cloudevents_js_10_0_0.json`` holds what the SDK's HTTP emitter sent (npm
 ``cloudevents`` 10.0.0 on Node 20: binary and structured mode, extension types, time
 texts, JSON/text/binary data, non-ASCII text, a batch), the status the ingress answered
-and the records it stored. The refusals are the SDK's doing (README, Ingress): string data
-sent unquoted under a JSON content type, bytes labelled JSON, a latin-1 header value, an
-integer beyond CloudEvents' 32 bits."""
+and the records it stored. The refusals are the SDK's doing (README, Ingress): a latin-1
+header value, an integer beyond CloudEvents' 32 bits. String data sent unquoted under a JSON
+content type and bytes labelled JSON are stored as sent, as Knative's brokers store them
+(they were refused until the ingress stopped checking payloads; the three cases' answers and
+records were updated then)."""
 from __future__ import annotations
 
 import base64
@@ -49,7 +51,7 @@ def granian_ingress(kafka, tmp_path_factory):
 def test_the_recording_covers_both_modes_refusals_and_a_batch():
     cases = RECORDED["cases"]
     assert {c["mode"] for c in cases} == {"binary", "structured", "batch"}
-    assert sum(c["status"] == 202 for c in cases) >= 30 and sum(c["status"] == 400 for c in cases) >= 4
+    assert sum(c["status"] == 202 for c in cases) >= 30 and sum(c["status"] == 400 for c in cases) >= 2
 
 
 @pytest.mark.parametrize("case", RECORDED["cases"], ids=lambda c: c["name"])
