@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from eventing.delivery_spec import parse_delivery
 from eventing.destinations import DestinationError, parse_destination
@@ -16,7 +16,7 @@ from eventing.errors import ManifestError, Problem
 from eventing.manifests import Resource, load_files
 from eventing.plan import (
     DELIVERY_ORDER_ANNOTATION, EXTERNAL_TOPIC_ANNOTATION, ORDERED, UNORDERED, BrokerPlan, DeliveryPolicy, Plan,
-    SourcePlan, TriggerPlan, broker_topic,
+    SourcePlan, TopicLayout, TriggerPlan, broker_topic,
 )
 from eventing.kafka_auth import BROKER_SECRET_KEYS, KafkaAuth, broker_auth
 from eventing.secrets import collect_secrets, is_secret, readable_values
@@ -77,6 +77,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     source_resources: list[Resource] = []
     kafka_sinks: dict[str, tuple[str, str]] = {}
     kafka_sink_resources: list[Resource] = []
+    kafka_sink_layouts: dict[str, TopicLayout] = {}
     seen: dict[tuple[str, str], Resource] = {}
     ignored: list[str] = []
     secrets = collect_secrets(resources, problems)
@@ -105,6 +106,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
             if sink is not None:
                 kafka_sinks[res.key] = sink
                 kafka_sink_resources.append(res)
+                _kafka_sink_layout(res, sink[0], kafka_sink_layouts, problems)
         elif res.kind in SOURCE_KINDS:
             source_resources.append(res)
         else:
@@ -136,7 +138,8 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
 
     sources = tuple(source for source in (compile_source(res, brokers, problems, secrets) for res in source_resources)
                     if source is not None)
-    kafka_auth, kafka_bootstrap, config_read = _brokers_kafka_auth(brokers, resources, secrets, problems)
+    kafka = _brokers_kafka(brokers, resources, secrets, problems)
+    config_read = kafka.read
     read_entries = {_ignored_entry(r) for r in config_read.values()}
     ignored = [entry for entry in ignored if entry not in read_entries]  # the ConfigMaps read: not ignored
 
@@ -150,9 +153,11 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
         for key, res in brokers.items()
     )
     unused = [note for res in [*brokers.values(), *triggers, *source_resources, *kafka_sink_resources]
-              for note in _unused_fields(res, frozenset(config_read))]
-    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused), kafka_auth=kafka_auth,
-                kafka_bootstrap=kafka_bootstrap)
+              for note in _unused_fields(res, config_read)]
+    layouts = {plan.topic: kafka.layouts[plan.key] for plan in plans if plan.key in kafka.layouts}
+    layouts.update(kafka_sink_layouts)
+    return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused), kafka_auth=kafka.auth,
+                kafka_bootstrap=kafka.bootstrap, topic_layouts=layouts)
 
 
 def _ignored_entry(res: Resource) -> str:
@@ -175,18 +180,31 @@ def _one_per_job(per_broker: Mapping[str, tuple[Any, str, str]], brokers: Mappin
     return value
 
 
-def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resource], secrets: Any,
-                        problems: list[Problem]) -> tuple[KafkaAuth | None, str | None, dict[str, Resource]]:
-    """How knflow's own Kafka clients log in, from the brokers' ``spec.config``: a v1
-    ConfigMap of the manifests whose ``auth.secret.ref.name`` names a Secret (in the
-    ConfigMap's namespace) in the format of Knative's Kafka broker, and whose
-    ``bootstrap.servers`` is Kafka's address. Returns (that login or None, that address or
-    None, the brokers whose ConfigMap was read by key). One job has one Kafka connection:
-    brokers whose ConfigMaps name different logins or addresses are a problem."""
+class BrokersKafka(NamedTuple):
+    """What the brokers' ConfigMaps say of Kafka (see :func:`_brokers_kafka`)."""
+
+    auth: KafkaAuth | None
+    bootstrap: str | None
+    #: broker key -> its topic's sizes
+    layouts: dict[str, TopicLayout]
+    #: broker key -> the ConfigMap read
+    read: dict[str, Resource]
+
+
+def _brokers_kafka(brokers: Mapping[str, Resource], resources: list[Resource], secrets: Any,
+                   problems: list[Problem]) -> BrokersKafka:
+    """Knative's Kafka broker ConfigMaps among the manifests (a Broker's ``spec.config``,
+    v1 ConfigMap): how knflow's own Kafka clients log in (``auth.secret.ref.name`` names a
+    Secret, in the ConfigMap's namespace, in the format of Knative's Kafka broker), Kafka's
+    address (``bootstrap.servers``) and the sizes of each broker's topic
+    (``default.topic.partitions``, ``default.topic.replication.factor``). One job has one
+    Kafka connection: brokers whose ConfigMaps name different logins or addresses are a
+    problem; topic sizes are per broker, as in Knative."""
     config_maps = {(r.namespace, r.name): r for r in resources if r.kind == "ConfigMap" and r.api_version == "v1"}
     logins: dict[str, tuple[KafkaAuth | None, str, str]] = {}
     addresses: dict[str, tuple[str, str, str]] = {}
     read: dict[str, Resource] = {}
+    layouts: dict[str, TopicLayout] = {}
     for key, res in brokers.items():
         config = res.spec.get("config")
         if not isinstance(config, Mapping) or config.get("kind", "ConfigMap") != "ConfigMap":
@@ -197,6 +215,9 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
             continue
         read[key] = config_map
         data = config_map.body.get("data") or {}
+        layout = _config_map_layout(config_map, data, _reporter(res, problems))
+        if layout is not None:
+            layouts[key] = layout
         servers = data.get("bootstrap.servers") if isinstance(data, Mapping) else None
         if isinstance(servers, str) and servers.strip():
             address = ",".join(s.strip() for s in servers.split(",") if s.strip())
@@ -217,7 +238,40 @@ def _brokers_kafka_auth(brokers: Mapping[str, Resource], resources: list[Resourc
         if auth is not None:
             what = f"Secret {namespace}/{secret_name}"
             logins[key] = (auth, f"logs in with {what}", f" with {what}")
-    return _one_per_job(logins, brokers, problems), _one_per_job(addresses, brokers, problems), read
+    return BrokersKafka(_one_per_job(logins, brokers, problems), _one_per_job(addresses, brokers, problems),
+                        layouts, read)
+
+
+#: The keys of Knative's Kafka broker ConfigMap that knflow reads.
+BROKER_CONFIG_KEYS = ("bootstrap.servers", "auth.secret.ref.name", "default.topic.partitions",
+                      "default.topic.replication.factor")
+
+
+def _config_map_layout(config_map: Resource, data: Any, report: Callable[[str, str], None]) -> TopicLayout | None:
+    """A broker topic's sizes from its ConfigMap's ``default.topic.partitions`` and
+    ``default.topic.replication.factor`` (strings holding positive integers, as
+    ConfigMap data is), or None when it gives neither."""
+    if not isinstance(data, Mapping):
+        return None
+    where = f"spec.config: ConfigMap {config_map.key}: "
+    partitions = _positive_int(data.get("default.topic.partitions"), where + "default.topic.partitions", report)
+    factor = _positive_int(data.get("default.topic.replication.factor"),
+                           where + "default.topic.replication.factor", report)
+    if partitions is None and factor is None:
+        return None
+    return TopicLayout(partitions, factor, f"ConfigMap {config_map.key}")
+
+
+def _positive_int(value: Any, field: str, report: Callable[[str, str], None]) -> int | None:
+    """A topic size given as an integer or a string of digits (ConfigMap data), or None
+    when absent; anything else is a problem of ``field``."""
+    if value is None:
+        return None
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    if isinstance(value, (int, str)) and text.isdigit() and 0 < int(text) <= 2**31 - 1:
+        return int(text)
+    report(field, f"must be a positive integer, got {value!r}")
+    return None
 
 
 #: Fields of a Knative destination that knflow accepts (Knative's YAML has them) and does not
@@ -229,11 +283,15 @@ UNUSED_DESTINATION_FIELDS = {
 
 #: A Broker's ``spec.config`` (Knative's Kafka broker: a ConfigMap with the bootstrap servers,
 #: partitions and replication of its topic, and ``auth.secret.ref.name``).
-BROKER_CONFIG_UNUSED = ("not used: the ConfigMap is not in the manifests; the job and the ingress take Kafka's "
-                        "address from --bootstrap-servers and a topic's partitions from --partitions, and log in "
-                        "with the Secret its auth.secret.ref.name names when it is given with them")
-BROKER_CONFIG_PARTLY = ("read for bootstrap.servers (unless --bootstrap-servers is given) and auth.secret.ref.name; "
-                        "its other keys are not used: a topic's partitions come from --partitions")
+BROKER_CONFIG_UNUSED = ("not used: the ConfigMap is not in the manifests (give its YAML with them, and knflow reads "
+                        "its bootstrap.servers, auth.secret.ref.name and default.topic.* keys); without it Kafka's "
+                        "address comes from --bootstrap-servers, the topic's partitions from --partitions, and "
+                        "knflow logs in with no Secret")
+
+
+def _broker_config_partly(unread: list[str]) -> str:
+    return (f"read for {', '.join(BROKER_CONFIG_KEYS)} (bootstrap.servers unless --bootstrap-servers is given); "
+            f"its other keys are not used: {', '.join(unread)}")
 
 
 #: A KafkaSource's ``spec.consumers`` (Knative: consumers of the source's group, across its
@@ -246,13 +304,11 @@ KAFKA_SOURCE_CONSUMERS_UNUSED = ("not used: the job's --parallelism decides how 
 #: the job's own Kafka, as it writes its dead letters.
 KAFKA_SINK_UNUSED = {
     "bootstrapServers": "not used: knflow writes the KafkaSink's topic on the job's Kafka (--bootstrap-servers)",
-    "numPartitions": "not used: knflow creates the topic, when missing, with --partitions partitions",
-    "replicationFactor": "not used: knflow creates the topic, when missing, with replication factor 1",
     "auth": "not used: knflow writes the topic with the job's own Kafka connection",
 }
 
 
-def _unused_fields(res: Resource, config_read: frozenset[str] = frozenset()) -> list[str]:
+def _unused_fields(res: Resource, config_read: Mapping[str, Resource]) -> list[str]:
     """``file: Kind/name: field: why`` for each field of ``res``'s spec that knflow accepts and
     does not use: a destination's ``audience``, a Broker's ``config``, a KafkaSource's
     ``consumers`` other than 1, a RocketMQSource's ``serviceAccountName``, a KafkaSink's
@@ -271,8 +327,14 @@ def _unused_fields(res: Resource, config_read: frozenset[str] = frozenset()) -> 
                 walk(item, f"{path}[{index}]")
 
     if res.kind == "Broker" and res.spec.get("config") is not None:
-        why = BROKER_CONFIG_PARTLY if res.key in config_read else BROKER_CONFIG_UNUSED
-        notes.append(str(res.problem("spec.config", why)))
+        config_map = config_read.get(res.key)
+        if config_map is None:
+            notes.append(str(res.problem("spec.config", BROKER_CONFIG_UNUSED)))
+        else:
+            data = config_map.body.get("data")
+            unread = sorted(k for k in data if k not in BROKER_CONFIG_KEYS) if isinstance(data, Mapping) else []
+            if unread:
+                notes.append(str(res.problem("spec.config", _broker_config_partly(unread))))
     if res.kind == "KafkaSource" and res.spec.get("consumers", 1) != 1:
         notes.append(str(res.problem("spec.consumers", KAFKA_SOURCE_CONSUMERS_UNUSED)))
     if res.kind == "KafkaSink":
@@ -327,6 +389,21 @@ def _kafka_sink(res: Resource, problems: list[Problem]) -> tuple[str, str] | Non
         problems.append(res.problem("spec.contentMode", f"must be binary or structured, got {mode!r}"))
         ok = False
     return (topic, mode) if ok else None
+
+
+def _kafka_sink_layout(res: Resource, topic: str, layouts: dict[str, TopicLayout], problems: list[Problem]) -> None:
+    """A KafkaSink's ``numPartitions`` and ``replicationFactor``: how its topic is created
+    when missing. Two KafkaSinks sizing one topic differently are a problem."""
+    report = _reporter(res, problems)
+    partitions = _positive_int(res.spec.get("numPartitions"), "spec.numPartitions", report)
+    factor = _positive_int(res.spec.get("replicationFactor"), "spec.replicationFactor", report)
+    if partitions is None and factor is None:
+        return
+    layout = TopicLayout(partitions, factor, f"KafkaSink {res.key}")
+    first = layouts.setdefault(topic, layout)
+    if (first.partitions, first.replication_factor) != (partitions, factor):
+        report("spec.numPartitions", f"topic {topic!r} is sized {layout.describe()} here and "
+                                     f"{first.describe()} there: give both KafkaSinks the same sizes")
 
 
 def _resolve_kafka_sink(policy: DeliveryPolicy | None, kafka_sinks: Mapping[str, tuple[str, str]], report) -> DeliveryPolicy | None:

@@ -278,7 +278,8 @@ def _writer(plan: Plan, bootstrap_servers: str, partitions: int, topics_ready: b
 
     topics = [b.topic for b in plan.brokers]
     on_connect = None if topics_ready else (lambda: ensure_topics(bootstrap_servers, topics, partitions, timeout_s=5.0,
-                                                                  client_config=plan.kafka_python_config()))
+                                                                  client_config=plan.kafka_python_config(),
+                                                                  layouts=plan.topic_layouts))
     return writer_factory(bootstrap_servers, on_connect=on_connect, **plan.librdkafka_config())
 
 
@@ -342,7 +343,7 @@ def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: 
     (``transforms.gc_tuning``)."""
     if server not in ("granian", "aiohttp"):
         raise ValueError(f"server must be granian or aiohttp, got {server!r}")
-    from eventing.kafka_topics import ensure_topics
+    from eventing.kafka_topics import TopicCreationError, ensure_topics
 
     if plan.kafka_auth is not None:  # a refused login stops the start; Kafka down does not (503s until it is up)
         from eventing.kafka_topics import KafkaAccessError, KafkaLoginRefused, check_access
@@ -357,8 +358,10 @@ def serve(plan: Plan, bootstrap_servers: str, *, host: str = "127.0.0.1", port: 
     if create_topics:
         try:
             ensure_topics(bootstrap_servers, [b.topic for b in plan.brokers], partitions, timeout_s=5.0,
-                          client_config=plan.kafka_python_config())
+                          client_config=plan.kafka_python_config(), layouts=plan.topic_layouts)
             topics_ready = True
+        except TopicCreationError:  # Kafka refused the manifests' sizes: fix them first
+            raise
         except Exception as exc:  # Kafka down at start: serve anyway, /readyz says not ready
             log.warning("could not create broker topics now (%s); creating them once Kafka is reachable", exc)
     paths = ", ".join(f"POST /{b.namespace}/{b.name}" for b in plan.brokers)

@@ -53,31 +53,50 @@ def kafka_limit(max_record_bytes: int) -> int:
 def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 4,
                   replication_factor: int = 1, timeout_s: float = 30.0,
                   max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                  client_config: Mapping[str, Any] | None = None) -> list[str]:
+                  client_config: Mapping[str, Any] | None = None,
+                  layouts: Mapping[str, Any] | None = None) -> list[str]:
     """Create every missing topic, taking records of ``max_record_bytes``; returns the ones
     created. Existing topics are left alone (their ``max.message.bytes`` must be at least
     ``kafka_limit(max_record_bytes)`` for the job to write its largest records there).
-    ``client_config``: more kafka-python settings (``Plan.kafka_python_config``: the login)."""
+    ``client_config``: more kafka-python settings (``Plan.kafka_python_config``: the login).
+    ``layouts``: topic -> ``plan.TopicLayout``, the partitions and replication factor the
+    manifests give a topic (``Plan.topic_layouts``); ``partitions`` and
+    ``replication_factor`` size the others. A size Kafka refuses (a replication factor above
+    its number of brokers) is a :class:`TopicCreationError` naming the topic and where the
+    size comes from."""
     from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     wanted = sorted(set(topics))
+    layouts = layouts or {}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="knflow-admin",
                              request_timeout_ms=int(timeout_s * 1000), **(client_config or {}))
     try:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
-        if missing:
+        config = {"max.message.bytes": str(kafka_limit(max_record_bytes))}
+        for topic in missing:  # one request per topic: a refusal names its topic
+            layout = layouts.get(topic)
+            count = (layout and layout.partitions) or partitions
+            factor = (layout and layout.replication_factor) or replication_factor
             try:
-                config = {"max.message.bytes": str(kafka_limit(max_record_bytes))}
-                admin.create_topics([NewTopic(t, partitions, replication_factor, topic_configs=config) for t in missing],
+                admin.create_topics([NewTopic(topic, count, factor, topic_configs=config)],
                                     timeout_ms=int(timeout_s * 1000))
             except TopicAlreadyExistsError:  # raced with another creator: fine
-                pass
-            log.info("created Kafka topics %s (%d partitions)", ", ".join(missing), partitions)
+                continue
+            except KafkaError as exc:
+                sizes = layout.describe() if layout is not None else f"{count} partitions, replication factor {factor}"
+                raise TopicCreationError(f"Kafka at {bootstrap_servers} refused to create topic {topic!r} with "
+                                         f"{sizes}: {exc}") from None
+            log.info("created Kafka topic %s (%d partitions, replication factor %d)", topic, count, factor)
         return missing
     finally:
         admin.close()
+
+
+class TopicCreationError(KnflowError):
+    """Kafka refused a topic knflow needed (a replication factor above its brokers, a
+    partition count it does not allow): the start stops, naming the topic and the setting."""
 
 
 class KafkaAccessError(KnflowError, ConnectionError):

@@ -156,6 +156,25 @@ class TriggerPlan:
 
 
 @dataclass(frozen=True)
+class TopicLayout:
+    """How knflow creates one topic when it is missing, as the manifests size it: a
+    Broker's ConfigMap (``default.topic.partitions``, ``default.topic.replication.factor``)
+    or a KafkaSink (``numPartitions``, ``replicationFactor``). None: the command's default
+    (``--partitions``; replication factor 1). ``origin`` names where the sizes come from,
+    for errors (``ConfigMap knative-eventing/kafka-broker-config``). Existing topics are
+    left as they are, as Knative leaves them."""
+
+    partitions: int | None
+    replication_factor: int | None
+    origin: str
+
+    def describe(self) -> str:
+        sizes = [f"{self.partitions} partitions" if self.partitions else "",
+                 f"replication factor {self.replication_factor}" if self.replication_factor else ""]
+        return f"{', '.join(s for s in sizes if s)} ({self.origin})"
+
+
+@dataclass(frozen=True)
 class BrokerPlan:
     namespace: str
     name: str
@@ -372,6 +391,9 @@ class Plan:
     #: Kafka's address from the brokers' ConfigMap (``bootstrap.servers``), if it is given:
     #: what the commands use when ``--bootstrap-servers`` is not given
     kafka_bootstrap: str | None = None
+    #: topic -> how to create it when missing, for the topics the manifests size (broker
+    #: topics from their ConfigMap, KafkaSink topics); others get the command's defaults
+    topic_layouts: Mapping[str, TopicLayout] = field(default_factory=dict)
     #: fields Knative reads that knflow accepts and does not use (a destination's
     #: ``audience``, a Broker's ``spec.config``), as ``file: Kind/name: field: why``; listed by ``validate`` and ``plan``.
     unused: tuple[str, ...] = ()
@@ -433,6 +455,10 @@ class Plan:
                                "sources": [s.to_dict() for s in self.sources]}
         if self.kafka_auth is not None:
             out["kafka"] = self.kafka_auth.describe()
+        if self.topic_layouts:
+            out["topicLayouts"] = {topic: {"partitions": layout.partitions, "replicationFactor": layout.replication_factor,
+                                           "from": layout.origin}
+                                   for topic, layout in sorted(self.topic_layouts.items())}
         return out
 
     def kafka_properties(self, relocated: str = "") -> dict[str, str]:

@@ -341,7 +341,8 @@ def prepare_topics(plan: Plan, options: FlinkJobOptions, partitions: int = 4) ->
         check_access(options.bootstrap_servers, options.group_id, config=plan.librdkafka_config())
 
     ensure_topics(options.bootstrap_servers, output_topics(plan, options) + list(plan.rocketmq_topics()), partitions,
-                  max_record_bytes=options.max_record_bytes, client_config=plan.kafka_python_config())
+                  max_record_bytes=options.max_record_bytes, client_config=plan.kafka_python_config(),
+                  layouts=plan.topic_layouts)
     for source in kafka_sources(plan):
         servers = ",".join(source.bootstrap_servers)
         if source.initial_offset == "latest":

@@ -112,7 +112,7 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="largest Kafka record the job writes; a larger one (a retry of a huge event, a huge "
                             "reply) is dead-lettered with a sample. Topics knflow creates take it "
                             "(default: %(default)s)")
-    flink.add_argument("--partitions", type=int, default=4, help="partitions of topics knflow creates (default: %(default)s)")
+    flink.add_argument("--partitions", type=int, default=4, help="partitions of the topics knflow creates that the manifests do not size (a Broker's ConfigMap, a KafkaSink) (default: %(default)s)")
     flink.add_argument("--no-outcomes", dest="outcomes", action="store_false",
                        help="do not write one outcome record per delivery to knflow-<job>-outcomes (no run summary then)")
     flink.add_argument("--duration", type=float, default=0.0,

@@ -306,6 +306,23 @@ def test_kafka_sink_as_dead_letter_sink():
                            "topic on the job's Kafka (--bootstrap-servers)",)
 
 
+def test_a_kafka_sinks_sizes_are_how_its_topic_is_created():
+    from eventing.plan import TopicLayout
+
+    sized = KAFKA_SINK.replace("contentMode: structured}", "contentMode: structured, numPartitions: 6, replicationFactor: 1}")
+    plan = compile_text(BROKER, sized)
+    assert plan.topic_layouts == {"live-dead-letters": TopicLayout(6, 1, "KafkaSink streaming/dlq")}
+    assert [n for n in plan.unused if "numPartitions" in n or "replicationFactor" in n] == []
+    # two KafkaSinks writing one topic must agree on its sizes
+    other = sized.replace("name: dlq", "name: dlq2").replace("numPartitions: 6", "numPartitions: 3")
+    assert problems_of(BROKER, sized, other) == [
+        "m.yaml: KafkaSink/dlq2: spec.numPartitions: topic 'live-dead-letters' is sized 3 partitions, replication "
+        "factor 1 (KafkaSink streaming/dlq2) here and 6 partitions, replication factor 1 (KafkaSink streaming/dlq) "
+        "there: give both KafkaSinks the same sizes"]
+    assert problems_of(BROKER, KAFKA_SINK.replace("contentMode: structured}", "contentMode: structured, numPartitions: 0}")) == [
+        "m.yaml: KafkaSink/dlq: spec.numPartitions: must be a positive integer, got 0"]
+
+
 def test_kafka_sink_errors():
     missing = problems_of(BROKER, trigger("t", delivery={"deadLetterSink": {"ref": {"kind": "KafkaSink", "name": "nope"}}}))
     assert missing == ["m.yaml: Trigger/t: spec.delivery.deadLetterSink.ref.name: KafkaSink 'streaming/nope' not found in the manifests (known: none)"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import pickle
 
+import pytest
 import yaml
 
 from eventing.kafka_auth import KafkaAuth
@@ -167,8 +168,8 @@ def _broker_config(name: str = "live", config: str = "kafka-broker-config") -> s
                                                "namespace": "knative-eventing"}}})
 
 
-def _config_map(name: str = "kafka-broker-config", secret_name: str | None = "kafka-auth") -> str:
-    data = {"bootstrap.servers": "kafka:9092"}
+def _config_map(name: str = "kafka-broker-config", secret_name: str | None = "kafka-auth", **more: str) -> str:
+    data = {"bootstrap.servers": "kafka:9092", **{k.replace("_", "."): v for k, v in more.items()}}
     if secret_name:
         data["auth.secret.ref.name"] = secret_name
     return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
@@ -186,9 +187,7 @@ def test_the_brokers_configmap_secret_is_knflows_own_kafka_login():
     assert plan.kafka_python_config()["sasl_plain_password"] == "p" and plan.kafka_python_config()["ssl_context"]
     assert plan.to_dict()["kafka"] == "SASL_SSL, SCRAM-SHA-512, own CA, client certificate"
     assert plan.ignored == ()  # the ConfigMap was read
-    assert plan.unused == ("m.yaml: Broker/live: spec.config: read for bootstrap.servers (unless --bootstrap-servers "
-                           "is given) and auth.secret.ref.name; its other keys are not used: a topic's partitions "
-                           "come from --partitions",)
+    assert plan.unused == ()  # every key of the ConfigMap is read
     assert plan.kafka_bootstrap == "kafka:9092"
     plain = compile_text(_broker_config(), _config_map(secret_name=None))
     assert plain.kafka_auth is None and plain.librdkafka_config() == {} and plain.kafka_python_config() == {}
@@ -234,3 +233,31 @@ def test_broker_login_problems_name_the_configmap_and_secret():
                        _config_map("second-config", "other"))
     assert msgs == ["m.yaml: Broker/second: spec.config: logs in with Secret knative-eventing/other, Broker "
                     "streaming/live with Secret knative-eventing/kafka-auth: one job has one Kafka connection"]
+
+
+def test_the_brokers_configmap_sizes_its_topic_as_knatives_does():
+    from eventing.plan import TopicLayout
+
+    # Knative's own kafka-broker-config: 10 partitions, replication factor 3
+    plan = compile_text(_broker_config(), _config_map(secret_name=None, default_topic_partitions="10",
+                                                      default_topic_replication_factor="3",
+                                                      default_topic_config_retention_ms="60000"))
+    layout = TopicLayout(10, 3, "ConfigMap knative-eventing/kafka-broker-config")
+    assert plan.topic_layouts == {"knative-broker-streaming-live": layout}
+    assert plan.to_dict()["topicLayouts"] == {"knative-broker-streaming-live": {
+        "partitions": 10, "replicationFactor": 3, "from": "ConfigMap knative-eventing/kafka-broker-config"}}
+    assert plan.unused == ("m.yaml: Broker/live: spec.config: read for bootstrap.servers, auth.secret.ref.name, "
+                           "default.topic.partitions, default.topic.replication.factor (bootstrap.servers unless "
+                           "--bootstrap-servers is given); its other keys are not used: "
+                           "default.topic.config.retention.ms",)
+    # one size alone; the other is the command's default
+    only = compile_text(_broker_config(), _config_map(secret_name=None, default_topic_partitions="2"))
+    assert only.topic_layouts["knative-broker-streaming-live"] == TopicLayout(2, None, layout.origin)
+    assert compile_text(_broker_config(), _config_map(secret_name=None)).topic_layouts == {}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "ten", "1.5", ""])
+def test_a_configmap_topic_size_that_is_no_positive_integer_names_its_key(value):
+    msgs = problems_of(_broker_config(), _config_map(secret_name=None, default_topic_replication_factor=value))
+    assert msgs == [f"m.yaml: Broker/live: spec.config: ConfigMap knative-eventing/kafka-broker-config: "
+                    f"default.topic.replication.factor: must be a positive integer, got {value!r}"]

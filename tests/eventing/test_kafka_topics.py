@@ -35,6 +35,28 @@ def test_created_topics_take_records_over_kafkas_default_limit(kafka):
     assert ensure_topics(kafka.bootstrap, [topic]) == []  # an existing topic is left alone
 
 
+def test_a_topic_the_manifests_size_is_created_with_their_sizes_and_a_refusal_names_them(kafka):
+    from eventing.kafka_topics import TopicCreationError
+    from eventing.plan import TopicLayout
+
+    sized, other = kafka.unique_topic("sized"), kafka.unique_topic("default")
+    layouts = {sized: TopicLayout(3, None, "ConfigMap knative-eventing/kafka-broker-config")}
+    assert ensure_topics(kafka.bootstrap, [sized, other], partitions=2, layouts=layouts) == sorted([sized, other])
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    try:
+        counts = {t.get("topic", t.get("name")): len(t["partitions"]) for t in admin.describe_topics([sized, other])}
+    finally:
+        admin.close()
+    assert counts == {sized: 3, other: 2}
+    # the test Kafka has one broker: replication factor 3 (Knative's default ConfigMap) is refused, by name
+    refused = kafka.unique_topic("refused")
+    with pytest.raises(TopicCreationError) as caught:
+        ensure_topics(kafka.bootstrap, [refused], layouts={refused: TopicLayout(10, 3, "ConfigMap ns/kafka-config")})
+    message = str(caught.value)
+    assert f"refused to create topic {refused!r} with 10 partitions, replication factor 3 (ConfigMap ns/kafka-config)" \
+        in message and "InvalidReplicationFactor" in message
+
+
 def test_init_latest_offsets_commits_the_end_of_partitions_a_group_has_not_started(kafka):
     """Knative's InitOffsets: a new group's offsets become each partition's end; a partition
     the group already has an offset for keeps it; a missing topic is left out."""
@@ -133,3 +155,36 @@ def test_no_answer_or_settings_librdkafka_refuses_are_clear_errors_too():
         check_access(closed, "g-none", timeout_s=2)
     with pytest.raises(KafkaAccessError, match=r"cannot connect to Kafka at .* as group g-pem: .*ssl.ca.pem"):
         check_access(closed, "g-pem", timeout_s=2, config={"security.protocol": "SSL", "ssl.ca.pem": "not a PEM"})
+
+
+@pytest.mark.parametrize("command", ["run", "ingress"])
+def test_a_configmap_size_kafka_refuses_stops_run_and_ingress_at_start_naming_it(kafka, tmp_path, command):
+    """Knative's default kafka-broker-config asks replication factor 3; this Kafka has one
+    broker: the start stops with Kafka's reason, the topic and the ConfigMap, before a job or
+    a server runs (the ConfigMap's bootstrap.servers is the address: no flag)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    namespace = kafka.unique_topic("rf")
+    manifest = tmp_path / "sized.yaml"
+    manifest.write_text(f"""
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: kafka-broker-config, namespace: knative-eventing}}
+data: {{bootstrap.servers: "{kafka.bootstrap}", default.topic.partitions: "10", default.topic.replication.factor: "3"}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: live, namespace: {namespace}}}
+spec:
+  config: {{apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, namespace: knative-eventing}}
+""")
+    extra = ["--job-name", namespace] if command == "run" else ["--port", "0"]
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", command, str(manifest), *extra], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"knflow {command}: Kafka at {kafka.bootstrap} refused to create topic 'knative-broker-{namespace}-live' "
+            f"with 10 partitions, replication factor 3 (ConfigMap knative-eventing/kafka-broker-config)") \
+        in result.stderr, result.stderr
