@@ -136,6 +136,9 @@ class Gen:
         self.literals: set[str] = set()
         self.soft: set[int] = set()  # ids of nodes whose consumer takes an error value
         self.produces: set[int] = set()  # ... and that may give one (see mark)
+        #: (type test, Python comparison, slow path) of the last typed comparison
+        #: _compare_fast wrote (see _jump)
+        self.typed_parts: tuple[str, str, str] | None = None
 
     # ---- error values (see mark)
     def mark(self, node: Node, soft: bool) -> bool:
@@ -312,22 +315,40 @@ class Gen:
         self.indent -= levels
 
     def _jump(self, node: Node, t: str, stop: str, unit: str) -> bool:
-        """An &&/|| operand ``x == "lit"`` (``!=``, or a number Python compares as CEL
-        does, see ``_compare_fast``) as a conditional return: CPython then compares two
-        strings in its specialised compare-and-jump. Returns whether it did."""
-        if not (isinstance(node, Bin) and node.op in ("==", "!=")):
+        """An &&/|| operand that compares with a constant as a conditional return:
+        ``x == "lit"`` (``!=``, or a number Python compares as CEL does, see
+        ``_compare_fast``), or ``x > 10.0`` behind its type test (``if type(x) is float:
+        if not x > 10.0: return False``). CPython then compares in its specialised
+        compare-and-jump, without the operand's value stored and tested again (~13 ns per
+        operand). Returns whether it did."""
+        if not (isinstance(node, Bin) and node.op in _COMPARE):
             return False
         mark = len(self.lines)
         a, b = self.operands([node.left, node.right])
+        self.typed_parts = None
         fast = self._compare_fast(node, a, b)
-        if len(self.lines) != mark or fast != f"({a} {node.op} {b})":
+        if len(self.lines) != mark or fast is None:
             del self.lines[mark:]
             return False
-        returns_when = node.op if stop == "True" else ("!=" if node.op == "==" else "==")
         self.emit("try:")
-        self.emit(f"    if {a} {returns_when} {b}:")
-        self.emit(f"        return {stop}")
-        self.emit(f"    {t} = {unit}")  # after the return: the early exit skips it
+        if fast == f"({a} {node.op} {b})" and node.op in ("==", "!="):
+            returns_when = node.op if stop == "True" else ("!=" if node.op == "==" else "==")
+            self.emit(f"    if {a} {returns_when} {b}:")
+            self.emit(f"        return {stop}")
+            self.emit(f"    {t} = {unit}")  # after the return: the early exit skips it
+        elif self.typed_parts is not None:
+            test, expr, slow = self.typed_parts
+            self.emit(f"    if {test}:")
+            self.emit(f"        if {'' if stop == 'True' else 'not '}({expr}):")
+            self.emit(f"            return {stop}")
+            self.emit(f"        {t} = {unit}")
+            self.emit("    else:")
+            self.emit(f"        {t} = {slow}")
+            self.emit(f"        if {t} is {stop}:")
+            self.emit(f"            return {stop}")
+        else:
+            del self.lines[mark:]
+            return False
         self.emit("except _CelError as _e:")
         self.emit(f"    {t} = _e")
         self.emit("except KeyError as _e:")
@@ -632,7 +653,8 @@ class Gen:
         kexpr = b if const_right else a
         expr = f"{name} {op} {kexpr}" if const_right else f"{kexpr} {op} {name}"
         slow = f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})"
-        return f"(({expr}) if {test} else {self.slow(onode, name, slow)})"
+        self.typed_parts = (test, expr, self.slow(onode, name, slow))
+        return f"(({expr}) if {test} else {self.typed_parts[2]})"
 
     def e_Call(self, node: Call) -> str:
         name = node.name
