@@ -126,6 +126,10 @@ _ARITH = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
 _STRING_METHODS = {"startsWith": ("_starts_with", "{o}.startswith({a})"), "endsWith": ("_ends_with", "{o}.endswith({a})"), "contains": ("_contains", "({a} in {o})")}
 
 
+def _typed_text(test: str, expr: str, slow: str) -> str:
+    return f"(({expr}) if {test} else {slow})"
+
+
 class Gen:
     def __init__(self, consts: dict[str, Any], indent: int = 1, qualified: bool = False) -> None:
         self.qualified = qualified  # resolve a.b.c as the longest declared name (see generate)
@@ -203,6 +207,13 @@ class Gen:
         if name == "matches":
             return len(args) == 1 and isinstance(args[0], Const) and type(args[0].value) is str and rt.regex(args[0].value) is not None
         return False
+
+    def typed(self, test: str, expr: str, slow: str) -> str:
+        """``((expr) if test else slow)``: a bool computed by Python where ``test`` (a type
+        test binding the operand) says Python's operation is CEL's; recorded for
+        :meth:`_jump`."""
+        self.typed_parts = (test, expr, slow)
+        return _typed_text(test, expr, slow)
 
     def slow(self, operand: Node, name: str, expr: str) -> str:
         """A slow path ``expr`` on ``name`` (``operand``'s value): an error value passes."""
@@ -320,24 +331,32 @@ class Gen:
         ``_compare_fast``), or ``x > 10.0`` behind its type test (``if type(x) is float:
         if not x > 10.0: return False``). CPython then compares in its specialised
         compare-and-jump, without the operand's value stored and tested again (~13 ns per
-        operand). Returns whether it did."""
-        if not (isinstance(node, Bin) and node.op in _COMPARE):
+        operand); so is a string method's (``s.startsWith("x")``, ``!s.endsWith("x")``).
+        Returns whether it did."""
+        if isinstance(node, Bin) and node.op in _COMPARE:
+            mark = len(self.lines)
+            a, b = self.operands([node.left, node.right])
+            self.typed_parts = None
+            fast = self._compare_fast(node, a, b)
+            plain = fast == f"({a} {node.op} {b})" and node.op in ("==", "!=")
+        elif isinstance(node, (Method, Not)):  # s.startsWith("x"), !s.endsWith("x")
+            mark = len(self.lines)
+            self.typed_parts = None
+            fast, plain = self.gen_expr(node), False
+        else:
             return False
-        mark = len(self.lines)
-        a, b = self.operands([node.left, node.right])
-        self.typed_parts = None
-        fast = self._compare_fast(node, a, b)
-        if len(self.lines) != mark or fast is None:
+        parts = self.typed_parts
+        if len(self.lines) != mark or not (plain or (parts is not None and fast == _typed_text(*parts))):
             del self.lines[mark:]
             return False
         self.emit("try:")
-        if fast == f"({a} {node.op} {b})" and node.op in ("==", "!="):
+        if plain:
             returns_when = node.op if stop == "True" else ("!=" if node.op == "==" else "==")
             self.emit(f"    if {a} {returns_when} {b}:")
             self.emit(f"        return {stop}")
             self.emit(f"    {t} = {unit}")  # after the return: the early exit skips it
-        elif self.typed_parts is not None:
-            test, expr, slow = self.typed_parts
+        else:
+            test, expr, slow = parts
             self.emit(f"    if {test}:")
             self.emit(f"        if {'' if stop == 'True' else 'not '}({expr}):")
             self.emit(f"            return {stop}")
@@ -346,9 +365,6 @@ class Gen:
             self.emit(f"        {t} = {slow}")
             self.emit(f"        if {t} is {stop}:")
             self.emit(f"            return {stop}")
-        else:
-            del self.lines[mark:]
-            return False
         self.emit("except _CelError as _e:")
         self.emit(f"    {t} = _e")
         self.emit("except KeyError as _e:")
@@ -368,8 +384,8 @@ class Gen:
         self.indent -= 1
         self.emit("else:")
         self.indent += 1
-        if id(node) in self.soft:
-            self.assign(target, f"_cond_result({c})")
+        if id(node) in self.soft:  # the condition's error value, tested inline, else a type error
+            self.assign(target, f"{c} if isinstance({c}, _CelError) else _cond_result({c})")
         else:
             self.emit(f"_cond_error({c})")
             if target != RETURN:
@@ -568,7 +584,7 @@ class Gen:
                 slow = f"({t} if isinstance(({t} := {slow}), _CelError) else _not({t}))"
             else:
                 slow = f"_not({slow})"
-            return f"((not {fast.format(o=obj, a=a)}) if type({bound}) is str else {slow})"
+            return self.typed(f"type({bound}) is str", f"not {fast.format(o=obj, a=a)}", slow)
         bound, name = self.bind(self.gen_expr(node.arg))
         return f"(({name} is False) if type({bound}) is bool else {self.slow(node.arg, name, f'_not({name})')})"
 
@@ -653,8 +669,7 @@ class Gen:
         kexpr = b if const_right else a
         expr = f"{name} {op} {kexpr}" if const_right else f"{kexpr} {op} {name}"
         slow = f"{fn}({name}, {kexpr})" if const_right else f"{fn}({kexpr}, {name})"
-        self.typed_parts = (test, expr, self.slow(onode, name, slow))
-        return f"(({expr}) if {test} else {self.typed_parts[2]})"
+        return self.typed(test, expr, self.slow(onode, name, slow))
 
     def e_Call(self, node: Call) -> str:
         name = node.name
@@ -688,7 +703,8 @@ class Gen:
             helper, fast = _STRING_METHODS[name]
             if isinstance(node.args[0], Const) and type(node.args[0].value) is str:
                 bound, obj = self.bind(o)
-                return f"({fast.format(o=obj, a=args[0])} if type({bound}) is str else {self.slow(node.obj, obj, f'{helper}({obj}, {args[0]})')})"
+                return self.typed(f"type({bound}) is str", fast.format(o=obj, a=args[0]),
+                                  self.slow(node.obj, obj, f"{helper}({obj}, {args[0]})"))
             return f"{helper}({o}, {args[0]})"
         if name == "matches" and n == 1:
             arg = node.args[0]
