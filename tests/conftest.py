@@ -144,9 +144,11 @@ def pytest_configure(config: pytest.Config) -> None:
 #: Topics and consumer groups the RocketMQ tests use. RocketMQ 5's gRPC clients cannot create
 #: either, so deploy/rocketmq.sh seeds them before the broker starts. NAME:earliest groups
 #: start at offset 0; the others where RocketMQ starts a new group.
-ROCKETMQ_TOPICS = ("knflow-t-wrap", "knflow-t-tags", "knflow-t-redeliver", "knflow-t-kill", "knflow-t-job")
+ROCKETMQ_TOPICS = ("knflow-t-wrap", "knflow-t-tags", "knflow-t-redeliver", "knflow-t-kill", "knflow-t-job",
+                   "knflow-t-sasl")
 ROCKETMQ_GROUPS = ("knflow-g-wrap:earliest", "knflow-g-tags:earliest", "knflow-g-redeliver:earliest",
-                   "knflow-g-kill:earliest", "knflow-g-job-direct:earliest", "knflow-g-job-broker:earliest")
+                   "knflow-g-kill:earliest", "knflow-g-job-direct:earliest", "knflow-g-job-broker:earliest",
+                   "knflow-g-sasl:earliest")
 
 
 def free_port(avoid: set[int] = frozenset()) -> int:

@@ -1,9 +1,11 @@
 """Processes as /proc shows them: command lines, process trees and CPU time (tests and
 benchmarks find the JVMs and Python workers they started, or that were left behind, and
-what they cost)."""
+what they cost); and stopping one the tests started."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -74,3 +76,17 @@ def thread_cpus(pid: int) -> dict[int, set[int]]:
         except OSError:  # the thread ended
             continue
     return out
+
+
+def stop(process: "subprocess.Popen", sig: int = signal.SIGTERM, timeout: float = 60.0) -> bool:
+    """Send ``sig`` to ``process`` and wait up to ``timeout`` s for it to exit; kill it
+    if it does not. Returns whether it exited by itself (callers that require a clean
+    stop assert it)."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)
+        return False

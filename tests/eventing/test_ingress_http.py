@@ -6,7 +6,6 @@ broker's."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from eventing.kafka_topics import ensure_topics
 from tests.conftest import REPO, free_port_pair
 from tests.eventing.test_ingress import BINARY, AppThread, consume
 from tests.plans import broker_yaml, plan_from_yaml
+from tests.processes import stop
 
 pytestmark = pytest.mark.kafka
 
@@ -62,12 +62,7 @@ class CliProcess:
         pytest.fail("knflow ingress did not answer /healthz within 90 s")
 
     def __exit__(self, *exc) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+        assert stop(self.process), "knflow ingress did not stop within 60 s of SIGTERM"
 
 
 def serving(kind: str, plan, writer_bootstrap: str, tmp_path):

@@ -2,7 +2,6 @@
 storing what it accepts in the REAL Kafka; SIGTERM stops them all."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from tests.conftest import REPO
 from tests.eventing.test_ingress import BINARY, consume
 from tests.eventing.test_ingress_faults import wait_until
 from tests.plans import broker_yaml
+from tests.processes import stop
 
 pytestmark = pytest.mark.kafka
 
@@ -56,12 +56,7 @@ def test_two_workers_share_the_port(kafka, tmp_path: Path):
         got = {dict(r.headers).get("ce_id") for r in consume(kafka.bootstrap, topic, len(ids), ids=[i.encode() for i in ids])}
         assert {i.encode() for i in ids} <= got
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+        assert stop(process), "knflow ingress did not stop within 60 s of SIGTERM"
     deadline = time.time() + 30
     while time.time() < deadline and children(process.pid):
         time.sleep(0.2)

@@ -9,6 +9,7 @@ from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from eventing.kafka_topics import DEFAULT_MAX_RECORD_BYTES, ensure_topics, kafka_limit
+from tests.plans import configured_broker_yaml
 
 pytestmark = pytest.mark.kafka
 
@@ -169,18 +170,8 @@ def test_a_configmap_size_kafka_refuses_stops_run_and_ingress_at_start_naming_it
 
     namespace = kafka.unique_topic("rf")
     manifest = tmp_path / "sized.yaml"
-    manifest.write_text(f"""
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: kafka-broker-config, namespace: knative-eventing}}
-data: {{bootstrap.servers: "{kafka.bootstrap}", default.topic.partitions: "10", default.topic.replication.factor: "3"}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: live, namespace: {namespace}}}
-spec:
-  config: {{apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, namespace: knative-eventing}}
-""")
+    manifest.write_text(configured_broker_yaml(namespace, {
+        "bootstrap.servers": kafka.bootstrap, "default.topic.partitions": "10", "default.topic.replication.factor": "3"}))
     extra = ["--job-name", namespace] if command == "run" else ["--port", "0"]
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", command, str(manifest), *extra], cwd=REPO,
                             capture_output=True, text=True, timeout=300)

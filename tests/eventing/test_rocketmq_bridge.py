@@ -21,6 +21,8 @@ from eventing.compiler import load_plan
 from eventing.kafka_topics import ensure_topics
 from eventing.sources_rocketmq import BridgeError, RocketMQBridge
 from tests.conftest import REPO, free_port
+from tests.plans import configured_broker_yaml
+from tests.processes import stop
 from transforms.codec import decode_kafka, event_to_dict
 
 pytestmark = [pytest.mark.rocketmq, pytest.mark.kafka, pytest.mark.slow]
@@ -249,3 +251,40 @@ def test_unknown_group_fails_with_a_clear_error(tmp_path, rocketmq, kafka):
                             startup_timeout_s=15)
     with pytest.raises(BridgeError, match="do topic 'knflow-t-wrap' and group 'knflow-g-never-created' exist"):
         bridge.run()
+
+
+def test_the_bridge_logs_in_to_the_brokers_kafka_with_the_configmaps_secret(tmp_path, rocketmq, kafka):
+    """``knflow rocketmq-bridge`` given no --bootstrap-servers: it writes through Kafka's SASL
+    listener named by the broker's ConfigMap, logging in with the ConfigMap's Secret (a
+    plaintext client there is refused), and creates the broker's topic the same way."""
+    namespace = f"ns{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "secured.yaml"
+    secret = {"protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "user": "knflow",
+              "password": kafka.SASL_PASSWORD}
+    path.write_text(configured_broker_yaml(namespace, {"bootstrap.servers": kafka.sasl_bootstrap}, secret) + f"""---
+apiVersion: sources.knative.dev/v1alpha1
+kind: RocketMQSource
+metadata: {{name: platform, namespace: {namespace}}}
+spec:
+  topic: knflow-t-sasl
+  namesrvAddr: 127.0.0.1:9876
+  groupName: knflow-g-sasl
+  initialOffset: earliest
+  sink: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: live}}
+""")
+    producer = Producer(rocketmq.endpoints, "knflow-t-sasl")
+    ids = [producer.send(b'{"coins": %d}' % n, tag="gift") for n in range(3)]
+    producer.close()
+    log_path = tmp_path / "bridge.log"
+    with open(log_path, "wb") as log:
+        bridge = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "rocketmq-bridge", str(path),
+                                   "--endpoints", rocketmq.endpoints], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # read through the plaintext listener of the same Kafka: what the bridge wrote via SASL
+        events = read_events(kafka.bootstrap, f"knative-broker-{namespace}-live",
+                             lambda evs: {e.get_id() for e in evs} >= set(ids) or bridge.poll() is not None)
+    finally:
+        stop(bridge, signal.SIGINT)
+    output = log_path.read_text()
+    assert {e.get_id() for e in events} >= set(ids), output
+    assert {e.get_attributes()["rocketmqtag"] for e in events} == {"gift"}

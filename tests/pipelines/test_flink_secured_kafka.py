@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.consumers import ConsumerServer, accept
+from tests.plans import configured_broker_yaml
 from tests.eventing.test_ingress_http import CliProcess
 from tests.pipelines.flink_harness import KnflowJob, summary_rows, wait_until
 
@@ -25,26 +26,9 @@ def test_ingress_and_job_log_in_to_the_brokers_kafka_with_the_configmaps_secret(
     consumer = ConsumerServer(accept()).start()
     manifest = tmp_path / "m" / "broker.yaml"
     manifest.parent.mkdir()
-    manifest.write_text(f"""
-apiVersion: v1
-kind: Secret
-metadata: {{name: kafka-auth, namespace: knative-eventing}}
-stringData: {{protocol: SASL_PLAINTEXT, sasl.mechanism: SCRAM-SHA-256, user: knflow, password: {kafka.SASL_PASSWORD}}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: kafka-broker-config, namespace: knative-eventing}}
-data: {{bootstrap.servers: "{kafka.sasl_bootstrap}", auth.secret.ref.name: kafka-auth}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata:
-  name: live
-  namespace: {namespace}
-  annotations: {{eventing.knative.dev/broker.class: Kafka}}
-spec:
-  config: {{apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, namespace: knative-eventing}}
----
+    secret = {"protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256", "user": "knflow",
+              "password": kafka.SASL_PASSWORD}
+    manifest.write_text(configured_broker_yaml(namespace, {"bootstrap.servers": kafka.sasl_bootstrap}, secret) + f"""---
 apiVersion: eventing.knative.dev/v1
 kind: Trigger
 metadata: {{name: gifts, namespace: {namespace}}}
@@ -82,23 +66,8 @@ def test_a_broker_login_kafka_refuses_stops_the_command_with_the_reason(kafka, t
     from tests.conftest import REPO
 
     manifest = tmp_path / "refused.yaml"
-    manifest.write_text("""
-apiVersion: v1
-kind: Secret
-metadata: {name: kafka-auth, namespace: knative-eventing}
-stringData: {protocol: SASL_PLAINTEXT, sasl.mechanism: SCRAM-SHA-512, user: knflow, password: wrong}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: kafka-broker-config, namespace: knative-eventing}
-data: {auth.secret.ref.name: kafka-auth}
----
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {name: live, namespace: refused}
-spec:
-  config: {apiVersion: v1, kind: ConfigMap, name: kafka-broker-config, namespace: knative-eventing}
-""")
+    secret = {"protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "user": "knflow", "password": "wrong"}
+    manifest.write_text(configured_broker_yaml("refused", {}, secret))
     extra = ["--job-name", "refused"] if command == "run" else ["--port", "0"]
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", command, str(manifest), "--bootstrap-servers",
                              kafka.sasl_bootstrap, *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
