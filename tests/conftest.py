@@ -68,6 +68,11 @@ class KafkaService:
         assert self.sasl_port is not None, "this Kafka has no SASL listener"
         return f"127.0.0.1:{self.sasl_port}"
 
+    def broker_secret(self, mechanism: str = "SCRAM-SHA-512", password: str | None = None) -> dict[str, str]:
+        """A Secret's stringData in Knative's Kafka broker format for the SASL listener."""
+        return {"protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism, "user": "knflow",
+                "password": self.SASL_PASSWORD if password is None else password}
+
     @property
     def ssl_bootstrap(self) -> str:
         assert self.ssl_port is not None, "this Kafka has no SSL listener"

@@ -259,9 +259,8 @@ def test_the_bridge_logs_in_to_the_brokers_kafka_with_the_configmaps_secret(tmp_
     plaintext client there is refused), and creates the broker's topic the same way."""
     namespace = f"ns{uuid.uuid4().hex[:8]}"
     path = tmp_path / "secured.yaml"
-    secret = {"protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "user": "knflow",
-              "password": kafka.SASL_PASSWORD}
-    path.write_text(configured_broker_yaml(namespace, {"bootstrap.servers": kafka.sasl_bootstrap}, secret) + f"""---
+    path.write_text(configured_broker_yaml(namespace, {"bootstrap.servers": kafka.sasl_bootstrap},
+                                           kafka.broker_secret()) + f"""---
 apiVersion: sources.knative.dev/v1alpha1
 kind: RocketMQSource
 metadata: {{name: platform, namespace: {namespace}}}

@@ -26,9 +26,8 @@ def test_ingress_and_job_log_in_to_the_brokers_kafka_with_the_configmaps_secret(
     consumer = ConsumerServer(accept()).start()
     manifest = tmp_path / "m" / "broker.yaml"
     manifest.parent.mkdir()
-    secret = {"protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256", "user": "knflow",
-              "password": kafka.SASL_PASSWORD}
-    manifest.write_text(configured_broker_yaml(namespace, {"bootstrap.servers": kafka.sasl_bootstrap}, secret) + f"""---
+    manifest.write_text(configured_broker_yaml(namespace, {"bootstrap.servers": kafka.sasl_bootstrap},
+                                               kafka.broker_secret("SCRAM-SHA-256")) + f"""---
 apiVersion: eventing.knative.dev/v1
 kind: Trigger
 metadata: {{name: gifts, namespace: {namespace}}}
@@ -66,8 +65,7 @@ def test_a_broker_login_kafka_refuses_stops_the_command_with_the_reason(kafka, t
     from tests.conftest import REPO
 
     manifest = tmp_path / "refused.yaml"
-    secret = {"protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "user": "knflow", "password": "wrong"}
-    manifest.write_text(configured_broker_yaml("refused", {}, secret))
+    manifest.write_text(configured_broker_yaml("refused", {}, kafka.broker_secret(password="wrong")))
     extra = ["--job-name", "refused"] if command == "run" else ["--port", "0"]
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", command, str(manifest), "--bootstrap-servers",
                              kafka.sasl_bootstrap, *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
