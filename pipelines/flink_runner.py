@@ -81,10 +81,6 @@ def summarize(plan: Plan, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
             "triggers": {t.key: {c: counts[t.key][c] for c in columns} for t in plan.delivery_triggers()}}
 
 
-class _Stop(Exception):
-    pass
-
-
 def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, partitions: int = 4,
               on_started=None) -> dict[str, Any] | None:
     """Run on the embedded mini-cluster until ``duration`` seconds pass (0: until SIGINT/SIGTERM).
@@ -104,8 +100,14 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
     if on_started:
         on_started(str(client.get_job_id()))
 
+    # A signal only sets a flag (a plain one: Event.set could wait on a lock the interrupted
+    # thread holds). Raised from the handler, it could land inside a py4j call and break
+    # that call's connection: py4j then raised its own error and the run ended without its
+    # summary (seen in a CI run)
+    requested: list[int] = []
+
     def stop(signum, frame):
-        raise _Stop()
+        requested.append(signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     stopped = False
@@ -113,11 +115,11 @@ def run_local(plan: Plan, options: FlinkJobOptions, *, duration: float = 0.0, pa
         deadline = time.time() + duration if duration > 0 else None
         while deadline is None or time.time() < deadline:
             time.sleep(0.5)
+            if requested:
+                break
             status = str(client.get_job_status().result())
             if status in ("FAILED", "CANCELED", "FINISHED"):
                 raise KnflowError(f"the Flink job ended unexpectedly: {status}")
-        stopped = True
-    except _Stop:
         stopped = True
     finally:
         for sig, handler in previous.items():
