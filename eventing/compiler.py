@@ -256,21 +256,26 @@ def _config_map_layout(config_map: Resource, data: Any, report: Callable[[str, s
     where = f"spec.config: ConfigMap {config_map.key}: "
     partitions = _positive_int(data.get("default.topic.partitions"), where + "default.topic.partitions", report)
     factor = _positive_int(data.get("default.topic.replication.factor"),
-                           where + "default.topic.replication.factor", report)
+                           where + "default.topic.replication.factor", report, MAX_REPLICATION_FACTOR)
     if partitions is None and factor is None:
         return None
     return TopicLayout(partitions, factor, f"ConfigMap {config_map.key}")
 
 
-def _positive_int(value: Any, field: str, report: Callable[[str, str], None]) -> int | None:
-    """A topic size given as an integer or a string of digits (ConfigMap data), or None
-    when absent; anything else is a problem of ``field``."""
+#: Kafka's limits: a topic's partition count is an int32, its replication factor an int16.
+MAX_PARTITIONS, MAX_REPLICATION_FACTOR = 2**31 - 1, 2**15 - 1
+
+
+def _positive_int(value: Any, field: str, report: Callable[[str, str], None], limit: int = MAX_PARTITIONS) -> int | None:
+    """A topic size given as an integer or a string of ASCII digits, with an optional ``+``
+    (ConfigMap data, read as Go's strconv.Atoi reads it), from 1 to ``limit``; None when
+    absent; anything else is a problem of ``field``."""
     if value is None:
         return None
-    text = str(value).strip() if not isinstance(value, bool) else ""
-    if isinstance(value, (int, str)) and text.isdigit() and 0 < int(text) <= 2**31 - 1:
+    text = str(value).strip().removeprefix("+") if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if text.isascii() and text.isdigit() and 0 < int(text) <= limit:
         return int(text)
-    report(field, f"must be a positive integer, got {value!r}")
+    report(field, f"must be an integer from 1 to {limit}, got {value!r}")
     return None
 
 
@@ -332,7 +337,7 @@ def _unused_fields(res: Resource, config_read: Mapping[str, Resource]) -> list[s
             notes.append(str(res.problem("spec.config", BROKER_CONFIG_UNUSED)))
         else:
             data = config_map.body.get("data")
-            unread = sorted(k for k in data if k not in BROKER_CONFIG_KEYS) if isinstance(data, Mapping) else []
+            unread = sorted(str(k) for k in data if k not in BROKER_CONFIG_KEYS) if isinstance(data, Mapping) else []
             if unread:
                 notes.append(str(res.problem("spec.config", _broker_config_partly(unread))))
     if res.kind == "KafkaSource" and res.spec.get("consumers", 1) != 1:
@@ -396,14 +401,15 @@ def _kafka_sink_layout(res: Resource, topic: str, layouts: dict[str, TopicLayout
     when missing. Two KafkaSinks sizing one topic differently are a problem."""
     report = _reporter(res, problems)
     partitions = _positive_int(res.spec.get("numPartitions"), "spec.numPartitions", report)
-    factor = _positive_int(res.spec.get("replicationFactor"), "spec.replicationFactor", report)
+    factor = _positive_int(res.spec.get("replicationFactor"), "spec.replicationFactor", report, MAX_REPLICATION_FACTOR)
     if partitions is None and factor is None:
         return
     layout = TopicLayout(partitions, factor, f"KafkaSink {res.key}")
     first = layouts.setdefault(topic, layout)
-    if (first.partitions, first.replication_factor) != (partitions, factor):
-        report("spec.numPartitions", f"topic {topic!r} is sized {layout.describe()} here and "
-                                     f"{first.describe()} there: give both KafkaSinks the same sizes")
+    differs = layout.differs(first)
+    if differs:
+        report(f"spec.{differs}", f"topic {topic!r} is sized {layout.describe()} here and "
+                                  f"{first.describe()} there: give both KafkaSinks the same sizes")
 
 
 def _resolve_kafka_sink(policy: DeliveryPolicy | None, kafka_sinks: Mapping[str, tuple[str, str]], report) -> DeliveryPolicy | None:

@@ -63,7 +63,7 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
     manifests give a topic (``Plan.topic_layouts``); ``partitions`` and
     ``replication_factor`` size the others. A size Kafka refuses (a replication factor above
     its number of brokers) is a :class:`TopicCreationError` naming the topic and where the
-    size comes from."""
+    size comes from; a retriable error (a timeout) is raised as it is."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -85,9 +85,11 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
             except TopicAlreadyExistsError:  # raced with another creator: fine
                 continue
             except KafkaError as exc:
-                sizes = layout.describe() if layout is not None else f"{count} partitions, replication factor {factor}"
+                if exc.retriable:  # Kafka busy or unreachable (a timeout, a controller moving): no refusal
+                    raise
+                origin = f" ({layout.origin})" if layout is not None else ""
                 raise TopicCreationError(f"Kafka at {bootstrap_servers} refused to create topic {topic!r} with "
-                                         f"{sizes}: {exc}") from None
+                                         f"{count} partitions, replication factor {factor}{origin}: {exc}") from None
             log.info("created Kafka topic %s (%d partitions, replication factor %d)", topic, count, factor)
         return missing
     finally:

@@ -173,6 +173,14 @@ class TopicLayout:
                  f"replication factor {self.replication_factor}" if self.replication_factor else ""]
         return f"{', '.join(s for s in sizes if s)} ({self.origin})"
 
+    def differs(self, other: "TopicLayout") -> str | None:
+        """The field (KafkaSink spelling) whose size differs from ``other``'s, or None."""
+        if self.partitions != other.partitions:
+            return "numPartitions"
+        if self.replication_factor != other.replication_factor:
+            return "replicationFactor"
+        return None
+
 
 @dataclass(frozen=True)
 class BrokerPlan:

@@ -346,7 +346,7 @@ def cmd_rocketmq_bridge(args: argparse.Namespace) -> int:
         raise BridgeError("the manifests define no RocketMQSource")
     servers = bootstrap_servers(args.bootstrap_servers, plan)
     ensure_topics(servers, {s.kafka_topic for s in sources}, partitions=args.partitions,
-                  client_config=plan.kafka_python_config())
+                  client_config=plan.kafka_python_config(), layouts=plan.topic_layouts)
     bridges = run_bridges(sources, endpoints=args.endpoints, bootstrap_servers=servers,
                           producer_config=plan.librdkafka_config(),
                           duration=args.duration, batch=args.batch, invisible_duration=args.invisible_duration,

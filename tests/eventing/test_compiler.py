@@ -320,7 +320,10 @@ def test_a_kafka_sinks_sizes_are_how_its_topic_is_created():
         "factor 1 (KafkaSink streaming/dlq2) here and 6 partitions, replication factor 1 (KafkaSink streaming/dlq) "
         "there: give both KafkaSinks the same sizes"]
     assert problems_of(BROKER, KAFKA_SINK.replace("contentMode: structured}", "contentMode: structured, numPartitions: 0}")) == [
-        "m.yaml: KafkaSink/dlq: spec.numPartitions: must be a positive integer, got 0"]
+        "m.yaml: KafkaSink/dlq: spec.numPartitions: must be an integer from 1 to 2147483647, got 0"]
+    # only the replication factor differs: that field is named
+    other_rf = sized.replace("name: dlq", "name: dlq2").replace("replicationFactor: 1", "replicationFactor: 2")
+    assert [p.split(": ")[2] for p in problems_of(BROKER, sized, other_rf)] == ["spec.replicationFactor"]
 
 
 def test_kafka_sink_errors():

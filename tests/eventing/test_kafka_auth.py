@@ -256,8 +256,21 @@ def test_the_brokers_configmap_sizes_its_topic_as_knatives_does():
     assert compile_text(_broker_config(), _config_map(secret_name=None)).topic_layouts == {}
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "ten", "1.5", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "ten", "1.5", "", "\u00b2", "\u0661\u0662", "32768"])
 def test_a_configmap_topic_size_that_is_no_positive_integer_names_its_key(value):
+    # superscripts and other scripts' digits are no integer to Go's strconv.Atoi either; a
+    # replication factor is an int16 in Kafka's protocol
     msgs = problems_of(_broker_config(), _config_map(secret_name=None, default_topic_replication_factor=value))
     assert msgs == [f"m.yaml: Broker/live: spec.config: ConfigMap knative-eventing/kafka-broker-config: "
-                    f"default.topic.replication.factor: must be a positive integer, got {value!r}"]
+                    f"default.topic.replication.factor: must be an integer from 1 to 32767, got {value!r}"]
+
+
+def test_a_configmap_topic_size_reads_as_go_reads_it_and_odd_keys_are_listed():
+    from eventing.plan import TopicLayout
+
+    plan = compile_text(_broker_config(), _config_map(secret_name=None, default_topic_partitions="+3",
+                                                      default_topic_replication_factor=" 32767 "))
+    assert plan.topic_layouts["knative-broker-streaming-live"] == TopicLayout(
+        3, 32767, "ConfigMap knative-eventing/kafka-broker-config")
+    odd = _config_map(secret_name=None).replace("data:\n", "data:\n  10: x\n")
+    assert "its other keys are not used: 10" in compile_text(_broker_config(), odd).unused[0]
