@@ -267,10 +267,12 @@ def run_bridges(sources: list[RocketMQSourcePlan], *, endpoints: str, bootstrap_
     bridges = [RocketMQBridge(s, endpoints=endpoints, bootstrap_servers=bootstrap_servers, **options) for s in sources]
     for bridge in bridges:
         credentials_for(bridge.source)  # fail before starting anything
-    done = threading.Event()
+    # a plain flag: Event.set from a signal handler could wait forever on the lock that the
+    # interrupted Event.wait of this same thread holds
+    requested: list[int] = []
 
-    def stop(*_args: Any) -> None:
-        done.set()
+    def stop(signum: int, _frame: Any) -> None:
+        requested.append(signum)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
@@ -281,7 +283,10 @@ def run_bridges(sources: list[RocketMQSourcePlan], *, endpoints: str, bootstrap_
     if on_started is not None:
         on_started(bridges)
     started = time.monotonic()
-    while not done.wait(0.5):
+    while not requested:
+        time.sleep(0.5)
+        if requested:
+            break
         if duration and time.monotonic() - started >= duration:
             break
         if not any(t.is_alive() for t in threads):

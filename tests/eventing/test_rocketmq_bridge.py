@@ -283,7 +283,8 @@ spec:
         events = read_events(kafka.bootstrap, f"knative-broker-{namespace}-live",
                              lambda evs: {e.get_id() for e in evs} >= set(ids) or bridge.poll() is not None)
     finally:
-        stop(bridge, signal.SIGINT)
+        stopped = stop(bridge, signal.SIGINT)
     output = log_path.read_text()
     assert {e.get_id() for e in events} >= set(ids), output
+    assert stopped and bridge.returncode == 0, output  # SIGINT stops it cleanly
     assert {e.get_attributes()["rocketmqtag"] for e in events} == {"gift"}
