@@ -479,10 +479,15 @@ def soft_data(act: dict, d: Any) -> Any:
 
 
 def soft_field(obj: Any, name: str) -> Any:
-    """``obj.name`` on a value that is no map: an error value passes on."""
+    """``obj.name`` where the compiled code takes an error value: an error value passes
+    on, and a missing key or a value that is no map gives one, never raised (the map of a
+    payload converted on this first use of ``data`` comes here too)."""
+    if type(obj) is CelMap:
+        value = obj.get(name, _ABSENT)
+        return NoSuchKey(name) if value is _ABSENT else value
     if isinstance(obj, CelError):
         return obj
-    return field(obj, name)
+    return _no_field(obj, name)
 
 
 def ident(act: dict, name: str) -> Any:
@@ -795,7 +800,15 @@ def field(obj: Any, name: str) -> Any:
     """``obj.name``."""
     if type(obj) is CelMap:
         return obj[name]
-    raise CelError(f"type '{kind(obj)}' does not support field selection (.{name})")
+    raise _no_field(obj, name)
+
+
+def _no_field(obj: Any, name: str) -> CelError:
+    return CelError(f"type '{kind(obj)}' does not support field selection (.{name})")
+
+
+#: a key's absence, where a map's value may be None (CEL's null)
+_ABSENT = object()
 
 
 def has_field(obj: Any, name: str) -> bool:
