@@ -401,7 +401,7 @@ class Plan:
     kafka_bootstrap: str | None = None
     #: topic -> how to create it when missing, for the topics the manifests size (broker
     #: topics from their ConfigMap, KafkaSink topics); others get the command's defaults
-    topic_layouts: Mapping[str, TopicLayout] = field(default_factory=dict)
+    topic_layouts: Mapping[str, TopicLayout] = field(default_factory=dict, hash=False)
     #: fields Knative reads that knflow accepts and does not use (a destination's
     #: ``audience``, a Broker's ``spec.config``), as ``file: Kind/name: field: why``; listed by ``validate`` and ``plan``.
     unused: tuple[str, ...] = ()
