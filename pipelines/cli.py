@@ -202,7 +202,22 @@ def render_plan(plan: Plan) -> str:
         if source.ce_overrides:
             lines.append(f"  ceOverrides.extensions: {json.dumps(dict(source.ce_overrides))}")
         lines.append("  runs:     " + _runs(source))
+    lines += _kafka_lines(plan)
     return "\n".join(lines)
+
+
+def _kafka_lines(plan: Plan) -> list[str]:
+    """What the manifests say of knflow's own Kafka: the brokers' ConfigMap's address and
+    login, and the sizes of the topics they size (``knflow plan``)."""
+    lines = []
+    if plan.kafka_bootstrap is not None:
+        lines.append(f"Kafka {plan.kafka_bootstrap} (the brokers' ConfigMap; --bootstrap-servers wins)")
+    if plan.kafka_auth is not None:
+        lines.append(f"Kafka login: {plan.kafka_auth.describe()}")
+    if plan.topic_layouts:
+        lines.append("topic sizes, when knflow creates the topic:")
+        lines += [f"  {topic}: {layout.describe()}" for topic, layout in sorted(plan.topic_layouts.items())]
+    return lines
 
 
 def _runs(source: Any) -> str:

@@ -274,3 +274,18 @@ def test_a_configmap_topic_size_reads_as_go_reads_it_and_odd_keys_are_listed():
         3, 32767, "ConfigMap knative-eventing/kafka-broker-config")
     odd = _config_map(secret_name=None).replace("data:\n", "data:\n  10: x\n")
     assert "its other keys are not used: 10" in compile_text(_broker_config(), odd).unused[0]
+
+
+def test_knflow_plan_shows_the_configmaps_address_login_and_topic_sizes(tmp_path, capsys):
+    from pipelines.cli import main
+
+    path = tmp_path / "m.yaml"
+    path.write_text("---\n".join([_broker_config(), _config_map(default_topic_partitions="10"),
+                                  secret(string_data={"protocol": "SASL_PLAINTEXT", "user": "u", "password": "s3cr3t-value"},
+                                         namespace="knative-eventing")]))
+    assert main(["plan", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "Kafka kafka:9092 (the brokers' ConfigMap; --bootstrap-servers wins)" in lines
+    assert "Kafka login: SASL_PLAINTEXT, PLAIN" in lines
+    assert "  knative-broker-streaming-live: 10 partitions (ConfigMap knative-eventing/kafka-broker-config)" in lines
+    assert not any("s3cr3t-value" in line for line in lines)  # no value read from the Secret is shown
