@@ -142,6 +142,15 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     config_read = kafka.read
     read_entries = {_ignored_entry(r) for r in config_read.values()}
     ignored = [entry for entry in ignored if entry not in read_entries]  # the ConfigMaps read: not ignored
+    layouts = {topic: kafka.layouts[res.key] for topic, res in topic_owner.items() if res.key in kafka.layouts}
+    for res in kafka_sink_resources:  # a KafkaSink writing a broker's topic must size it as its ConfigMap does
+        topic, sink_layout = res.spec.get("topic"), kafka_sink_layouts.get(res.spec.get("topic"))
+        sizes = res.spec.get("numPartitions") is not None or res.spec.get("replicationFactor") is not None
+        differs = sink_layout.differs(layouts[topic]) if sizes and sink_layout is not None and topic in layouts else None
+        if differs:
+            problems.append(res.problem(f"spec.{differs}", f"topic {topic!r} is sized {sink_layout.describe()} here and "
+                                                           f"{layouts[topic].describe()} there: give both the same sizes"))
+    layouts.update(kafka_sink_layouts)
 
     if problems:
         raise ManifestError(problems)
@@ -154,8 +163,6 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     )
     unused = [note for res in [*brokers.values(), *triggers, *source_resources, *kafka_sink_resources]
               for note in _unused_fields(res, config_read)]
-    layouts = {plan.topic: kafka.layouts[plan.key] for plan in plans if plan.key in kafka.layouts}
-    layouts.update(kafka_sink_layouts)
     return Plan(brokers=plans, sources=sources, ignored=tuple(ignored), unused=tuple(unused), kafka_auth=kafka.auth,
                 kafka_bootstrap=kafka.bootstrap, topic_layouts=layouts)
 

@@ -289,3 +289,15 @@ def test_knflow_plan_shows_the_configmaps_address_login_and_topic_sizes(tmp_path
     assert "Kafka login: SASL_PLAINTEXT, PLAIN" in lines
     assert "  knative-broker-streaming-live: 10 partitions (ConfigMap knative-eventing/kafka-broker-config)" in lines
     assert not any("s3cr3t-value" in line for line in lines)  # no value read from the Secret is shown
+
+
+def test_a_kafka_sink_writing_a_brokers_topic_must_size_it_as_the_configmap_does():
+    sink = yaml.safe_dump({"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "KafkaSink",
+                           "metadata": {"name": "dlq", "namespace": "streaming"},
+                           "spec": {"topic": "knative-broker-streaming-live", "numPartitions": 2}})
+    msgs = problems_of(_broker_config(), _config_map(secret_name=None, default_topic_partitions="10"), sink)
+    assert msgs == ["m.yaml: KafkaSink/dlq: spec.numPartitions: topic 'knative-broker-streaming-live' is sized "
+                    "2 partitions (KafkaSink streaming/dlq) here and 10 partitions (ConfigMap "
+                    "knative-eventing/kafka-broker-config) there: give both the same sizes"]
+    same = sink.replace("numPartitions: 2", "numPartitions: 10")
+    assert compile_text(_broker_config(), _config_map(secret_name=None, default_topic_partitions="10"), same)
