@@ -77,7 +77,7 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     source_resources: list[Resource] = []
     kafka_sinks: dict[str, tuple[str, str]] = {}
     kafka_sink_resources: list[Resource] = []
-    kafka_sink_layouts: dict[str, TopicLayout] = {}
+    sink_layouts: list[tuple[Resource, str, TopicLayout]] = []  # (KafkaSink, its topic, its sizes)
     seen: dict[tuple[str, str], Resource] = {}
     ignored: list[str] = []
     secrets = collect_secrets(resources, problems)
@@ -106,7 +106,9 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
             if sink is not None:
                 kafka_sinks[res.key] = sink
                 kafka_sink_resources.append(res)
-                _kafka_sink_layout(res, sink[0], kafka_sink_layouts, problems)
+                layout = _kafka_sink_layout(res, problems)
+                if layout is not None:
+                    sink_layouts.append((res, sink[0], layout))
         elif res.kind in SOURCE_KINDS:
             source_resources.append(res)
         else:
@@ -143,14 +145,13 @@ def compile_plan(resources: list[Resource], problems: list[Problem] | None = Non
     read_entries = {_ignored_entry(r) for r in config_read.values()}
     ignored = [entry for entry in ignored if entry not in read_entries]  # the ConfigMaps read: not ignored
     layouts = {topic: kafka.layouts[res.key] for topic, res in topic_owner.items() if res.key in kafka.layouts}
-    for res in kafka_sink_resources:  # a KafkaSink writing a broker's topic must size it as its ConfigMap does
-        topic, sink_layout = res.spec.get("topic"), kafka_sink_layouts.get(res.spec.get("topic"))
-        sizes = res.spec.get("numPartitions") is not None or res.spec.get("replicationFactor") is not None
-        differs = sink_layout.differs(layouts[topic]) if sizes and sink_layout is not None and topic in layouts else None
+    for res, topic, layout in sink_layouts:  # every sizing of a topic agrees with the first: its broker's, a sink's
+        first = layouts.setdefault(topic, layout)
+        differs = layout.differs(first)
         if differs:
-            problems.append(res.problem(f"spec.{differs}", f"topic {topic!r} is sized {sink_layout.describe()} here and "
-                                                           f"{layouts[topic].describe()} there: give both the same sizes"))
-    layouts.update(kafka_sink_layouts)
+            both = "both KafkaSinks" if first.origin.startswith("KafkaSink") else "both"
+            problems.append(res.problem(f"spec.{differs}", f"topic {topic!r} is sized {layout.describe()} here and "
+                                                           f"{first.describe()} there: give {both} the same sizes"))
 
     if problems:
         raise ManifestError(problems)
@@ -324,7 +325,7 @@ def _unused_fields(res: Resource, config_read: Mapping[str, Resource]) -> list[s
     """``file: Kind/name: field: why`` for each field of ``res``'s spec that knflow accepts and
     does not use: a destination's ``audience``, a Broker's ``config``, a KafkaSource's
     ``consumers`` other than 1, a RocketMQSource's ``serviceAccountName``, a KafkaSink's
-    ``bootstrapServers``, ``numPartitions``, ``replicationFactor`` and ``auth``."""
+    ``bootstrapServers`` and ``auth``."""
     notes: list[str] = []
 
     def walk(value: Any, path: str) -> None:
@@ -403,20 +404,15 @@ def _kafka_sink(res: Resource, problems: list[Problem]) -> tuple[str, str] | Non
     return (topic, mode) if ok else None
 
 
-def _kafka_sink_layout(res: Resource, topic: str, layouts: dict[str, TopicLayout], problems: list[Problem]) -> None:
+def _kafka_sink_layout(res: Resource, problems: list[Problem]) -> TopicLayout | None:
     """A KafkaSink's ``numPartitions`` and ``replicationFactor``: how its topic is created
-    when missing. Two KafkaSinks sizing one topic differently are a problem."""
+    when missing (None when it gives neither)."""
     report = _reporter(res, problems)
     partitions = _positive_int(res.spec.get("numPartitions"), "spec.numPartitions", report)
     factor = _positive_int(res.spec.get("replicationFactor"), "spec.replicationFactor", report, MAX_REPLICATION_FACTOR)
     if partitions is None and factor is None:
-        return
-    layout = TopicLayout(partitions, factor, f"KafkaSink {res.key}")
-    first = layouts.setdefault(topic, layout)
-    differs = layout.differs(first)
-    if differs:
-        report(f"spec.{differs}", f"topic {topic!r} is sized {layout.describe()} here and "
-                                  f"{first.describe()} there: give both KafkaSinks the same sizes")
+        return None
+    return TopicLayout(partitions, factor, f"KafkaSink {res.key}")
 
 
 def _resolve_kafka_sink(policy: DeliveryPolicy | None, kafka_sinks: Mapping[str, tuple[str, str]], report) -> DeliveryPolicy | None:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from eventing.compiler import load_plan, runs_in_job
 from eventing.plan import Plan
 from filters.errors import KnflowError
-from pipelines.options import BOOTSTRAP_HELP, bootstrap_servers
+from pipelines.options import BOOTSTRAP_HELP, PARTITIONS_HELP, bootstrap_servers
 
 
 def _manifests(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     p.add_argument("--bootstrap-servers", default=None, help=BOOTSTRAP_HELP)
     p.add_argument("--max-body", type=int, default=1024 * 1024, help="largest accepted request body in bytes (default: 1 MiB)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of the topics it creates that the manifests do not size (a Broker's ConfigMap, a KafkaSink) (default: %(default)s)")
+    p.add_argument("--partitions", type=int, default=4, help=PARTITIONS_HELP)
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes serving the port together (granian shares one listening socket), one per core (default: %(default)s)")
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invisible-duration", type=int, default=30,
                    help="seconds a received message stays invisible before RocketMQ redelivers it (default: %(default)s)")
     p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C / SIGTERM)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of the topics it creates that the manifests do not size (a Broker's ConfigMap, a KafkaSink) (default: %(default)s)")
+    p.add_argument("--partitions", type=int, default=4, help=PARTITIONS_HELP)
     return parser
 
 

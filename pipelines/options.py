@@ -112,7 +112,7 @@ def _add_flink_arguments(parser: Any) -> None:
                        help="largest Kafka record the job writes; a larger one (a retry of a huge event, a huge "
                             "reply) is dead-lettered with a sample. Topics knflow creates take it "
                             "(default: %(default)s)")
-    flink.add_argument("--partitions", type=int, default=4, help="partitions of the topics knflow creates that the manifests do not size (a Broker's ConfigMap, a KafkaSink) (default: %(default)s)")
+    flink.add_argument("--partitions", type=int, default=4, help=PARTITIONS_HELP)
     flink.add_argument("--no-outcomes", dest="outcomes", action="store_false",
                        help="do not write one outcome record per delivery to knflow-<job>-outcomes (no run summary then)")
     flink.add_argument("--duration", type=float, default=0.0,
@@ -142,6 +142,11 @@ def parse_ref_urls(pairs: Sequence[str]) -> dict[str, str]:
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BOOTSTRAP_HELP = (f"Kafka bootstrap servers (default: bootstrap.servers of the brokers' ConfigMap when it is among "
                   f"the manifests, else {DEFAULT_BOOTSTRAP})")
+
+
+#: ``--partitions`` of every command that creates topics
+PARTITIONS_HELP = ("partitions of the topics knflow creates that the manifests do not size (a Broker's ConfigMap, "
+                   "a KafkaSink) (default: %(default)s)")
 
 
 def bootstrap_servers(flag: str | None, plan: Any = None) -> str:

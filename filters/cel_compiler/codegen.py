@@ -140,8 +140,8 @@ class Gen:
         self.literals: set[str] = set()
         self.soft: set[int] = set()  # ids of nodes whose consumer takes an error value
         self.produces: set[int] = set()  # ... and that may give one (see mark)
-        #: (type test, Python comparison, slow path) of the last typed comparison
-        #: _compare_fast wrote (see _jump)
+        #: (type test, Python operation, slow path) of the last typed fast path written
+        #: (typed(); see _jump)
         self.typed_parts: tuple[str, str, str] | None = None
 
     # ---- error values (see mark)
@@ -333,18 +333,16 @@ class Gen:
         compare-and-jump, without the operand's value stored and tested again (~13 ns per
         operand); so is a string method's (``s.startsWith("x")``, ``!s.endsWith("x")``).
         Returns whether it did."""
-        if isinstance(node, Bin) and node.op in _COMPARE:
-            mark = len(self.lines)
+        if not (isinstance(node, Bin) and node.op in _COMPARE or isinstance(node, (Method, Not))):
+            return False
+        mark = len(self.lines)
+        self.typed_parts = None
+        if isinstance(node, Bin):
             a, b = self.operands([node.left, node.right])
-            self.typed_parts = None
             fast = self._compare_fast(node, a, b)
             plain = fast == f"({a} {node.op} {b})" and node.op in ("==", "!=")
-        elif isinstance(node, (Method, Not)):  # s.startsWith("x"), !s.endsWith("x")
-            mark = len(self.lines)
-            self.typed_parts = None
+        else:  # s.startsWith("x"), !s.endsWith("x")
             fast, plain = self.gen_expr(node), False
-        else:
-            return False
         parts = self.typed_parts
         if len(self.lines) != mark or not (plain or (parts is not None and fast == _typed_text(*parts))):
             del self.lines[mark:]
