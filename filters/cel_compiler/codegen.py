@@ -46,6 +46,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 BASE_GLOBALS: dict[str, Any] = {
     "_CelError": rt.CelError,
     "_CelMap": rt.CelMap,
+    "_ABSENT": rt.ABSENT,
     "_DT": datetime.datetime,
     "_NTS": rt.NanoTimestamp,
     "_dt_ge": datetime.datetime.__ge__,
@@ -557,16 +558,23 @@ class Gen:
             return f"({name}.get({k}, {missing}) if type({bound}) is _CelMap else {self.slow(node.obj, name, f'_field({name}, {k})')})"
         if isinstance(node.obj, Ident) and node.obj.name == "data":  # data.f: one type test
             t = self.tmp()
-            return f"({t}[{k}] if type(({t} := A['data'])) is _CelMap else _field(_data(A, {t}), {k}))"
+            return f"({self.key(t, k, '_field')} if type(({t} := A['data'])) is _CelMap else _field(_data(A, {t}), {k}))"
         o = self.gen_expr(node.obj)
         bound, name = self.bind(o)
-        return f"({name}[{k}] if type({bound}) is _CelMap else _field({name}, {k}))"
+        return f"({self.key(name, k, '_field')} if type({bound}) is _CelMap else _field({name}, {k}))"
+
+    def key(self, m: str, k: str, fn: str) -> str:
+        """``m[k]`` of the map ``m``, a missing key raised by ``fn(m, k)`` (``_field`` or
+        ``_index``): maps are plain dicts, whose ``KeyError`` would read as a missing
+        variable (see ``runtime.CelMap``)."""
+        v = self.tmp()
+        return f"({v} if ({v} := {m}.get({k}, _ABSENT)) is not _ABSENT else {fn}({m}, {k}))"
 
     def e_Index(self, node: Index) -> str:
         o, k = self.operands([node.obj, node.key])
         if isinstance(node.key, Const) and type(node.key.value) is str:
             bound, name = self.bind(o)
-            return f"({name}[{k}] if type({bound}) is _CelMap else _index({name}, {k}))"
+            return f"({self.key(name, k, '_index')} if type({bound}) is _CelMap else _index({name}, {k}))"
         return f"_index({o}, {k})"
 
     def e_Not(self, node: Not) -> str:
