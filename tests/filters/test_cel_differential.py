@@ -528,6 +528,20 @@ def test_unusual_event_values():
     assert CelFilter("time.getHours() == 3 && time == timestamp('2024-01-01T03:00:00Z')", "p").filter(event) is FilterResult.PASS
 
 
+def test_payload_shared_unless_a_level_needs_converting():
+    # a payload that already is a CEL value is the filters' value itself (no copy) ...
+    plain = {"user": {"level": 7, "tags": ["vip", None, True, 1.5]}, "n": 2**63 - 1}
+    assert rt.convert_value(plain) is plain
+    # ... else the levels that need converting are copied, the others still shared
+    deep = {"a": {"b": [1, 2**70]}, "c": {"d": "x"}, 5: "five"}
+    value = rt.convert_value(deep)
+    assert value == {"a": {"b": [1, float(2**70)]}, "c": {"d": "x"}, "5": "five"}
+    assert value["c"] is deep["c"] and type(value["a"]["b"][1]) is float
+    assert deep["a"]["b"][1] == 2**70 and 5 in deep  # the payload itself is left as it was
+    f = CelFilter("data.a.b[1] > 1.0e21 && data['5'] == 'five' && data.c.d == 'x'", "p")
+    assert f.filter(EventView({"type": "t"}, deep)) is FilterResult.PASS
+
+
 # --------------------------------------------------------------------------------------
 # every operator and function over values of every kind, against cel-cpp
 
