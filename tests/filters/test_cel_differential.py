@@ -528,6 +528,19 @@ def test_unusual_event_values():
     assert CelFilter("time.getHours() == 3 && time == timestamp('2024-01-01T03:00:00Z')", "p").filter(event) is FilterResult.PASS
 
 
+@pytest.mark.parametrize("value", [7, b"7/x", True, 2.5, dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)])
+def test_string_method_on_an_attribute_that_is_no_string(value):
+    # the compiled && / || calls the method without a type test first: a value that is no
+    # string is still CEL's no-overload error, absorbed or not as the operator says
+    event = EventView({"type": "t", "subject": "s/x", "ext": value}, None)
+    for expression in ('type == "t" && ext.startsWith("7")', 'subject.endsWith("/x") && !ext.endsWith("/x")'):
+        result = compile_expression(parse_source(expression), expression)(event)
+        assert isinstance(result, rt.CelError) and "no matching overload" in str(result), (expression, result)
+    for expression in ('ext.startsWith("7") || type == "t"', '!ext.endsWith("x") || subject.startsWith("s/")'):
+        assert compile_expression(parse_source(expression), expression)(event) is True
+    assert compile_expression(parse_source('ext.startsWith("7") && type == "u"'), "")(event) is False
+
+
 def test_payload_shared_unless_a_level_needs_converting():
     # a payload that already is a CEL value is the filters' value itself (no copy) ...
     plain = {"user": {"level": 7, "tags": ["vip", None, True, 1.5]}, "n": 2**63 - 1}
