@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -187,7 +188,12 @@ def submit(manifests: Sequence[str], jobmanager: str, plan: Plan, options: Flink
     env = dict(os.environ)
     env.setdefault("FLINK_LOG_DIR", str(REPO / ".run" / "flink-logs"))
     Path(env["FLINK_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    # The client zips the shipped packages into java.io.tmpdir (Flink's JobGraphUtils:
+    # flink-distributed-cache-<job id>) and leaves them there once the job is uploaded:
+    # a scratch directory of this submission holds them, removed when `flink run` returns.
+    with tempfile.TemporaryDirectory(prefix="knflow-submit-") as scratch:
+        env["JVM_ARGS"] = f"{os.environ.get('JVM_ARGS', '')} -Djava.io.tmpdir={scratch}".strip()
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     match = re.search(r"JobID ([0-9a-f]{32})", proc.stdout + proc.stderr)
     if proc.returncode != 0 or not match:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])

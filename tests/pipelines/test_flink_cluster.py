@@ -390,6 +390,9 @@ def submit(flink: FlinkCluster, kafka, manifests: Path, ref_urls: list[str], job
     assert result.returncode == 0, f"knflow submit failed:\n{result.stdout}\n{result.stderr}"
     job_id = result.stdout.strip()
     assert JOB_ID.fullmatch(job_id), f"knflow submit did not print a job id: {result.stdout!r}"
+    # the client's zips of knflow's packages are not left in the temp directory
+    left = list(Path(tempfile.gettempdir()).glob(f"flink-distributed-cache-{job_id}*"))
+    assert not left, f"knflow submit left the client's files behind: {left}"
     return job_id
 
 
