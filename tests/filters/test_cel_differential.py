@@ -541,6 +541,19 @@ def test_string_method_on_an_attribute_that_is_no_string(value):
     assert compile_expression(parse_source('ext.startsWith("7") && type == "u"'), "")(event) is False
 
 
+@pytest.mark.parametrize("expression,key", [
+    ("data.missing + 1 > 0", "missing"), ("data['missing'] + 1", "missing"), ("data.a.zz + 1", "zz"),
+    ("data.a['zz'] * 2", "zz"), ("[data.a.b, data.a.c][0]", "c"),
+])
+def test_missing_key_where_the_error_is_raised(expression, key):
+    # maps are plain dicts: a missing key read where the error is raised (not taken as a
+    # value) must still be "no such key", never a KeyError read as a missing variable
+    event = EventView({"type": "t"}, {"a": {"b": 1}})
+    with pytest.raises(rt.NoSuchKey) as raised:
+        compile_expression(parse_source(expression), expression)(event)
+    assert str(raised.value) == f"no such key: '{key}'"
+
+
 def test_payload_shared_unless_a_level_needs_converting():
     # a payload that already is a CEL value is the filters' value itself (no copy) ...
     plain = {"user": {"level": 7, "tags": ["vip", None, True, 1.5]}, "n": 2**63 - 1}
