@@ -730,6 +730,19 @@ class Gen:
             return f"_conv[{name!r}]({args[0]})"
         return f"_nofn({', '.join([repr(name)] + args)})"
 
+    def local_time(self, ts: str, zone_name: str, zone_arg: str) -> str:
+        """``ts`` (a timestamp) in the time zone ``zone_name``: the zone's offset for the
+        hour read inline from ``runtime.zone_hours`` (with ``runtime.local_time``'s key),
+        else ``runtime.local_time`` (an hour not seen yet, a NanoTimestamp, an unknown
+        zone's error). ~100 ns less than the call."""
+        try:
+            rt.zone(zone_name)
+        except rt.CelError:
+            return f"_local_time({ts}, {zone_arg})"
+        hours, offset = self.const(rt.zone_hours(zone_name)), self.tmp()
+        return (f"(({ts} + {offset}) if type({ts}) is _DT and ({offset} := {hours}.get({ts}.toordinal() * 24 + {ts}.hour)) "
+                f"is not None else _local_time({ts}, {zone_arg}))")
+
     def e_Method(self, node: Method) -> str:
         name = node.name
         if isinstance(node.obj, Ident) and node.obj.name == "strings" and name in strings_ext.FUNCTIONS:
@@ -755,10 +768,10 @@ class Gen:
             return f"_matches({o}, {args[0]})"
         if name in _TS_PARTS and (n == 0 or (n == 1 and isinstance(node.args[0], Const) and type(node.args[0].value) is str)):
             # a timestamp's field read inline (the event's time is always a UTC datetime, a
-            # NanoTimestamp with nanoseconds); with a time zone, the converted time is
-            # memoized (runtime.local_time)
+            # NanoTimestamp with nanoseconds); with a time zone, by the zone's offset kept
+            # per hour (runtime.local_time)
             bound, ts = self.bind(o)
-            t = ts if n == 0 else f"_local_time({ts}, {args[0]})"
+            t = ts if n == 0 else self.local_time(ts, node.args[0].value, args[0])
             return f"({_TS_PARTS[name].format(t=t)} if (type({bound}) is _DT or type({ts}) is _NTS) else _ts_get({', '.join([repr(name), ts] + args)}))"
         if name in rt.TIMESTAMP_METHODS and n in (0, 1):
             return f"_ts_get({name!r}, {', '.join([o] + args)})"

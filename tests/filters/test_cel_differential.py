@@ -528,6 +528,33 @@ def test_unusual_event_values():
     assert CelFilter("time.getHours() == 3 && time == timestamp('2024-01-01T03:00:00Z')", "p").filter(event) is FilterResult.PASS
 
 
+@pytest.mark.parametrize("zone_name,around", [
+    ("Europe/Berlin", dt.datetime(2024, 3, 31, 1, tzinfo=_UTC)),  # DST starts at 01:00 UTC
+    ("Europe/Berlin", dt.datetime(2024, 10, 27, 1, tzinfo=_UTC)),  # ... and ends at 01:00 UTC
+    ("Australia/Adelaide", dt.datetime(2024, 4, 6, 16, 30, tzinfo=_UTC)),  # +10:30 -> +9:30 at :30
+    ("Asia/Kathmandu", dt.datetime(2024, 1, 1, tzinfo=_UTC)),  # +05:45, no transition
+    ("-03:30", dt.datetime(2024, 1, 1, tzinfo=_UTC)),
+])
+def test_time_in_a_zone_around_its_transitions(zone_name, around):
+    # a zone's offset is kept per UTC hour; an hour with a transition inside is not kept:
+    # every minute of three hours around one, converted twice (the second time from what
+    # was kept), gives what astimezone gives
+    from zoneinfo import ZoneInfo
+
+    zone = rt.zone(zone_name) if zone_name[0] in "+-" else ZoneInfo(zone_name)
+    for minute in range(-90, 91):
+        ts = around + dt.timedelta(minutes=minute, microseconds=999_999 if minute % 2 else 0)
+        wanted = ts.astimezone(zone)
+        for _ in range(2):
+            local = rt.local_time(ts, zone_name)
+            assert (local.year, local.month, local.day, local.hour, local.minute, local.second, local.isoweekday()) == \
+                (wanted.year, wanted.month, wanted.day, wanted.hour, wanted.minute, wanted.second, wanted.isoweekday()), ts
+    expression = f"time.getHours('{zone_name}') * 60 + time.getMinutes('{zone_name}')"
+    local = (around + dt.timedelta(minutes=1)).astimezone(zone)
+    event = EventView({"type": "t", "time": around + dt.timedelta(minutes=1)}, None)
+    assert compile_expression(parse_source(expression), expression)(event) == local.hour * 60 + local.minute
+
+
 @pytest.mark.parametrize("value", [7, b"7/x", True, 2.5, dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)])
 def test_string_method_on_an_attribute_that_is_no_string(value):
     # the compiled && / || calls the method without a type test first: a value that is no
