@@ -363,14 +363,22 @@ class Gen:
             self.emit(f"            return {stop}")
             self.emit(f"        {t} = {unit}")
             self.emit("    else:")
-            self.emit(f"        {t} = {slow}")
-            self.emit(f"        if {t} is {stop}:")
-            self.emit(f"            return {stop}")
+            self._slow_operand(t, slow, stop, "        ")
+        self._operand_errors(t)
+        return True
+
+    def _slow_operand(self, t: str, slow: str, stop: str, indent: str) -> None:
+        """A jumping operand's slow path: its value, and the early return it may still make."""
+        self.emit(f"{indent}{t} = {slow}")
+        self.emit(f"{indent}if {t} is {stop}:")
+        self.emit(f"{indent}    return {stop}")
+
+    def _operand_errors(self, t: str) -> None:
+        """The handlers closing an operand's ``try``: its error is its value."""
         self.emit("except _CelError as _e:")
         self.emit(f"    {t} = _e")
         self.emit("except KeyError as _e:")
         self.emit(f"    {t} = _undeclared(_e)")
-        return True
 
     def _jump_attribute_method(self, node: Node, t: str, stop: str, unit: str) -> bool:
         """``type.startsWith("x")`` or ``!source.endsWith("/test")`` on an attribute, as
@@ -395,13 +403,8 @@ class Gen:
         self.emit(f"            return {stop}")
         self.emit(f"        {t} = {unit}")
         self.emit("    except (AttributeError, TypeError):  # not a string")
-        self.emit(f"        {t} = {f'_not({slow})' if negated else slow}")
-        self.emit(f"        if {t} is {stop}:")
-        self.emit(f"            return {stop}")
-        self.emit("except _CelError as _e:")
-        self.emit(f"    {t} = _e")
-        self.emit("except KeyError as _e:")
-        self.emit(f"    {t} = _undeclared(_e)")
+        self._slow_operand(t, f"_not({slow})" if negated else slow, stop, "        ")
+        self._operand_errors(t)
         return True
 
     def gen_cond(self, node: Cond, target: str) -> None:
