@@ -737,10 +737,13 @@ class Gen:
         """``ts`` (a timestamp) in the time zone ``zone_name``: the zone's offset for the
         hour read inline from ``runtime.zone_hours`` (with ``runtime.local_time``'s key),
         else ``runtime.local_time`` (an hour not seen yet, a NanoTimestamp, an unknown
-        zone's error). ~100 ns less than the call."""
+        zone's error). ~100 ns less than the call. A fixed offset (``+05:45``) is added by
+        the call."""
         try:
-            rt.zone(zone_name)
+            fixed = type(rt.zone(zone_name)) is datetime.timedelta
         except rt.CelError:
+            fixed = True
+        if fixed:
             return f"_local_time({ts}, {zone_arg})"
         hours, offset = self.const(rt.zone_hours(zone_name)), self.tmp()
         return (f"(({ts} + {offset}) if type({ts}) is _DT and ({offset} := {hours}.get({ts}.toordinal() * 24 + {ts}.hour)) "

@@ -251,14 +251,22 @@ class Builder:
         return self._binary(t, _MULTIPLICATIONS)
 
     def b_unary(self, t):
+        """``!x``, ``-x``. A run of one operator written together (``!!x``, ``- -x``; not
+        ``!(!x)``) counts as the reference parsers (cel-go, cel-cpp) count it: an even run
+        is ``x`` itself, whatever its type (``!!"a"`` is ``"a"``), an odd run one operator."""
         if len(t.children) == 1:
             return self.build(t.children[0])
         op, arg = t.children
-        if op.data == "unary_not":
-            return Not(self.build(arg))
-        if op.data == "unary_neg":
-            return Neg(self.build(arg))
-        raise Unsupported("malformed unary")
+        if op.data not in ("unary_not", "unary_neg"):
+            raise Unsupported("malformed unary")
+        run = 1
+        while arg.data == "unary" and len(arg.children) == 2 and arg.children[0].data == op.data:
+            run += 1
+            arg = arg.children[1]
+        inner = self.build(arg)
+        if run % 2 == 0:
+            return inner
+        return Not(inner) if op.data == "unary_not" else Neg(inner)
 
     def b_member(self, t):
         return self.build(t.children[0])

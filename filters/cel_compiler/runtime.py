@@ -378,28 +378,63 @@ def _json(v: Any) -> Any:
     filters share the payload's maps and lists (CEL never changes a value) instead of
     copying them: the benchmark's payloads convert ~1.45x faster (``bench/filters.py``). A
     level that needs converting (a number beyond int64 becomes a double, a key that is no
-    string its text, a tuple a list) is copied, converted."""
+    string its text, a tuple a list) is copied, converted; every value is converted once
+    (a converted child is reused, never converted again by its parent's copy)."""
     t = type(v)
     if t is dict:
         for k, x in v.items():
             tx = type(x)
-            if type(k) is str and (tx is str or tx is float or tx is bool or x is None or (tx is int and INT64_MIN <= x <= INT64_MAX)
-                                   or ((tx is dict or tx is list) and _json(x) is x)):
-                continue
-            return {(k if type(k) is str else str(k)): _json(x) for k, x in v.items()}
+            if tx is str or tx is float or tx is bool or x is None or (tx is int and INT64_MIN <= x <= INT64_MAX):
+                if type(k) is str:
+                    continue
+                return _copy_map(v, k, x)
+            y = _json(x)
+            if y is not x or type(k) is not str:
+                return _copy_map(v, k, y)
         return v
     if t is list:
         for x in v:
             tx = type(x)
-            if tx is str or tx is float or tx is bool or x is None or (tx is int and INT64_MIN <= x <= INT64_MAX) or ((tx is dict or tx is list) and _json(x) is x):
+            if tx is str or tx is float or tx is bool or x is None or (tx is int and INT64_MIN <= x <= INT64_MAX):
                 continue
-            return [_json(x) for x in v]
+            y = _json(x)
+            if y is not x:
+                return _copy_list(v, x, y)
         return v
     if t is str or t is float or t is bool or v is None:
         return v
     if t is int:
         return v if INT64_MIN <= v <= INT64_MAX else float(v)  # a JSON number beyond int64
     return convert_value(v)
+
+
+def _copy_map(v: dict, key: Any, value: Any) -> dict:
+    """``v`` converted from its item ``key`` on, whose converted value is ``value`` (the
+    items before it are CEL values already)."""
+    out = {}
+    items = iter(v.items())
+    for k, x in items:
+        if k is key:
+            break
+        out[k] = x
+    out[key if type(key) is str else str(key)] = value
+    for k, x in items:
+        out[k if type(k) is str else str(k)] = _json(x)
+    return out
+
+
+def _copy_list(v: list, item: Any, value: Any) -> list:
+    """``v`` converted from ``item`` on (the first element that needs converting: an
+    element before it that is the same object would have needed it too)."""
+    out = []
+    items = iter(v)
+    for x in items:
+        if x is item:
+            break
+        out.append(x)
+    out.append(value)
+    out += [_json(x) for x in items]
+    return out
 
 
 def convert_value(v: Any) -> Any:
@@ -1243,10 +1278,14 @@ def to_duration(x: Any) -> Any:
 # ---- timestamps and durations
 
 _TZ: dict[str, Any] = {}
-_OFFSET = re.compile(r"([+-]?)([0-9]{1,2}):([0-9]{2})\Z")
+_OFFSET = re.compile(r"([+-]?)([0-9]{1,9}):([0-9]{1,9})\Z")
 
 
 def zone(name: str) -> Any:
+    """The time zone ``name``: a ``tzinfo`` for an IANA name (``Europe/Berlin``; ``''`` is
+    UTC, as cel-go and cel-cpp read it), a ``timedelta`` for a fixed offset (``+05:45``,
+    ``-3:30``: hours and minutes of any size, as cel-cpp reads them, so ``+25:00`` is a
+    day and an hour ahead, which no ``datetime.timezone`` can be)."""
     try:
         return _TZ[name]
     except KeyError:
@@ -1254,7 +1293,9 @@ def zone(name: str) -> Any:
     m = _OFFSET.match(name)
     if m:
         off = _TD(hours=int(m.group(2)), minutes=int(m.group(3)))
-        z = datetime.timezone(-off if m.group(1) == "-" else off)
+        z = -off if m.group(1) == "-" else off
+    elif not name:
+        z = _UTC
     else:
         try:
             import zoneinfo
@@ -1328,6 +1369,8 @@ def _local_time_found(ts: _DT, tz: str, hour: int) -> _DT:
     within an hour)."""
     z = zone(tz)
     try:
+        if type(z) is _TD:  # a fixed offset: nothing to keep
+            return ts + z
         local = ts.astimezone(z)
     except OverflowError:
         raise CelError("timestamp out of range in that time zone") from None
@@ -1336,7 +1379,7 @@ def _local_time_found(ts: _DT, tz: str, hour: int) -> _DT:
         first, last = start.astimezone(z).utcoffset(), (start + _LAST_US).astimezone(z).utcoffset()
     except OverflowError:  # the first or last hour a datetime holds: not kept
         return local
-    if first == last:
+    if first == last and (tz in _HOUR_OFFSETS or len(_HOUR_OFFSETS) < 1024):
         offsets = zone_hours(tz)
         if len(offsets) >= 4096:
             offsets.clear()
