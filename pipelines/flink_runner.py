@@ -190,9 +190,11 @@ def submit(manifests: Sequence[str], jobmanager: str, plan: Plan, options: Flink
     Path(env["FLINK_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
     # The client zips the shipped packages into java.io.tmpdir (Flink's JobGraphUtils:
     # flink-distributed-cache-<job id>) and leaves them there once the job is uploaded:
-    # a scratch directory of this submission holds them, removed when `flink run` returns.
+    # a scratch directory of this submission holds them, removed when `flink run` returns
+    # (unless its path has a space: bin/flink splits JVM_ARGS on spaces).
     with tempfile.TemporaryDirectory(prefix="knflow-submit-") as scratch:
-        env["JVM_ARGS"] = f"{os.environ.get('JVM_ARGS', '')} -Djava.io.tmpdir={scratch}".strip()
+        if not any(c.isspace() for c in scratch):
+            env["JVM_ARGS"] = f"{os.environ.get('JVM_ARGS', '')} -Djava.io.tmpdir={scratch}".strip()
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     match = re.search(r"JobID ([0-9a-f]{32})", proc.stdout + proc.stderr)
     if proc.returncode != 0 or not match:
