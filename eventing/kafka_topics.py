@@ -63,37 +63,64 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
     manifests give a topic (``Plan.topic_layouts``); ``partitions`` and
     ``replication_factor`` size the others. A size Kafka refuses (a replication factor above
     its number of brokers) is a :class:`TopicCreationError` naming the topic and where the
-    size comes from; a retriable error (a timeout) is raised as it is."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    size comes from. A retriable refusal (a timeout, a controller moving) is tried again
+    until ``timeout_s`` has passed; a Kafka that cannot be reached, or that keeps failing
+    the request, is a :class:`KafkaAccessError` naming the address and the topics."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     wanted = sorted(set(topics))
-    layouts = layouts or {}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="knflow-admin",
-                             request_timeout_ms=int(timeout_s * 1000), **(client_config or {}))
+    deadline = time.monotonic() + timeout_s
     try:
-        existing = set(admin.list_topics())
-        missing = [t for t in wanted if t not in existing]
-        config = {"max.message.bytes": str(kafka_limit(max_record_bytes))}
-        for topic in missing:  # one request per topic: a refusal names its topic
-            layout = layouts.get(topic)
-            count = (layout and layout.partitions) or partitions
-            factor = (layout and layout.replication_factor) or replication_factor
-            try:
-                admin.create_topics([NewTopic(topic, count, factor, topic_configs=config)],
-                                    timeout_ms=int(timeout_s * 1000))
-            except TopicAlreadyExistsError:  # raced with another creator: fine
-                continue
-            except KafkaError as exc:
-                if exc.retriable:  # Kafka busy or unreachable (a timeout, a controller moving): no refusal
-                    raise
-                origin = f" ({layout.origin})" if layout is not None else ""
-                raise TopicCreationError(f"Kafka at {bootstrap_servers} refused to create topic {topic!r} with "
-                                         f"{count} partitions, replication factor {factor}{origin}: {exc}") from None
-            log.info("created Kafka topic %s (%d partitions, replication factor %d)", topic, count, factor)
-        return missing
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="knflow-admin",
+                                 request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
+                                 **(client_config or {}))
+    except KafkaError as exc:
+        raise KafkaAccessError(f"cannot reach Kafka at {bootstrap_servers} to create topics "
+                               f"{', '.join(wanted)} (waited {timeout_s:g} s): {exc}") from None
+    try:
+        return _create_missing(admin, bootstrap_servers, wanted, partitions, replication_factor, deadline,
+                               max_record_bytes, layouts or {})
+    except KafkaError as exc:
+        raise KafkaAccessError(f"Kafka at {bootstrap_servers} did not create topics {', '.join(wanted)} "
+                               f"within {timeout_s:g} s: {exc}") from None
     finally:
         admin.close()
+
+
+def _create_missing(admin: Any, bootstrap_servers: str, wanted: list[str], partitions: int, replication_factor: int,
+                    deadline: float, max_record_bytes: int, layouts: Mapping[str, Any]) -> list[str]:
+    """:func:`ensure_topics` with its admin client: one request per missing topic (a
+    refusal names its topic), a retriable error tried again until ``deadline``."""
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    existing = set(admin.list_topics())
+    missing = [t for t in wanted if t not in existing]
+    config = {"max.message.bytes": str(kafka_limit(max_record_bytes))}
+    for topic in missing:  # one request per topic: a refusal names its topic
+        layout = layouts.get(topic)
+        count = (layout and layout.partitions) or partitions
+        factor = (layout and layout.replication_factor) or replication_factor
+        while True:
+            try:
+                admin.create_topics([NewTopic(topic, count, factor, topic_configs=config)],
+                                    timeout_ms=max(1000, int((deadline - time.monotonic()) * 1000)))
+            except TopicAlreadyExistsError:  # raced with another creator, or an earlier try got through
+                break
+            except KafkaError as exc:
+                if not exc.retriable:
+                    origin = f" ({layout.origin})" if layout is not None else ""
+                    raise TopicCreationError(f"Kafka at {bootstrap_servers} refused to create topic {topic!r} with "
+                                             f"{count} partitions, replication factor {factor}{origin}: {exc}") from None
+                if time.monotonic() >= deadline:  # Kafka busy (a timeout, a controller moving): given up
+                    raise
+                log.warning("Kafka at %s: creating topic %s: %s; trying again", bootstrap_servers, topic, exc)
+                time.sleep(0.5)
+                continue
+            log.info("created Kafka topic %s (%d partitions, replication factor %d)", topic, count, factor)
+            break
+    return missing
 
 
 class TopicCreationError(KnflowError):

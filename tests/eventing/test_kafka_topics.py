@@ -179,3 +179,32 @@ def test_a_configmap_size_kafka_refuses_stops_run_and_ingress_at_start_naming_it
     assert (f"knflow {command}: Kafka at {kafka.bootstrap} refused to create topic 'knative-broker-{namespace}-live' "
             f"with 10 partitions, replication factor 3 (ConfigMap knative-eventing/kafka-broker-config)") \
         in result.stderr, result.stderr
+
+
+def test_a_kafka_that_cannot_be_reached_is_a_clear_error_naming_it_and_the_topics():
+    from eventing.kafka_topics import KafkaAccessError
+    from tests.consumers import closed_port_url
+
+    closed = closed_port_url().split("//", 1)[1].rstrip("/")
+    with pytest.raises(KafkaAccessError, match=rf"cannot reach Kafka at {closed} to create topics a-topic, b-topic "
+                                               r"\(waited 2 s\): "):
+        ensure_topics(closed, ["b-topic", "a-topic"], timeout_s=2)
+
+
+def test_run_without_a_reachable_kafka_stops_with_one_line_not_a_traceback(tmp_path):
+    """``knflow run`` creates its topics before the job: no Kafka at the address is the CLI's
+    error message (exit 1), not kafka-python's traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.consumers import closed_port_url
+
+    closed = closed_port_url().split("//", 1)[1].rstrip("/")
+    manifest = tmp_path / "broker.yaml"
+    manifest.write_text("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n")
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(manifest), "--bootstrap-servers", closed],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"knflow run: cannot reach Kafka at {closed} to create topics " in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
