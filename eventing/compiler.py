@@ -261,13 +261,19 @@ def _config_map_layout(config_map: Resource, data: Any, report: Callable[[str, s
     ConfigMap data is), or None when it gives neither."""
     if not isinstance(data, Mapping):
         return None
-    where = f"spec.config: ConfigMap {config_map.key}: "
-    partitions = _positive_int(data.get("default.topic.partitions"), where + "default.topic.partitions", report)
-    factor = _positive_int(data.get("default.topic.replication.factor"),
-                           where + "default.topic.replication.factor", report, MAX_REPLICATION_FACTOR)
+    return _topic_layout(data, "default.topic.partitions", "default.topic.replication.factor",
+                         f"spec.config: ConfigMap {config_map.key}: ", f"ConfigMap {config_map.key}", report)
+
+
+def _topic_layout(values: Mapping[str, Any], partitions_key: str, factor_key: str, where: str, origin: str,
+                  report: Callable[[str, str], None]) -> TopicLayout | None:
+    """A topic's sizes from ``values`` (a ConfigMap's data, a KafkaSink's spec), each checked
+    by :func:`_positive_int` and reported as ``where`` + its key; None when neither is given."""
+    partitions = _positive_int(values.get(partitions_key), where + partitions_key, report)
+    factor = _positive_int(values.get(factor_key), where + factor_key, report, MAX_REPLICATION_FACTOR)
     if partitions is None and factor is None:
         return None
-    return TopicLayout(partitions, factor, f"ConfigMap {config_map.key}")
+    return TopicLayout(partitions, factor, origin)
 
 
 #: Kafka's limits: a topic's partition count is an int32, its replication factor an int16.
@@ -407,12 +413,8 @@ def _kafka_sink(res: Resource, problems: list[Problem]) -> tuple[str, str] | Non
 def _kafka_sink_layout(res: Resource, problems: list[Problem]) -> TopicLayout | None:
     """A KafkaSink's ``numPartitions`` and ``replicationFactor``: how its topic is created
     when missing (None when it gives neither)."""
-    report = _reporter(res, problems)
-    partitions = _positive_int(res.spec.get("numPartitions"), "spec.numPartitions", report)
-    factor = _positive_int(res.spec.get("replicationFactor"), "spec.replicationFactor", report, MAX_REPLICATION_FACTOR)
-    if partitions is None and factor is None:
-        return None
-    return TopicLayout(partitions, factor, f"KafkaSink {res.key}")
+    return _topic_layout(res.spec, "numPartitions", "replicationFactor", "spec.", f"KafkaSink {res.key}",
+                         _reporter(res, problems))
 
 
 def _resolve_kafka_sink(policy: DeliveryPolicy | None, kafka_sinks: Mapping[str, tuple[str, str]], report) -> DeliveryPolicy | None:

@@ -283,7 +283,7 @@ def run_bridges(sources: list[RocketMQSourcePlan], *, endpoints: str, bootstrap_
     if on_started is not None:
         on_started(bridges)
     started = time.monotonic()
-    while not requested:
+    while True:
         time.sleep(0.5)
         if requested:
             break

@@ -194,7 +194,7 @@ def submit(manifests: Sequence[str], jobmanager: str, plan: Plan, options: Flink
     # (unless its path has a space: bin/flink splits JVM_ARGS on spaces).
     with tempfile.TemporaryDirectory(prefix="knflow-submit-") as scratch:
         if not any(c.isspace() for c in scratch):
-            env["JVM_ARGS"] = f"{os.environ.get('JVM_ARGS', '')} -Djava.io.tmpdir={scratch}".strip()
+            env["JVM_ARGS"] = f"{env.get('JVM_ARGS', '')} -Djava.io.tmpdir={scratch}".strip()
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     match = re.search(r"JobID ([0-9a-f]{32})", proc.stdout + proc.stderr)
     if proc.returncode != 0 or not match:
