@@ -733,12 +733,13 @@ class Gen:
             return f"_conv[{name!r}]({args[0]})"
         return f"_nofn({', '.join([repr(name)] + args)})"
 
-    def local_time(self, ts: str, zone_name: str, zone_arg: str) -> str:
+    def local_time(self, ts: str, zone_name: str, zone_arg: str, key: str | None = None) -> str:
         """``ts`` (a timestamp) in the time zone ``zone_name``: the zone's offset for the
-        hour read inline from ``runtime.zone_hours`` (with ``runtime.local_time``'s key),
-        else ``runtime.local_time`` (an hour not seen yet, a NanoTimestamp, an unknown
-        zone's error). ~100 ns less than the call. A fixed offset (``+05:45``) is added by
-        the call."""
+        hour read inline from ``runtime.zone_hours`` (with ``runtime.local_time``'s key, or
+        ``key``: a name it is bound to when ``ts`` is a datetime), else
+        ``runtime.local_time`` (an hour not seen yet, a NanoTimestamp, an unknown zone's
+        error). ~100 ns less than the call. A fixed offset (``+05:45``) is added by the
+        call."""
         try:
             fixed = type(rt.zone(zone_name)) is datetime.timedelta
         except rt.CelError:
@@ -746,8 +747,26 @@ class Gen:
         if fixed:
             return f"_local_time({ts}, {zone_arg})"
         hours, offset = self.const(rt.zone_hours(zone_name)), self.tmp()
-        return (f"(({ts} + {offset}) if type({ts}) is _DT and ({offset} := {hours}.get({ts}.toordinal() * 24 + {ts}.hour)) "
-                f"is not None else _local_time({ts}, {zone_arg}))")
+        key = key or f"{ts}.toordinal() * 24 + {ts}.hour"
+        return f"(({ts} + {offset}) if type({ts}) is _DT and ({offset} := {hours}.get({key})) is not None else _local_time({ts}, {zone_arg}))"
+
+    def local_field(self, name: str, ts: str, zone_name: str, zone_arg: str) -> str | None:
+        """The getter ``name`` (hours and coarser) of ``ts`` in the time zone ``zone_name``,
+        read from ``runtime.zone_hour_fields`` for an hour whose offset is a whole number of
+        hours, else by ``local_time``'s path (with the hour's key computed once); ``None``
+        for a getter or zone it does not serve (minutes, fixed offsets)."""
+        if name not in rt.HOUR_FIELDS:
+            return None
+        try:
+            if type(rt.zone(zone_name)) is datetime.timedelta:
+                return None
+        except rt.CelError:
+            return None
+        fields, found, key = self.const(rt.zone_hour_fields(zone_name)), self.tmp(), self.tmp()
+        local = self.local_time(ts, zone_name, zone_arg, key)
+        return (f"({found}[{rt.HOUR_FIELDS[name]}] if type({ts}) is _DT and "
+                f"({found} := {fields}.get(({key} := {ts}.toordinal() * 24 + {ts}.hour))) is not None "
+                f"else {_TS_PARTS[name].format(t=local)})")
 
     def e_Method(self, node: Method) -> str:
         name = node.name
@@ -777,8 +796,11 @@ class Gen:
             # NanoTimestamp with nanoseconds); with a time zone, by the zone's offset kept
             # per hour (runtime.local_time)
             bound, ts = self.bind(o)
-            t = ts if n == 0 else self.local_time(ts, node.args[0].value, args[0])
-            return f"({_TS_PARTS[name].format(t=t)} if (type({bound}) is _DT or type({ts}) is _NTS) else _ts_get({', '.join([repr(name), ts] + args)}))"
+            part = None if n == 0 else self.local_field(name, ts, node.args[0].value, args[0])
+            if part is None:
+                t = ts if n == 0 else self.local_time(ts, node.args[0].value, args[0])
+                part = _TS_PARTS[name].format(t=t)
+            return f"({part} if (type({bound}) is _DT or type({ts}) is _NTS) else _ts_get({', '.join([repr(name), ts] + args)}))"
         if name in rt.TIMESTAMP_METHODS and n in (0, 1):
             return f"_ts_get({name!r}, {', '.join([o] + args)})"
         if name in strings_ext.METHODS:

@@ -533,6 +533,8 @@ def test_unusual_event_values():
     ("Europe/Berlin", dt.datetime(2024, 10, 27, 1, tzinfo=_UTC)),  # ... and ends at 01:00 UTC
     ("Australia/Adelaide", dt.datetime(2024, 4, 6, 16, 30, tzinfo=_UTC)),  # +10:30 -> +9:30 at :30
     ("Asia/Kathmandu", dt.datetime(2024, 1, 1, tzinfo=_UTC)),  # +05:45, no transition
+    ("Asia/Kolkata", dt.datetime(2024, 3, 9, 18, 30, tzinfo=_UTC)),  # +05:30: the local day turns at :30
+    ("America/New_York", dt.datetime(2023, 12, 31, 5, tzinfo=_UTC)),  # a new year at a whole hour
 ])
 def test_time_in_a_zone_around_its_transitions(zone_name, around):
     # a zone's offset is kept per UTC hour; an hour with a transition inside is not kept:
@@ -548,10 +550,17 @@ def test_time_in_a_zone_around_its_transitions(zone_name, around):
             local = rt.local_time(ts, zone_name)
             assert (local.year, local.month, local.day, local.hour, local.minute, local.second, local.isoweekday()) == \
                 (wanted.year, wanted.month, wanted.day, wanted.hour, wanted.minute, wanted.second, wanted.isoweekday()), ts
-    expression = f"time.getHours('{zone_name}') * 60 + time.getMinutes('{zone_name}')"
-    local = (around + dt.timedelta(minutes=1)).astimezone(zone)
-    event = EventView({"type": "t", "time": around + dt.timedelta(minutes=1)}, None)
-    assert compile_expression(parse_source(expression), expression)(event) == local.hour * 60 + local.minute
+    # compiled, the getters read what was kept inline: the offset, or for an hour whose
+    # offset is a whole number of hours (Berlin's), the local fields themselves
+    getters = ["getHours", "getMinutes", "getFullYear", "getMonth", "getDate", "getDayOfMonth", "getDayOfWeek"]
+    expression = "[" + ", ".join(f"time.{g}('{zone_name}')" for g in getters) + "]"
+    compiled = compile_expression(parse_source(expression), expression)
+    for minute in range(-90, 91):
+        ts = around + dt.timedelta(minutes=minute, microseconds=999_999 if minute % 2 else 0)
+        w = ts.astimezone(zone)
+        for _ in range(2):
+            got = compiled(EventView({"type": "t", "time": ts}, None))
+            assert got == [w.hour, w.minute, w.year, w.month - 1, w.day, w.day - 1, w.isoweekday() % 7], ts
 
 
 @pytest.mark.parametrize("zone_name", ["-03:30", "+05:45", "+25:00", "+100:00", "-23:99", "+5:3", "+05:60", "", "UTC",
