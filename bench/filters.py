@@ -8,6 +8,8 @@ second on one core). The CEL part compares, for realistic live-streaming trigger
 * ``cel-cpp``:           Google's cel-cpp through ``cel-expr-python`` (the reference),
 * ``cel-rust``:          the Rust interpreter through ``common-expression-language``,
 * ``knflow``:            ``filters.cel_compiler`` (what ``CelFilter`` uses),
+* ``knflow native``:     the same functions built into C (``cel_compiler.native``, the job
+                         option ``--cel-native``; the build's seconds are printed),
 
 with bindings reused (built once per event outside the measured time: celpy's
 activation, cel-cpp's ``Activation``, cel-rust's ``Context``, knflow's converted event
@@ -43,7 +45,7 @@ from celpy.celparser import CELParser  # noqa: E402
 
 from filters.base import EventView  # noqa: E402
 from filters.cel import _ENV, celpy_activation  # noqa: E402
-from filters.cel_compiler import compile_expression  # noqa: E402
+from filters.cel_compiler import compile_expression, native  # noqa: E402
 from filters.cel_compiler import runtime as rt  # noqa: E402
 from routing import pin_one_core  # noqa: E402
 
@@ -138,9 +140,9 @@ class CelCase:
 
 
 #: Engines with bindings reused (built once per event, outside the measured time) ...
-REUSED = ["celpy-interpreted", "celpy-compiled", "cel-cpp", "cel-rust", "knflow"]
+REUSED = ["celpy-interpreted", "celpy-compiled", "cel-cpp", "cel-rust", "knflow", "knflow native"]
 #: ... and with the bindings built per evaluation (knflow: its event view's conversion).
-PER_EVENT = ["cel-cpp per event", "cel-rust per event", "knflow per event"]
+PER_EVENT = ["cel-cpp per event", "cel-rust per event", "knflow per event", "knflow native per event"]
 NATIVE = ["cel-cpp", "cel-rust"]
 ROUNDS = 5
 
@@ -202,9 +204,20 @@ def _result(fn: Callable[[Any], Any], arg: Any) -> str:
     return repr(value)
 
 
+def _per_event(evaluate: Callable[[Any], Any]) -> Callable[[EventView], Any]:
+    """``evaluate`` with the event's view converted inside the measured time."""
+
+    def per_event(e: EventView) -> Any:
+        e.cel = None
+        return evaluate(e)
+
+    return per_event
+
+
 def cel_cases(only: str | None = None) -> list[CelCase]:
     events = live_events()
     out = []
+    compiled = []
     for name, expression in CEL_CASES:
         if only and only != name:
             continue
@@ -212,31 +225,36 @@ def cel_cases(only: str | None = None) -> list[CelCase]:
         ast = _ENV.compile(expression)
         interpreted = _ENV.program(ast)
         env, tast = _transpiler_ast(expression)
-        compiled = env.program(tast)
+        transpiled = env.program(tast)
         ours = compile_expression(ast, expression)
+        compiled.append(ours)
         activations = [celpy_activation(e) for e in events]  # cached on the events
         fresh = [EventView(dict(e.attributes), e.data) for e in events]
-
-        def ours_per_event(e: EventView, ours=ours) -> Any:
-            e.cel = None
-            return ours(e)
-
         for e in events:
             rt.activate(e)  # knflow's conversion, cached as the router shares it
-        case.runners = {"celpy-interpreted": interpreted.evaluate, "celpy-compiled": compiled.evaluate, "knflow": ours, "knflow per event": ours_per_event}
-        case.inputs = {"celpy-interpreted": activations, "celpy-compiled": activations, "knflow": events, "knflow per event": fresh}
+        case.runners = {"celpy-interpreted": interpreted.evaluate, "celpy-compiled": transpiled.evaluate, "knflow": ours,
+                        "knflow per event": _per_event(ours)}
+        case.inputs = {"celpy-interpreted": activations, "celpy-compiled": activations, "knflow": events,
+                       "knflow native": events, "knflow per event": fresh, "knflow native per event": fresh}
         for engine, (reused, r_inputs, per_event, p_inputs) in _native(expression, events).items():
             case.runners[engine], case.inputs[engine] = reused, r_inputs
             case.runners[f"{engine} per event"], case.inputs[f"{engine} per event"] = per_event, p_inputs
+        out.append(case)
+    started = time.perf_counter()
+    for case, evaluate in zip(out, native.build(compiled)):
+        case.runners["knflow native"], case.runners["knflow native per event"] = evaluate, _per_event(evaluate)
+    emit(bench="cel", case="native_build", impl="knflow native", ops_per_s=None, functions=len(compiled),
+         seconds=round(time.perf_counter() - started, 1), cache=str(native.cache_dir()))
+    for case in out:
         # knflow must agree with cel-cpp (the reference) on every event; others are noted
         for i in range(len(events)):
             results = {impl: _result(fn, case.inputs[impl][i]) for impl, fn in case.runners.items()}
-            if results["knflow"] != results["cel-cpp"] or results["knflow per event"] != results["knflow"]:
-                raise SystemExit(f"{name}: knflow and cel-cpp disagree on event {i}: {results}")
+            ours = {results[impl] for impl in ("knflow", "knflow per event", "knflow native", "knflow native per event")}
+            if ours != {results["cel-cpp"]}:
+                raise SystemExit(f"{case.name}: knflow and cel-cpp disagree on event {i}: {results}")
             for impl in ("cel-rust", "celpy-interpreted", "celpy-compiled"):
                 if results[impl] != results["cel-cpp"] and impl not in case.notes:
                     case.notes[impl] = f"event {i}: {results[impl]}, cel-cpp {results['cel-cpp']}"
-        out.append(case)
     return out
 
 
@@ -262,21 +280,25 @@ def run_cel(cases: list[CelCase], budget: float) -> list[dict]:
             "fastest": fastest,
             "per_event_vs_native": rates["knflow per event"] / rates[f"{fastest_per_event} per event"],
             "fastest_per_event": fastest_per_event,
+            "native_vs_native": rates["knflow native"] / rates[fastest],
+            "native_per_event_vs_native": rates["knflow native per event"] / rates[f"{fastest_per_event} per event"],
         }
         rows.append(row)
         emit(bench="cel", case=case.name, impl="knflow / fastest native", ops_per_s=None,
              reused=round(row["vs_native"], 2), reused_fastest=fastest,
-             per_event=round(row["per_event_vs_native"], 2), per_event_fastest=fastest_per_event)
+             per_event=round(row["per_event_vs_native"], 2), per_event_fastest=fastest_per_event,
+             native_reused=round(row["native_vs_native"], 2), native_per_event=round(row["native_per_event_vs_native"], 2))
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """The measurements as a Markdown table (thousands of evaluations per second)."""
-    head = ["case", *REUSED, *PER_EVENT, "knflow / fastest native (reused)", "(per event)"]
+    head = ["case", *REUSED, *PER_EVENT, "knflow / fastest native (reused)", "(per event)", "knflow native / fastest native (reused)", "(per event)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["case"]] + [f"{r['rates'][i] / 1000:,.1f}k" for i in REUSED + PER_EVENT]
-        cells += [f"{r['vs_native']:.1f}x ({r['fastest']})", f"{r['per_event_vs_native']:.1f}x ({r['fastest_per_event']})"]
+        cells += [f"{r['vs_native']:.1f}x ({r['fastest']})", f"{r['per_event_vs_native']:.1f}x ({r['fastest_per_event']})",
+                  f"{r['native_vs_native']:.1f}x", f"{r['native_per_event_vs_native']:.1f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -356,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         run_cel_floor(budget / 2)
     ratios = [r["vs_native"] for r in rows]
     per_event = [r["per_event_vs_native"] for r in rows]
+    native_ratios = [r["native_vs_native"] for r in rows]
+    native_per_event = [r["native_per_event_vs_native"] for r in rows]
     emit(
         bench="cel",
         case="summary",
@@ -366,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
         knflow_vs_fastest_native_median=round(statistics.median(ratios), 2),
         per_event_vs_fastest_native_min=round(min(per_event), 2),
         per_event_vs_fastest_native_median=round(statistics.median(per_event), 2),
+        native_vs_fastest_native_min=round(min(native_ratios), 2),
+        native_vs_fastest_native_median=round(statistics.median(native_ratios), 2),
+        native_per_event_vs_fastest_native_min=round(min(native_per_event), 2),
+        native_cases_at_3x=sum(r >= 3 for r in native_ratios),
+        cases_at_3x=sum(r >= 3 for r in ratios),
         median_speedup_vs_celpy_compiled=round(statistics.median(r["rates"]["knflow"] / r["rates"]["celpy-compiled"] for r in rows), 1),
         median_speedup_vs_celpy_interpreted=round(statistics.median(r["rates"]["knflow"] / r["rates"]["celpy-interpreted"] for r in rows), 1),
         seconds=round(time.perf_counter() - started, 1),

@@ -12,14 +12,16 @@ tests). celpy parses every expression; ``filters.cel_compiler`` compiles it once
 trigger into a Python function with the specification's results (``engine ==
 "compiled"``). An expression the compiler declines (protobuf messages, celpy's
 non-standard macros, ...) is evaluated by celpy instead (``engine == "celpy"``,
-``fallback_reason`` says why; ``knflow plan`` shows it), with celpy's semantics. Events
+``fallback_reason`` says why; ``knflow plan`` shows it), with celpy's semantics. With the
+job option ``--cel-native``, the workers build the compiled functions into C
+(``build_native``, ``engine == "native"``). Events
 are converted once per event and shared by all triggers (``EventView.cache``).
 """
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
 import celpy
 from celpy import celtypes
@@ -177,6 +179,26 @@ class CelFilter(Filter):
     def explain(self, event: EventView) -> Explanation:
         result, detail = self._result(event)
         return Explanation(self.describe(), result, f"{detail}; engine={self.engine}")
+
+
+def build_native(filters: Iterable[Filter]) -> int:
+    """Make the compiled CEL filters in these filter trees evaluate with their C build
+    (``cel_compiler.native``: the same generated code, built into one extension module;
+    ``engine`` becomes ``"native"``). Returns how many were built; raises
+    ``NativeBuildError`` (nothing changed) when the module cannot be built. Call it before
+    anything takes ``fast()`` callables from the filters: they keep the function they saw."""
+    from filters.cel_compiler import native
+
+    nodes, pending = [], list(filters)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, CelFilter) and node.engine == "compiled":
+            nodes.append(node)
+        pending.extend(node.children())
+    built = native.build([node._evaluate for node in nodes])
+    for node, evaluate in zip(nodes, built):
+        node._evaluate, node.engine = evaluate, "native"
+    return len(nodes)
 
 
 def _reject_constant_failures(evaluate: Any, path: str) -> None:

@@ -57,11 +57,12 @@ class _Decode(beam.DoFn):
 class _Route(beam.DoFn):
     """CloudEvent -> (trigger key, event) for every trigger that delivers it."""
 
-    def __init__(self, broker: BrokerPlan) -> None:
+    def __init__(self, broker: BrokerPlan, cel_native: bool = False) -> None:
         self.broker = broker
+        self.cel_native = cel_native
 
     def setup(self) -> None:
-        self.router = Router(self.broker)
+        self.router = Router(self.broker, self.cel_native)
 
     def process(self, event: Any) -> Iterable[tuple[str, Any]]:
         for trigger in self.router.route(event):
@@ -92,7 +93,8 @@ class _Deliver(beam.DoFn):
 
     async def _make_dispatcher(self) -> InProcessDispatcher:
         # Semaphores bind to the running loop: create the dispatcher inside it.
-        return InProcessDispatcher(self.broker, self.engine, concurrency=self.settings.concurrency)
+        return InProcessDispatcher(self.broker, self.engine, concurrency=self.settings.concurrency,
+                                   cel_native=self.settings.cel_native)
 
     def start_bundle(self) -> None:
         self.pending = []
@@ -140,7 +142,7 @@ class BrokerDataflow(beam.PTransform):
 
     def expand(self, records: Any) -> BrokerOutputs:
         decoded = records | "Decode" >> beam.ParDo(_Decode()).with_outputs(DEAD_LETTERS, main="events")
-        routed = decoded.events | "Route" >> beam.ParDo(_Route(self.broker))
+        routed = decoded.events | "Route" >> beam.ParDo(_Route(self.broker, self.settings.cel_native))
         delivered = routed | "Deliver" >> beam.ParDo(_Deliver(self.broker, self.settings)).with_outputs(
             DEAD_LETTERS, REPLIES, main="delivered")
         dead_letters = (decoded[DEAD_LETTERS], delivered[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()

@@ -297,6 +297,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     plan = load_plan(args.manifests, allow_sources=runs_in_job)
     # process mode unless asked: a cluster's TaskManagers need pemja and knflow's packages for thread mode
     options = flink_options(args, plan, python_mode="process")
+    if options.delivery.cel_native:  # checks the toolchain here; the cluster's workers build their own
+        from pipelines.runners import build_native_cel
+
+        print(build_native_cel(plan.brokers), file=sys.stderr)
     job_id = submit(args.manifests, args.jobmanager, plan, options, args.partitions)
     note = bridge_note(plan, args.manifests, options.bootstrap_servers)
     if note:

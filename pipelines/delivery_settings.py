@@ -1,10 +1,10 @@
-"""``DeliverySettings``: how deliveries run, one value from the job options to the operator.
+"""``DeliverySettings``: how the operator runs, one value from the job options to it.
 
-The same five options shape delivery in both runners (``--concurrency``,
-``--delivery-timeout``, ``--http-client``, ``--event-loop``, ``--ref-url``). They travel as
-this one value from the CLI or Beam's options through the runner to the delivery step (the
-Beam DoFn, the Flink async function), so adding a setting touches its flag and its use, not
-every layer between them.
+The same options shape delivery in both runners (``--concurrency``,
+``--delivery-timeout``, ``--http-client``, ``--event-loop``, ``--ref-url``), and
+``--cel-native`` how its router's CEL filters run. They travel as this one value from the
+CLI or Beam's options through the runner to the operator (the Beam DoFns, the Flink
+function), so adding a setting touches its flag and its use, not every layer between them.
 """
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ class DeliverySettings:
     """``concurrency``: requests in flight per trigger; ``timeout``: seconds per attempt when
     a trigger's ``spec.delivery.timeout`` is not set; ``http_client``: the ``Sender``
     (``make_sender`` name); ``event_loop``: ``uvloop`` or ``asyncio``; ``ref_urls``: where
-    ``ref`` subscribers and sinks resolve to."""
+    ``ref`` subscribers and sinks resolve to; ``cel_native``: the routers build the compiled
+    CEL filters into C (``transforms.router``)."""
 
     concurrency: int = 64
     timeout: float = 30.0
     http_client: str = DEFAULT_SENDER
     event_loop: str = DEFAULT_EVENT_LOOP
     ref_urls: Mapping[str, str] = field(default_factory=dict)
+    cel_native: bool = False
 
     @classmethod
     def from_options(cls, options: Any) -> "DeliverySettings":
@@ -37,7 +39,7 @@ class DeliverySettings:
         from pipelines.options import parse_ref_urls
 
         return cls(options.concurrency, options.delivery_timeout, options.http_client, options.event_loop,
-                   parse_ref_urls(options.ref_url or []))
+                   parse_ref_urls(options.ref_url or []), bool(getattr(options, "cel_native", False)))
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "DeliverySettings":

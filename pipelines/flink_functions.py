@@ -125,7 +125,8 @@ class BrokerPartitionFunction(KeyedProcessFunction):
         loop = LoopThread(lambda: new_event_loop(self.settings.event_loop))
         engine = self.settings.engine({t.key: t for t in self.plan.delivery_triggers()})
         self.worker = BrokerWorker(self.plan, self.topics, engine, loop, concurrency=self.settings.concurrency,
-                                   wait_s=self.wait_ms / 1000, collect_s=self.collect_ms / 1000)
+                                   wait_s=self.wait_ms / 1000, collect_s=self.collect_ms / 1000,
+                                   cel_native=self.settings.cel_native)
         log.info("deliveries run on %s with %s", type(loop.loop).__qualname__, self.settings.http_client)
         group = runtime_context.get_metrics_group()
         self.records_in = group.counter("knflow_records_in")

@@ -68,6 +68,9 @@ def add_job_arguments(parser: Any, runner_flag: str = "--runner", include_flink:
                         help="HTTP client for deliveries (default: %(default)s)")
     parser.add_argument("--event-loop", default=DEFAULTS["event_loop"], choices=EVENT_LOOPS,
                         help="asyncio event loop deliveries run on (default: %(default)s)")
+    parser.add_argument("--cel-native", action="store_true",
+                        help="build the compiled CEL filters into C with Cython (needs a C compiler where the job's "
+                             "Python runs; built once per set of filters and machine, then cached)")
     if include_flink:
         _add_flink_arguments(parser)
     parser.add_argument("--dead-letter-file", default=None,

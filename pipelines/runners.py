@@ -6,9 +6,10 @@ import dataclasses
 import json
 import os
 import shlex
+import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from eventing.compiler import load_plan, runs_in_job
 from eventing.plan import BrokerPlan, Plan
@@ -65,6 +66,8 @@ def run_job(args: argparse.Namespace) -> int:
         settings = DeliverySettings.from_options(args)
     except argparse.ArgumentTypeError as exc:
         raise KnflowError(str(exc)) from None
+    if settings.cel_native:
+        print(build_native_cel(plan.brokers if args.knflow_runner == "flink" else (broker,)), flush=True)
     if args.knflow_runner == "flink":
         from pipelines.flink_runner import run_local
         from pipelines.options import flink_options
@@ -93,6 +96,7 @@ def run_job(args: argparse.Namespace) -> int:
             "manifests": list(args.manifests), "broker": args.broker, "events_file": args.events_file,
             "concurrency": args.concurrency, "ref_url": list(args.ref_url), "delivery_timeout": args.delivery_timeout,
             "http_client": args.http_client, "event_loop": args.event_loop, "dead_letter_file": args.dead_letter_file,
+            "cel_native": args.cel_native,
             "knflow_runner": "beam-direct", "runner": "DirectRunner", "direct_num_workers": 1,
         })
         summary = run_beam_direct(broker, read_events_file(args.events_file), settings,
@@ -141,6 +145,23 @@ def run_beam_direct(broker: BrokerPlan, records: list[RawRecord], settings: Deli
 
 #: the RocketMQ 5 proxy's gRPC endpoint deploy/rocketmq.sh starts (the bridge's default too)
 DEFAULT_ROCKETMQ_ENDPOINTS = "127.0.0.1:28081"
+
+
+def build_native_cel(brokers: Iterable[BrokerPlan]) -> str:
+    """``--cel-native``: build each broker's CEL filters into C here, before the job starts,
+    and say so. The user asked for it, so a build that cannot be done is this command's
+    error; done, the workers on this machine load the cached modules (``Router`` builds
+    the same set per broker) instead of building them."""
+    from filters.cel import build_native
+    from filters.cel_compiler.native import NativeBuildError, cache_dir
+
+    started, built = time.monotonic(), 0
+    for broker in brokers:
+        try:
+            built += build_native(t.filter for t in broker.triggers)
+        except NativeBuildError as exc:
+            raise KnflowError(f"--cel-native: broker {broker.key}: {exc}") from None
+    return f"--cel-native: {built} CEL filter(s) built as C in {time.monotonic() - started:.1f} s (cache {cache_dir()})"
 
 
 def bridge_note(plan: Plan, manifests: list[str], bootstrap_servers: str) -> str | None:

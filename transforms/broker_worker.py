@@ -125,10 +125,10 @@ class BrokerWorker:
 
     def __init__(self, plan: Plan, topics: Topics, engine: DeliveryEngine, loop: LoopThread, *,
                  concurrency: int = 64, wait_s: float = 0.2, collect_s: float = 0.01,
-                 max_in_flight: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+                 max_in_flight: int = 10_000, clock: Callable[[], float] = time.time, cel_native: bool = False) -> None:
         self.plan = plan
         self.topics = topics
-        self.intake = Intake(plan, topics)
+        self.intake = Intake(plan, topics, cel_native)
         self.outbox = Outbox(plan, topics)
         self.engine = engine
         self.loop = loop

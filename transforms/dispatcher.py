@@ -55,10 +55,12 @@ class InProcessDispatcher:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         stuck_limit: int = 10,
+        cel_native: bool = False,
     ) -> None:
         self.broker = broker
         self.engine = engine
-        self.router = Router(broker)
+        self.cel_native = cel_native
+        self._router: Router | None = None  # built on the first route(): in Beam, only replies are routed here
         self.clock = clock
         self.sleep = sleep
         self.stuck_limit = stuck_limit
@@ -70,7 +72,9 @@ class InProcessDispatcher:
         self.replies: list[ReplyRecord] = []
 
     def route(self, event: CloudEvent) -> list[TriggerPlan]:
-        matches = self.router.route(event)
+        if self._router is None:
+            self._router = Router(self.broker, self.cel_native)
+        matches = self._router.route(event)
         for trigger in matches:
             self.counts[(trigger.key, MATCHED)] += 1
         return matches

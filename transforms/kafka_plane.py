@@ -114,11 +114,12 @@ class Intake:
 
     An ordered direct KafkaSource orders per source partition, as Knative's
     ``OrderedConsumerVerticle`` does (one executor per topic partition, whatever the keys);
-    everywhere else an ordered trigger orders per ``partitionkey`` (else the record key)."""
+    everywhere else an ordered trigger orders per ``partitionkey`` (else the record key).
+    ``cel_native``: the brokers' CEL filters run as C (``Router``)."""
 
-    def __init__(self, plan: Plan, topics: Topics) -> None:
+    def __init__(self, plan: Plan, topics: Topics, cel_native: bool = False) -> None:
         self.topics = topics
-        self.routers = {b.topic: Router(b) for b in plan.brokers}
+        self.routers = {b.topic: Router(b, cel_native) for b in plan.brokers}
         self.ordered = {t.key for t in plan.delivery_triggers() if t.ordering == ORDERED}
         directs = {(b.namespace, b.name): Router(b) for b in plan.direct_sources()}
         self.sources = {}

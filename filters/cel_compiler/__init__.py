@@ -42,7 +42,7 @@ def compile_expression(ast: Any, expression: str = "", *, fold: bool = True) -> 
         node = ir.build(ast, ir.unquote_fields(expression)[1])
         if fold:
             node = codegen.fold(node)
-        src, consts = codegen.generate(node)
+        src, event_src, consts = codegen.generate(node)
         namespace = dict(codegen.BASE_GLOBALS)
         namespace.update(consts)
         exec(compile(src, "<cel " + ascii(expression[:60]) + ">", "exec"), namespace)
@@ -59,6 +59,8 @@ def compile_expression(ast: Any, expression: str = "", *, fold: bool = True) -> 
         return body(act)
 
     evaluate.source = src
+    evaluate.event_source = event_src  # ``_cel_event`` alone, and its constants: for ``native``
+    evaluate.consts = consts
     evaluate.expression = expression
     evaluate.evaluate_values = evaluate_values
     evaluate.constant_errors = tuple(n.message for n in ir.walk(node) if isinstance(n, ir.ErrConst))

@@ -17,16 +17,16 @@ from pipelines.runners import run_job
 from tests.plans import broker_yaml, plan_from_yaml, trigger_yaml
 
 FLAGS = ["--concurrency", "7", "--delivery-timeout", "2.5", "--http-client", "aiohttp", "--event-loop", "asyncio",
-         "--ref-url", "orders=http://127.0.0.1:9/orders"]
+         "--ref-url", "orders=http://127.0.0.1:9/orders", "--cel-native"]
 
 
 def test_flags_become_one_settings_value_for_both_runners():
     args = build_parser().parse_args(["run", "m.yaml", *FLAGS])
     settings = DeliverySettings.from_options(args)
-    assert settings == DeliverySettings(7, 2.5, "aiohttp", "asyncio", {"orders": "http://127.0.0.1:9/orders"})
+    assert settings == DeliverySettings(7, 2.5, "aiohttp", "asyncio", {"orders": "http://127.0.0.1:9/orders"}, cel_native=True)
     assert flink_options(args).delivery == settings
     defaults = DeliverySettings.from_options(build_parser().parse_args(["run", "m.yaml"]))
-    assert defaults == DeliverySettings() and (defaults.concurrency, defaults.event_loop) == (64, "uvloop")
+    assert defaults == DeliverySettings() and (defaults.concurrency, defaults.event_loop, defaults.cel_native) == (64, "uvloop", False)
 
 
 def test_flink_options_survive_the_json_trip_to_a_cluster():

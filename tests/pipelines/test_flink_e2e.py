@@ -1,7 +1,9 @@
 """End to end on Flink's embedded mini-cluster: ingress -> Kafka -> the knflow job -> real
 HTTP consumers, with retries, dead letters, replies and ordered delivery.
 
-One job serves every assertion of the main test (a job start costs ~30 s here).
+One job serves every assertion of the main test (a job start costs ~30 s here). It runs
+with ``--cel-native``: its CEL trigger (``vip``) is evaluated by the C build in the job's
+Python worker, which says so in the mini-cluster's Python log.
 """
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import os
 import random
 import uuid
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
 from eventing.ingress import Ingress, KafkaWriter
 from eventing.kafka_topics import ensure_topics
-from pipelines.flink_job import LOCAL_JVM_ARGS
+from pipelines.flink_job import LOCAL_JVM_ARGS, REPO
 from tests.consumers import ConsumerServer, Received, Reply, accept, always, reply_event
 from tests.pipelines.flink_harness import AppThread, KnflowJob, post_all, summary_rows, wait_until
 from tests.plans import plan_from_yaml
@@ -78,7 +81,14 @@ def manifests(namespace: str, urls: dict[str, str]) -> str:
                       "{retry: 3, backoffDelay: PT0.3S}", "{kafka.eventing.knative.dev/delivery.order: ordered}"))
 
 
-def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
+def python_log_says(text: str) -> bool:
+    """Whether the mini-cluster's Python log (the operator's ``logging``) has ``text``."""
+    logs = Path(os.environ.get("FLINK_LOG_DIR") or REPO / ".run" / "flink-logs")
+    return any(text in p.read_text(errors="replace") for p in logs.glob("*python*.log"))
+
+
+def test_thousand_events_through_ingress_and_flink(kafka, tmp_path, monkeypatch):
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path / "cel-cache"))
     rng = random.Random(5)
     namespace = f"e2e{uuid.uuid4().hex[:6]}"
     servers = {
@@ -104,7 +114,7 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
         plan = plan_from_yaml((manifest_dir / "live.yaml").read_text())
         ensure_topics(kafka.bootstrap, [plan.brokers[0].topic], partitions=4)
         job = KnflowJob(manifest_dir, ["--bootstrap-servers", kafka.bootstrap, "--job-name", namespace,
-                                       "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt")],
+                                       "--checkpoint-interval", "2", "--checkpoint-dir", str(tmp_path / "ckpt"), "--cel-native"],
                         tmp_path / "job.log")
         writer = KafkaWriter(kafka.bootstrap)
         try:
@@ -164,6 +174,8 @@ def test_thousand_events_through_ingress_and_flink(kafka, tmp_path):
                            for name in expected)
 
             wait_until(settled, 240, "every consumer to receive its events")
+            assert "--cel-native: 1 CEL filter(s) built as C in" in job.output()
+            assert python_log_says(f"broker {namespace}/live: 1 CEL filter(s) run as C (--cel-native)")
             if len(os.sched_getaffinity(0)) > 1:
                 # --python-cpu auto: the delivering operator's thread and its delivery loop run
                 # on one CPU (the GIL hands over on one core); the JVM's other threads do not

@@ -1,0 +1,223 @@
+"""``--cel-native``: the compiled CEL filters built into C with Cython (``cel_compiler.native``).
+
+The built functions must give exactly the Python functions' results: values and errors,
+on the filter benchmark's live-streaming cases and on a sample of the cel-spec conformance
+cases (one module for all, built once per session into a fresh cache, so the build itself
+runs in CI). Then the cache, the constants of filters that share code, and what happens
+when no C compiler is there: the router keeps the Python functions, ``knflow run`` says why.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import json
+
+from eventing.compiler import load_plan
+from filters.base import EventView
+from filters.cel import CelFilter, build_native, parse_source
+from filters.cel_compiler import compile_expression, native
+from filters.cel_compiler import runtime as rt
+from filters.cel_compiler.ir import Unsupported
+from pipelines.delivery_settings import DeliverySettings
+from pipelines.event_loop import new_event_loop
+from pipelines.runners import run_beam_direct
+from tests.consumers import ConsumerServer, accept
+from tests.filters import test_cel_conformance as conformance
+from tests.pipelines.test_cli import EXAMPLE, knflow
+from tests.plans import broker_yaml, plan_from_yaml, trigger_yaml
+from transforms.broker_worker import BrokerWorker, LoopThread
+from transforms.kafka_plane import Topics
+from transforms.records import RawRecord
+from transforms.codec import decode_structured
+from transforms.router import Router
+
+_BENCH = Path(__file__).resolve().parents[2] / "bench" / "filters.py"
+#: Every n-th compiled conformance case joins the module (about 120 of them: a build of
+#: all ~1,000 takes minutes).
+SAMPLE_EVERY = 8
+
+
+def _bench_module():
+    """``bench/filters.py`` (its cases and events); it imports ``bench/routing.py``."""
+    spec = importlib.util.spec_from_file_location("knflow_bench_filters", _BENCH)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    sys.path.append(str(_BENCH.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(_BENCH.parent))
+    return module
+
+
+def _outcome(fn, event) -> str:
+    try:
+        value = fn(event)
+    except rt.CelError as exc:
+        return f"error: {exc}"
+    if isinstance(value, rt.CelError):
+        return f"error: {value}"
+    return f"{type(value).__name__} {conformance.canonical(value)!r}"
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """(python function, native function, inputs) for the bench cases and the sample."""
+    bench = _bench_module()
+    events = bench.live_events()
+    rows = []
+    for _name, expression in bench.CEL_CASES:
+        rows.append((compile_expression(parse_source(expression), expression), [EventView(dict(e.attributes), e.data) for e in events]))
+    compiled = []
+    for case in conformance.cases():
+        if case.skip or case.id in conformance.EXCEPTIONS:
+            continue
+        try:
+            fn = compile_expression(parse_source(case.expr), case.expr)
+        except (Unsupported, Exception):  # parse errors and declined expressions are not native's
+            continue
+        values = conformance.bindings(case.test)
+        if any("." in name for name in values):
+            continue  # qualified names: evaluate_values' path, not an event's
+        compiled.append((fn, [types.SimpleNamespace(cel=rt.Activation(values))]))
+    rows += compiled[::SAMPLE_EVERY]
+    functions = native.build([fn for fn, _ in rows], tmp_path_factory.mktemp("cel-cache"))
+    return [(fn, nat, inputs) for (fn, inputs), nat in zip(rows, functions)]
+
+
+def test_native_functions_give_the_python_functions_results(built):
+    assert len(built) > 100
+    differ = []
+    for fn, nat, inputs in built:
+        for event in inputs:
+            ours, theirs = _outcome(fn, event), _outcome(nat, event)
+            if ours != theirs:
+                differ.append(f"{fn.expression!r}: python {ours}, native {theirs}")
+    assert not differ, "\n".join(differ[:20])
+    assert all(type(nat).__name__ == "cython_function_or_method" for _, nat, _ in built)
+
+
+def test_a_built_module_is_kept_and_loaded_from_the_cache(tmp_path, monkeypatch):
+    fn = compile_expression(parse_source('type == "a"'), 'type == "a"')
+    [first] = native.build([fn], tmp_path)
+    [module] = [p for p in tmp_path.iterdir() if p.name.startswith("knflow_cel_")]
+
+    def no_compiling(*args):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(native, "_compile", no_compiling)
+    [again] = native.build([compile_expression(parse_source('type == "a"'), 'type == "a"')], tmp_path)
+    event = EventView({"specversion": "1.0", "id": "1", "source": "/s", "type": "a"}, None)
+    assert first(event) is True and again(event) is True
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [module.name]
+
+
+def test_filters_with_the_same_code_keep_their_own_constants(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
+    a = CelFilter('type in ["com.a", "com.b"] && data.n > 1', "a")
+    b = CelFilter('type in ["com.c"] && data.n > 1', "b")
+    assert a._evaluate.event_source == b._evaluate.event_source  # one function's code serves both
+    assert build_native([a, b]) == 2
+    event = EventView({"specversion": "1.0", "id": "1", "source": "/s", "type": "com.c"}, {"n": 7})
+    assert (a.engine, b.engine) == ("native", "native")
+    assert a.filter(event).name == "FAIL" and b.filter(event).name == "PASS"
+
+
+def test_router_builds_the_brokers_filters_and_routes_the_same(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
+    plan = load_plan([str(EXAMPLE)])
+    broker = plan.brokers[0]
+    python_router = Router(broker)
+    plan_native = load_plan([str(EXAMPLE)])
+    native_router = Router(plan_native.brokers[0], cel_native=True)
+    engines = [n.engine for t in plan_native.brokers[0].triggers for n in _cel_nodes(t.filter)]
+    assert engines and set(engines) == {"native"}
+    for line in (EXAMPLE / "events.jsonl").read_text().splitlines()[:300]:
+        event = decode_structured(line)
+        assert [t.key for t in native_router.route(event)] == [t.key for t in python_router.route(event)], line
+    assert native_router.matched == python_router.matched
+    assert sum(native_router.matched.values()) > 300  # analytics takes every event, others some
+
+
+def test_without_a_c_compiler_the_router_keeps_python_and_run_says_why(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    plan = load_plan([str(EXAMPLE)])
+    with caplog.at_level(logging.WARNING, logger="transforms.router"):
+        router = Router(plan.brokers[0], cel_native=True)
+    assert "the CEL filters stay Python" in caplog.text and "the C build failed" in caplog.text
+    assert {n.engine for t in router.triggers for n in _cel_nodes(t.filter)} == {"compiled"}
+    result = knflow("run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", str(EXAMPLE / "events.jsonl"),
+                    "--cel-native")
+    assert result.returncode == 1
+    assert "--cel-native: broker streaming/live: the C build failed" in result.stderr, result.stderr[-2000:]
+
+
+def vip_plan(url: str):
+    return plan_from_yaml(broker_yaml() + trigger_yaml("vip", url, "[{cel: 'data.level >= 30 && type.startsWith(\"com.live.\")'}]"))
+
+
+def _engines(triggers) -> set[str]:
+    return {n.engine for t in triggers for n in _cel_nodes(t.filter)}
+
+
+def test_the_flink_operators_worker_routes_with_native_filters(tmp_path, monkeypatch):
+    # BrokerWorker is what the Flink operator runs; flink_functions hands it settings.cel_native
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
+    plan = vip_plan("http://127.0.0.1:9/vip")
+    engine = DeliverySettings().engine({t.key: t for t in plan.triggers()})
+    worker = BrokerWorker(plan, Topics.for_job("w"), engine, LoopThread(lambda: new_event_loop("asyncio")), cel_native=True)
+    [router] = worker.intake.routers.values()
+    assert _engines(router.triggers) == {"native"}
+    worker.loop.run(engine.close(), timeout=10)
+
+
+def test_beam_direct_routes_with_native_filters(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
+    consumer = ConsumerServer(accept()).start()
+    try:
+        plan = vip_plan(consumer.url)
+        records = [RawRecord.structured(json.dumps({"specversion": "1.0", "id": f"e{n}", "source": "/rooms/1",
+                                                    "type": "com.live.gift.sent", "data": {"level": n}}), f"test:{n}")
+                   for n in range(0, 60, 5)]
+        with caplog.at_level(logging.INFO, logger="transforms.router"):
+            run_beam_direct(plan.brokers[0], records, DeliverySettings(cel_native=True))
+    finally:
+        consumer.stop()
+    assert sorted(r.headers["ce-id"] for r in consumer.requests) == sorted(f"e{n}" for n in range(30, 60, 5))
+    assert "broker ns/b: 1 CEL filter(s) run as C (--cel-native)" in caplog.text
+
+
+def test_knflow_run_builds_first_and_delivers_the_same(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
+    consumer = ConsumerServer(accept(202)).start()
+    try:
+        refs = []
+        for name in ("moderation", "leaderboard", "analytics", "presence", "vip", "notify", "dead-letters"):
+            refs += ["--ref-url", f"{name}={consumer.url}{name}"]
+        result = knflow("run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", str(EXAMPLE / "events.jsonl"),
+                        "--cel-native", *refs)
+    finally:
+        consumer.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--cel-native: 4 CEL filter(s) built as C in" in result.stdout
+    rows = {line.split()[0]: line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("streaming/")}
+    # the example's counts (tests/pipelines/test_cli.py runs it without --cel-native)
+    assert rows["streaming/analytics"] == ["300", "300"] and rows["streaming/vip-alerts"] == ["28", "28"]
+    assert rows["streaming/moderation"] == ["53", "53"] and rows["streaming/gift-leaderboard"] == ["25", "25"]
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("knflow_cel_")]
+
+
+def _cel_nodes(node):
+    out, pending = [], [node]
+    while pending:
+        n = pending.pop()
+        if isinstance(n, CelFilter) and n.expression:
+            out.append(n)
+        pending.extend(n.children())
+    return out
