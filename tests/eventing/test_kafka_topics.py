@@ -121,6 +121,38 @@ def test_group_requests_wait_for_the_coordinator_of_a_fresh_broker():
         _until_coordinated(lambda: (_ for _ in ()).throw(late), time.monotonic() - 1)
 
 
+def test_creating_a_topic_tries_a_retriable_error_again_until_the_deadline():
+    """A busy Kafka answers CreateTopics with a retriable error (a request timeout, a
+    controller moving; a real broker cannot be made to, so its answers are scripted here):
+    the topic is asked for again until the deadline; a refusal raises at once, naming it."""
+    from kafka.errors import InvalidReplicationFactorError, NotControllerError, RequestTimedOutError
+
+    from eventing.kafka_topics import TopicCreationError, _create_missing
+
+    class ScriptedAdmin:
+        def __init__(self, *answers):
+            self.answers, self.asked = list(answers), []
+
+        def list_topics(self):
+            return ["there"]
+
+        def create_topics(self, topics, timeout_ms):
+            self.asked.append(topics[0].name)
+            answer = self.answers.pop(0)
+            if answer is not None:
+                raise answer
+
+    admin = ScriptedAdmin(RequestTimedOutError(), NotControllerError(), None)
+    created = _create_missing(admin, "k:9092", ["there", "new"], 2, 1, time.monotonic() + 30, DEFAULT_MAX_RECORD_BYTES, {})
+    assert created == ["new"] and admin.asked == ["new", "new", "new"]
+    with pytest.raises(RequestTimedOutError):  # past the deadline: the error, not a hang
+        _create_missing(ScriptedAdmin(RequestTimedOutError()), "k:9092", ["new"], 2, 1, time.monotonic() - 1,
+                        DEFAULT_MAX_RECORD_BYTES, {})
+    with pytest.raises(TopicCreationError, match="refused to create topic 'new' with 2 partitions, replication factor 3"):
+        _create_missing(ScriptedAdmin(InvalidReplicationFactorError()), "k:9092", ["new"], 2, 3, time.monotonic() + 30,
+                        DEFAULT_MAX_RECORD_BYTES, {})
+
+
 def test_a_refused_sasl_login_or_tls_handshake_is_a_clear_error_not_a_metadata_timeout(kafka):
     from eventing.kafka_topics import KafkaAccessError, check_access, init_latest_offsets
 

@@ -29,7 +29,7 @@ from pipelines.event_loop import new_event_loop
 from pipelines.runners import run_beam_direct
 from tests.consumers import ConsumerServer, accept
 from tests.filters import test_cel_conformance as conformance
-from tests.pipelines.test_cli import EXAMPLE, knflow
+from tests.pipelines.test_cli import EXAMPLE, knflow, run_example_on_beam_direct
 from tests.plans import broker_yaml, plan_from_yaml, trigger_yaml
 from transforms.broker_worker import BrokerWorker, LoopThread
 from transforms.kafka_plane import Topics
@@ -117,6 +117,20 @@ def test_a_built_module_is_kept_and_loaded_from_the_cache(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [module.name]
 
 
+def test_the_cache_keeps_the_most_recently_used_modules(tmp_path, monkeypatch):
+    suffix = native.sysconfig.get_config_var("EXT_SUFFIX")
+    files = [tmp_path / f"knflow_cel_{i}{suffix}" for i in range(5)]
+    for age, path in enumerate(files):  # knflow_cel_0 the newest
+        path.write_bytes(b"")
+        native.os.utime(path, (1e9 - age * 100, 1e9 - age * 100))
+    (tmp_path / "unrelated.txt").write_text("x")
+    native._touch(files[4])  # loaded just now: the most recently used
+    monkeypatch.setattr(native, "MAX_CACHED_MODULES", 3)
+    native._prune(tmp_path, keep=files[3])
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {files[0].name, files[1].name, files[4].name, files[3].name, "unrelated.txt"}
+
+
 def test_filters_with_the_same_code_keep_their_own_constants(tmp_path, monkeypatch):
     monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
     a = CelFilter('type in ["com.a", "com.b"] && data.n > 1', "a")
@@ -195,15 +209,7 @@ def test_beam_direct_routes_with_native_filters(tmp_path, monkeypatch, caplog):
 
 def test_knflow_run_builds_first_and_delivers_the_same(tmp_path, monkeypatch):
     monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
-    consumer = ConsumerServer(accept(202)).start()
-    try:
-        refs = []
-        for name in ("moderation", "leaderboard", "analytics", "presence", "vip", "notify", "dead-letters"):
-            refs += ["--ref-url", f"{name}={consumer.url}{name}"]
-        result = knflow("run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", str(EXAMPLE / "events.jsonl"),
-                        "--cel-native", *refs)
-    finally:
-        consumer.stop()
+    result = run_example_on_beam_direct("--cel-native")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--cel-native: 4 CEL filter(s) built as C in" in result.stdout
     rows = {line.split()[0]: line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("streaming/")}

@@ -83,16 +83,22 @@ def test_match_explains_and_json_lists_matches(tmp_path):
     assert result.returncode == 1 and f"{bad}:" in result.stderr and "source" in result.stderr
 
 
-def test_run_beam_direct_prints_the_summary(tmp_path):
+def run_example_on_beam_direct(*args: str) -> subprocess.CompletedProcess:
+    """``knflow run`` of the live-stream example on the DirectRunner, every destination a
+    path of one consumer that accepts everything."""
     consumer = ConsumerServer(accept(202)).start()
     try:
         refs = []
         for name in ("moderation", "leaderboard", "analytics", "presence", "vip", "notify", "dead-letters"):
             refs += ["--ref-url", f"{name}={consumer.url}{name}"]
-        result = knflow("run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", str(EXAMPLE / "events.jsonl"),
-                        "--dead-letter-file", str(tmp_path / "dl.jsonl"), *refs)
+        return knflow("run", str(EXAMPLE), "--runner", "beam-direct", "--events-file", str(EXAMPLE / "events.jsonl"),
+                      *refs, *args)
     finally:
         consumer.stop()
+
+
+def test_run_beam_direct_prints_the_summary(tmp_path):
+    result = run_example_on_beam_direct("--dead-letter-file", str(tmp_path / "dl.jsonl"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Broker streaming/live: 302 record(s) read, 2 undecodable (dead-lettered)" in result.stdout
     row = next(line for line in result.stdout.splitlines() if line.startswith("streaming/analytics"))
