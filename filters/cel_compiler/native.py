@@ -11,12 +11,12 @@ compiler with Python's headers wherever the job's Python runs (a Flink cluster's
 managers too), and a build takes seconds, in a child process (here: 5 s for the example's
 four filters, 13 s for the benchmark's sixteen, 33 s for 146 small ones). A built module is
 kept in a cache directory (``KNFLOW_CEL_CACHE``, else ``$XDG_CACHE_HOME/knflow/cel`` or
-``~/.cache/knflow/cel``) under a name hashed from its source, Python's build and Cython's
-version, so a restarted job or a second worker on the machine loads it at once; the
-directory keeps the ``MAX_CACHED_MODULES`` most recently used. The constants of each
-filter (``_K0``, ...: lists, regexes, error values) are not part of that source: each
-function is made by a factory in the module that takes them as arguments, so filters whose
-code is the same share a module.
+``~/.cache/knflow/cel``) under a name hashed from its source, the build's settings,
+Python's build and Cython's version, so a restarted job or a second worker on the machine
+loads it at once; the directory keeps the ``MAX_CACHED_MODULES`` most recently used. The
+constants of each filter (``_K0``, ...: lists, regexes, error values) are not part of that
+source: each function is made by a factory in the module that takes them as arguments, so
+filters whose code is the same share a module.
 """
 from __future__ import annotations
 
@@ -45,13 +45,17 @@ BUILD_TIMEOUT_S = 1800
 
 #: Run in a child process: Cython, then setuptools' ``build_ext`` with the compiler and
 #: flags Python was built with. A child keeps the compiler's output out of the job's log
-#: and its seconds of Python work off the worker's interpreter.
+#: and its seconds of Python work off the worker's interpreter. ``infer_types`` off: every
+#: name stays a Python object, as in the Python function (inferred, ``_t1 = 1`` made
+#: ``_t1`` a C long, and ``_t1 is True`` then compared numbers: ``int(true) ? x : y`` took
+#: a branch where CEL has no overload).
 _BUILD_SCRIPT = """\
 import sys
 from Cython.Build import cythonize
 from setuptools import Distribution, Extension
 workdir, name = sys.argv[1], sys.argv[2]
-ext = cythonize([Extension(name, [workdir + "/" + name + ".py"])], language_level=3, quiet=True, build_dir=workdir)
+ext = cythonize([Extension(name, [workdir + "/" + name + ".py"])], language_level=3, quiet=True, build_dir=workdir,
+               compiler_directives={"infer_types": False})
 cmd = Distribution({"ext_modules": ext}).get_command_obj("build_ext")
 cmd.build_lib = cmd.build_temp = workdir
 cmd.ensure_finalized()
@@ -95,7 +99,7 @@ def build(functions: Sequence[Callable[[Any], Any]], cache: Path | None = None) 
         return []
     source = module_source(functions)
     cython_version = _cython_version()
-    key = hashlib.sha256("\0".join((source, sys.version, sysconfig.get_platform(), cython_version)).encode()).hexdigest()[:20]
+    key = hashlib.sha256("\0".join((source, _BUILD_SCRIPT, sys.version, sysconfig.get_platform(), cython_version)).encode()).hexdigest()[:20]
     name = f"knflow_cel_{key}"
     directory = cache or cache_dir()
     path = directory / (name + sysconfig.get_config_var("EXT_SUFFIX"))
