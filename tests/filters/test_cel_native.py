@@ -1,10 +1,12 @@
 """``--cel-native``: the compiled CEL filters built into C with Cython (``cel_compiler.native``).
 
 The built functions must give exactly the Python functions' results: values and errors,
-on the filter benchmark's live-streaming cases and on a sample of the cel-spec conformance
-cases (one module for all, built once per session into a fresh cache, so the build itself
-runs in CI). Then the cache, the constants of filters that share code, and what happens
-when no C compiler is there: the router keeps the Python functions, ``knflow run`` says why.
+on the filter benchmark's live-streaming cases, a sample of the cel-spec conformance cases
+and expressions and events drawn by the differential test's generators (one module for
+all, built once per session into a fresh cache, so the build itself runs in CI; the
+generated expressions are large, and a build of 150 of them took three minutes, so 40).
+Then the cache, the constants of filters that share code, and what happens when no C
+compiler is there: the router keeps the Python functions, ``knflow run`` says why.
 """
 from __future__ import annotations
 
@@ -43,6 +45,33 @@ _BENCH = Path(__file__).resolve().parents[2] / "bench" / "filters.py"
 SAMPLE_EVERY = 8
 
 
+#: Expressions and events from the differential test's generators (a fixed seed).
+GENERATED = 40
+
+
+def _generated(count: int) -> list:
+    """``count`` (compiled function, events) pairs drawn as the differential test draws
+    them, derandomized: the same pairs every run."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.filters import test_cel_differential as diff
+
+    out = []
+
+    @settings(max_examples=count, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(diff.expressions(), diff.realistic()), st.lists(diff.events(), min_size=1, max_size=3))
+    def draw(expression, events):
+        try:
+            out.append((compile_expression(parse_source(expression), expression), events))
+        except Exception:  # parse errors and declined expressions are not native's
+            pass
+
+    draw()
+    return out
+
+
 #: Expressions where a C build could part from Python: constants kept in temporaries
 #: whose identity is tested (the random differential run against the built module found
 #: the first two while Cython inferred C types for such names)
@@ -64,6 +93,12 @@ def _bench_module():
     finally:
         sys.path.remove(str(_BENCH.parent))
     return module
+
+
+def _fresh(event):
+    """An event view not converted yet (each function converts its own), or the test's
+    activation as it is."""
+    return EventView(dict(event.attributes), event.data) if isinstance(event, EventView) else event
 
 
 def _outcome(fn, event) -> str:
@@ -97,16 +132,17 @@ def built(tmp_path_factory):
             continue  # qualified names: evaluate_values' path, not an event's
         compiled.append((fn, [types.SimpleNamespace(cel=rt.Activation(values))]))
     rows += compiled[::SAMPLE_EVERY]
+    rows += _generated(GENERATED)
     functions = native.build([fn for fn, _ in rows], tmp_path_factory.mktemp("cel-cache"))
     return [(fn, nat, inputs) for (fn, inputs), nat in zip(rows, functions)]
 
 
 def test_native_functions_give_the_python_functions_results(built):
-    assert len(built) > 100
+    assert len(built) > 170
     differ = []
     for fn, nat, inputs in built:
         for event in inputs:
-            ours, theirs = _outcome(fn, event), _outcome(nat, event)
+            ours, theirs = _outcome(fn, _fresh(event)), _outcome(nat, _fresh(event))
             if ours != theirs:
                 differ.append(f"{fn.expression!r}: python {ours}, native {theirs}")
     assert not differ, "\n".join(differ[:20])
