@@ -98,9 +98,8 @@ def build(functions: Sequence[Callable[[Any], Any]], cache: Path | None = None) 
     if not functions:
         return []
     source = module_source(functions)
-    cython_version = _cython_version()
-    key = hashlib.sha256("\0".join((source, _BUILD_SCRIPT, sys.version, sysconfig.get_platform(), cython_version)).encode()).hexdigest()[:20]
-    name = f"knflow_cel_{key}"
+    parts = (source, _BUILD_SCRIPT, sys.version, sysconfig.get_platform(), _cython_version())
+    name = "knflow_cel_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     directory = cache or cache_dir()
     path = directory / (name + sysconfig.get_config_var("EXT_SUFFIX"))
     if path.exists():
