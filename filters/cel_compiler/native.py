@@ -135,8 +135,11 @@ def _compile(source: str, name: str, directory: Path, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as work:
         (Path(work) / f"{name}.py").write_text(source, encoding="utf-8")
         try:
+            # the child imports Cython and setuptools from where this process does (an
+            # embedded interpreter's packages are on its sys.path, not its executable's)
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
             done = subprocess.run([_python(), "-c", _BUILD_SCRIPT, work, name], capture_output=True, text=True,
-                                  timeout=BUILD_TIMEOUT_S)
+                                  timeout=BUILD_TIMEOUT_S, env=env)
         except subprocess.TimeoutExpired:
             raise NativeBuildError(f"building {len(source)} bytes of CEL code took over {BUILD_TIMEOUT_S} s") from None
         built = sorted(Path(work).glob(name + "*" + sysconfig.get_config_var("EXT_SUFFIX")))
@@ -165,8 +168,9 @@ def _prune(directory: Path, keep: Path) -> None:
 
 def _python() -> str:
     """The interpreter that runs the build: this one, or, when Python is embedded in a JVM
-    (PyFlink's thread mode, where ``sys.executable`` need not be a Python), the one in
-    this environment's ``bin``."""
+    and ``sys.executable`` is no Python, the one in this environment's ``bin``. (In
+    PyFlink's thread mode it is the base interpreter the virtualenv was made from, without
+    the virtualenv's packages: the build gets this process's ``sys.path``.)"""
     if Path(sys.executable or "").name.startswith("python"):
         return sys.executable
     candidate = Path(sys.prefix) / "bin" / "python3"

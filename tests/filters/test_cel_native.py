@@ -164,6 +164,16 @@ def test_a_built_module_is_kept_and_loaded_from_the_cache(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [module.name]
 
 
+def test_an_interpreter_without_the_packages_builds_with_this_ones(tmp_path, monkeypatch):
+    # PyFlink's thread mode embeds the virtualenv's base interpreter, whose own packages
+    # lack Cython; knflow's are on the embedded interpreter's sys.path
+    base = Path(sys._base_executable)
+    assert base.exists()
+    monkeypatch.setattr(native, "_python", lambda: str(base))
+    [fn] = native.build([compile_expression(parse_source('type.endsWith(".b")'), 'type.endsWith(".b")')], tmp_path)
+    assert fn(EventView({"specversion": "1.0", "id": "1", "source": "/s", "type": "a.b"}, None)) is True
+
+
 def test_the_cache_keeps_the_most_recently_used_modules(tmp_path, monkeypatch):
     suffix = native.sysconfig.get_config_var("EXT_SUFFIX")
     files = [tmp_path / f"knflow_cel_{i}{suffix}" for i in range(5)]
