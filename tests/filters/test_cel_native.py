@@ -264,6 +264,23 @@ def test_beam_direct_routes_with_native_filters(tmp_path, monkeypatch, caplog):
     assert "broker ns/b: 1 CEL filter(s) run as C (--cel-native)" in caplog.text
 
 
+def test_beams_delivery_step_routes_replies_with_native_filters(tmp_path, monkeypatch):
+    # the Deliver DoFn's dispatcher routes replies through the broker again
+    from pipelines.beam_pipeline import _Deliver
+
+    monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
+    plan = vip_plan("http://127.0.0.1:9/vip")
+    deliver = _Deliver(plan.brokers[0], DeliverySettings(cel_native=True))
+    deliver.setup()
+    try:
+        reply = decode_structured(json.dumps({"specversion": "1.0", "id": "r1", "source": "/s", "type": "com.live.x",
+                                              "data": {"level": 31}}))
+        assert [t.key for t in deliver.dispatcher.route(reply)] == ["ns/vip"]
+        assert _engines(deliver.dispatcher._router.triggers) == {"native"}
+    finally:
+        deliver.teardown()
+
+
 def test_knflow_run_builds_first_and_delivers_the_same(tmp_path, monkeypatch):
     monkeypatch.setenv("KNFLOW_CEL_CACHE", str(tmp_path))
     result = run_example_on_beam_direct("--cel-native")
