@@ -181,6 +181,17 @@ class CelFilter(Filter):
         return Explanation(self.describe(), result, f"{detail}; engine={self.engine}")
 
 
+def cel_filters(roots: Iterable[Filter]) -> list[CelFilter]:
+    """The ``cel:`` filters in these filter trees, in manifest order."""
+    out, pending = [], list(roots)[::-1]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, CelFilter):
+            out.append(node)
+        pending.extend(reversed(node.children()))
+    return out
+
+
 def build_native(filters: Iterable[Filter]) -> int:
     """Make the compiled CEL filters in these filter trees evaluate with their C build
     (``cel_compiler.native``: the same generated code, built into one extension module;
@@ -189,12 +200,7 @@ def build_native(filters: Iterable[Filter]) -> int:
     anything takes ``fast()`` callables from the filters: they keep the function they saw."""
     from filters.cel_compiler import native
 
-    nodes, pending = [], list(filters)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, CelFilter) and node.engine == "compiled":
-            nodes.append(node)
-        pending.extend(node.children())
+    nodes = [node for node in cel_filters(filters) if node.engine == "compiled"]
     built = native.build([node._evaluate for node in nodes])
     for node, evaluate in zip(nodes, built):
         node._evaluate, node.engine = evaluate, "native"

@@ -165,16 +165,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def filter_engines(root: Any) -> list[dict[str, str]]:
     """Which CEL filters run compiled and which fall back to celpy (and why)."""
+    from filters.cel import cel_filters
+
     out = []
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if getattr(node, "dialect", "") == "cel" and getattr(node, "expression", ""):
+    for node in cel_filters([root]):
+        if node.expression:
             entry = {"expression": node.expression, "engine": node.engine}
             if node.fallback_reason:
                 entry["fallbackReason"] = node.fallback_reason
             out.append(entry)
-        stack.extend(reversed(node.children()))
     return out
 
 

@@ -150,15 +150,15 @@ DEFAULT_ROCKETMQ_ENDPOINTS = "127.0.0.1:28081"
 def build_native_cel(brokers: Iterable[BrokerPlan]) -> str:
     """``--cel-native``: build each broker's CEL filters into C here, before the job starts,
     and say so. The user asked for it, so a build that cannot be done is this command's
-    error; done, the workers on this machine load the cached modules (``Router`` builds
-    the same set per broker) instead of building them."""
-    from filters.cel import build_native
+    error; done, the workers on this machine load the cached modules (their ``Router``
+    builds the same set per broker) instead of building them."""
     from filters.cel_compiler.native import NativeBuildError, cache_dir
+    from transforms.router import build_native_filters
 
     started, built = time.monotonic(), 0
     for broker in brokers:
         try:
-            built += build_native(t.filter for t in broker.triggers)
+            built += build_native_filters(broker)
         except NativeBuildError as exc:
             raise KnflowError(f"--cel-native: broker {broker.key}: {exc}") from None
     return f"--cel-native: {built} CEL filter(s) built as C in {time.monotonic() - started:.1f} s (cache {cache_dir()})"

@@ -36,11 +36,24 @@ class Router:
     def __init__(self, broker: BrokerPlan, cel_native: bool = False) -> None:
         self.broker = broker
         if cel_native:
-            build_native_filters(broker)
+            self._build_native()
         self.triggers = broker.triggers
         self.index: TriggerIndex[int] = TriggerIndex([(t.filter, i) for i, t in enumerate(broker.triggers)])
         self._counts = [0] * len(broker.triggers)
         self.routed = 0
+
+    def _build_native(self) -> None:
+        from filters.cel_compiler.native import NativeBuildError
+
+        started = time.monotonic()
+        try:
+            built = build_native_filters(self.broker)
+        except NativeBuildError as exc:
+            log.warning("broker %s: --cel-native: the CEL filters stay Python: %s", self.broker.key, exc)
+            return
+        if built:
+            log.info("broker %s: %d CEL filter(s) run as C (--cel-native), ready in %.1f s", self.broker.key, built,
+                     time.monotonic() - started)
 
     def route(self, event: Any) -> list[TriggerPlan]:
         """Triggers that deliver ``event`` (a cloudevents.core event), in manifest order."""
@@ -65,17 +78,9 @@ class Router:
 
 
 def build_native_filters(broker: BrokerPlan) -> int:
-    """``filters.cel.build_native`` on the broker's triggers, logged; 0 when it cannot."""
+    """The broker's CEL filters built into C as one set (``filters.cel.build_native``: the
+    set is the cache's key, so ``knflow run``'s build ahead and a worker's are the same);
+    raises ``NativeBuildError``."""
     from filters.cel import build_native
-    from filters.cel_compiler.native import NativeBuildError
 
-    started = time.monotonic()
-    try:
-        built = build_native(t.filter for t in broker.triggers)
-    except NativeBuildError as exc:
-        log.warning("broker %s: --cel-native: the CEL filters stay Python: %s", broker.key, exc)
-        return 0
-    if built:
-        log.info("broker %s: %d CEL filter(s) run as C (--cel-native), ready in %.1f s", broker.key, built,
-                 time.monotonic() - started)
-    return built
+    return build_native(t.filter for t in broker.triggers)

@@ -134,6 +134,16 @@ _STRING_METHODS = {"startsWith": ("_starts_with", "_str_startswith({o}, {a})"), 
                    "contains": ("_contains", "({a} in {o})")}
 
 
+def _hourly_zone(zone_name: str) -> bool:
+    """Whether the zone's offsets are kept per hour (``runtime.zone_hours``): an IANA
+    zone. A fixed offset (``+05:45``) is added by ``runtime.local_time``'s call, which also
+    gives an unknown zone's error."""
+    try:
+        return type(rt.zone(zone_name)) is not datetime.timedelta
+    except rt.CelError:
+        return False
+
+
 def _typed_text(test: str, expr: str, slow: str) -> str:
     return f"(({expr}) if {test} else {slow})"
 
@@ -744,13 +754,8 @@ class Gen:
         hour read inline from ``runtime.zone_hours`` (with ``runtime.local_time``'s key, or
         ``key``: a name it is bound to when ``ts`` is a datetime), else
         ``runtime.local_time`` (an hour not seen yet, a NanoTimestamp, an unknown zone's
-        error). ~100 ns less than the call. A fixed offset (``+05:45``) is added by the
-        call."""
-        try:
-            fixed = type(rt.zone(zone_name)) is datetime.timedelta
-        except rt.CelError:
-            fixed = True
-        if fixed:
+        error). ~100 ns less than the call."""
+        if not _hourly_zone(zone_name):
             return f"_local_time({ts}, {zone_arg})"
         hours, offset = self.const(rt.zone_hours(zone_name)), self.tmp()
         key = key or f"{ts}.toordinal() * 24 + {ts}.hour"
@@ -761,12 +766,7 @@ class Gen:
         read from ``runtime.zone_hour_fields`` for an hour whose offset is a whole number of
         hours, else by ``local_time``'s path (with the hour's key computed once); ``None``
         for a getter or zone it does not serve (minutes, fixed offsets)."""
-        if name not in rt.HOUR_FIELDS:
-            return None
-        try:
-            if type(rt.zone(zone_name)) is datetime.timedelta:
-                return None
-        except rt.CelError:
+        if name not in rt.HOUR_FIELDS or not _hourly_zone(zone_name):
             return None
         fields, found, key = self.const(rt.zone_hour_fields(zone_name)), self.tmp(), self.tmp()
         local = self.local_time(ts, zone_name, zone_arg, key)

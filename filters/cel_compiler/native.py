@@ -39,6 +39,9 @@ __all__ = ["NativeBuildError", "build", "cache_dir"]
 #: build beyond that removes the least recently used.
 MAX_CACHED_MODULES = 64
 
+#: an extension module's file name ends so on this Python
+_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")
+
 #: How long one build may take before it is given up (a set of hundreds of filters builds
 #: in minutes on a small machine).
 BUILD_TIMEOUT_S = 1800
@@ -101,7 +104,7 @@ def build(functions: Sequence[Callable[[Any], Any]], cache: Path | None = None) 
     parts = (source, _BUILD_SCRIPT, sys.version, sysconfig.get_platform(), _cython_version())
     name = "knflow_cel_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     directory = cache or cache_dir()
-    path = directory / (name + sysconfig.get_config_var("EXT_SUFFIX"))
+    path = directory / (name + _SUFFIX)
     if path.exists():
         _touch(path)
     else:
@@ -142,7 +145,7 @@ def _compile(source: str, name: str, directory: Path, target: Path) -> None:
                                   timeout=BUILD_TIMEOUT_S, env=env)
         except subprocess.TimeoutExpired:
             raise NativeBuildError(f"building {len(source)} bytes of CEL code took over {BUILD_TIMEOUT_S} s") from None
-        built = sorted(Path(work).glob(name + "*" + sysconfig.get_config_var("EXT_SUFFIX")))
+        built = sorted(Path(work).glob(name + "*" + _SUFFIX))
         if done.returncode != 0 or not built:
             raise NativeBuildError(f"the C build failed (exit {done.returncode}): {_reason(done.stderr or done.stdout)}")
         os.replace(built[0], target)
@@ -159,7 +162,7 @@ def _touch(path: Path) -> None:
 def _prune(directory: Path, keep: Path) -> None:
     """Remove the least recently used modules beyond ``MAX_CACHED_MODULES`` (a process
     that loaded one keeps it: the file goes, the mapping stays)."""
-    modules = sorted(directory.glob("knflow_cel_*" + sysconfig.get_config_var("EXT_SUFFIX")),
+    modules = sorted(directory.glob("knflow_cel_*" + _SUFFIX),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in modules[MAX_CACHED_MODULES:]:
         if old != keep:

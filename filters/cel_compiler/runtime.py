@@ -1343,7 +1343,7 @@ _HOUR_OFFSETS: dict[str, dict[int, _TD]] = {}
 #: compiled code reads a field here (``codegen.Gen.local_field``) instead of adding the
 #: offset and calling the datetime's method: ~60 ns less per read.
 _HOUR_FIELDS: dict[str, dict[int, tuple[int, ...]]] = {}
-#: the getters ``_HOUR_FIELDS`` answers, by their place in its tuples
+#: the getters ``_HOUR_FIELDS`` answers, by their place in its tuples (in this order)
 HOUR_FIELDS = {"getHours": 0, "getFullYear": 1, "getMonth": 2, "getDate": 3, "getDayOfMonth": 4, "getDayOfWeek": 5}
 _HOUR = _TD(hours=1)
 _LAST_US = _TD(hours=1, microseconds=-1)
@@ -1402,7 +1402,7 @@ def _local_time_found(ts: _DT, tz: str, hour: int) -> _DT:
         offsets[hour] = first
         if not first % _HOUR:
             at = start + first  # the local hour's fields, the same for every instant of it
-            fields[hour] = (at.hour, at.year, at.month - 1, at.day, at.day - 1, at.isoweekday() % 7)
+            fields[hour] = tuple(_ts_part(getter, at) for getter in HOUR_FIELDS)
     return local
 
 

@@ -22,7 +22,7 @@ import json
 
 from eventing.compiler import load_plan
 from filters.base import EventView
-from filters.cel import CelFilter, build_native, parse_source
+from filters.cel import CelFilter, build_native, cel_filters, parse_source
 from filters.cel_compiler import compile_expression, native
 from filters.cel_compiler import runtime as rt
 from filters.cel_compiler.ir import Unsupported
@@ -294,10 +294,4 @@ def test_knflow_run_builds_first_and_delivers_the_same(tmp_path, monkeypatch):
 
 
 def _cel_nodes(node):
-    out, pending = [], [node]
-    while pending:
-        n = pending.pop()
-        if isinstance(n, CelFilter) and n.expression:
-            out.append(n)
-        pending.extend(n.children())
-    return out
+    return [n for n in cel_filters([node]) if n.expression]
